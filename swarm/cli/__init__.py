@@ -1,0 +1,63 @@
+"""The `swarm` command. It parses, configures logging and hands off; the work lives elsewhere.
+
+Each command group has its own module here (`harness`, ...) and registers itself below.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from swarm import __version__
+from swarm.errors import SwarmError
+from swarm.settings import Settings
+
+
+class Context:
+    """What every command gets: the settings file to read and how to read the rest."""
+
+    def __init__(self, config: Path | None) -> None:
+        self.config = config
+
+    def settings(self, **overrides: object) -> Settings:
+        """Settings from the file and environment, with the command's flags (dotted names) on top."""
+        return Settings.load(file=self.config, overrides=overrides)
+
+
+class SwarmGroup(click.Group):
+    """Turns our own errors into one clear line and exit status 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SwarmError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(2)
+
+
+@click.group(cls=SwarmGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="swarm")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="Settings file (default: ./swarm.toml if present).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, verbose: int) -> None:
+    """Run ML research with a swarm of agents: propose, implement, train, review, replicate, promote."""
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = Context(config)
+
+
+def _register() -> None:
+    """Each command module has a `commands` list; add them all to `main`."""
+    import importlib
+
+    for name in COMMAND_MODULES:
+        for command in importlib.import_module(f"swarm.cli.{name}").commands:
+            main.add_command(command)
+
+
+COMMAND_MODULES: list[str] = []
+_register()

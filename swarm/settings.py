@@ -1,0 +1,125 @@
+"""Settings: frozen pydantic models read from `swarm.toml` and `SWARM_*` environment variables.
+
+Precedence, lowest first: defaults, `swarm.toml` (in the swarm directory, else the working
+directory), environment variables, then explicit overrides (the CLI's flags). A nested field is
+named in the environment with a double underscore: `SWARM_BOARD__LEASE_SECONDS=30`.
+No live objects live here: only values that can be printed, compared and sent to another process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from swarm.errors import ConfigError
+
+ENV_PREFIX = "SWARM_"
+FILE_NAME = "swarm.toml"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NatsSettings(Frozen):
+    url: str | None = None  # connect here; None: start our own nats-server
+    host: str = "127.0.0.1"  # where our own server listens
+    port: int = -1  # -1: a random free port
+    user: str | None = None
+    password: str | None = None
+    nkey_seed_file: Path | None = None  # a user nkey seed (SU...) for auth
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+
+
+class HarnessSettings(Frozen):
+    tier: str = "tiny"
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "swarm")
+    corpus: str = "default"  # a named corpus, or a path to text files / Parquet shards
+    memory_cap_mb: int | None = None  # None: a share of the machine's memory
+
+
+class BoardSettings(Frozen):
+    lease_seconds: float = 30.0  # a claim not renewed for this long returns to the pool
+    promotion_seeds: int = 3  # K: seeds a candidate needs before it can be promoted
+    min_delta: float = 0.002  # smallest val_bpb gain that counts, whatever the noise
+    z: float = 2.0  # a gain must exceed z x the arena's measured seed spread
+
+
+class BrainSettings(Frozen):
+    kind: Literal["offline", "anthropic", "openai", "hybrid"] = "offline"
+    model: str | None = None
+    temperature: float = 0.7
+    max_tokens: int = 4096
+    base_url: str | None = None  # any OpenAI-compatible server (vLLM, Ollama, llama.cpp)
+    budget_usd: float | None = None  # swarm-wide cap on LLM spend; None: no cap
+    hybrid_share: float = 0.25  # hybrid: share of trials where the LLM proposes
+
+
+class Settings(Frozen):
+    dir: Path = Path(".swarm")  # the swarm directory: server store, projection, runs, logs
+    nats: NatsSettings = NatsSettings()
+    harness: HarnessSettings = HarnessSettings()
+    board: BoardSettings = BoardSettings()
+    brain: BrainSettings = BrainSettings()
+
+    @classmethod
+    def load(
+        cls,
+        file: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Read `file` (default: ./swarm.toml if present), then the environment, then overrides.
+
+        `overrides` uses dotted names, `{"board.lease_seconds": 10}`; None values are ignored so a
+        CLI can pass every flag through unchanged.
+        """
+        data: dict[str, Any] = {}
+        path = file if file is not None else Path(FILE_NAME)
+        if path.is_file():
+            try:
+                data = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        elif file is not None:
+            raise ConfigError(f"{path}: no such settings file")
+        for key, value in (os.environ if env is None else env).items():
+            dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
+            # Only names of settings: other SWARM_* variables (a run's marker, say) are not ours.
+            if key.startswith(ENV_PREFIX) and dotted.split(".")[0] in cls.model_fields:
+                _put(data, dotted, _env_value(value))
+        for dotted, value in (overrides or {}).items():
+            if value is not None:
+                _put(data, dotted, value)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid settings: {exc}") from exc
+
+
+def _put(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for name in parents:
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"setting {dotted!r}: {name!r} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def _env_value(text: str) -> Any:
+    """Environment values are strings; JSON lists and objects are decoded, the rest left to pydantic."""
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    return text

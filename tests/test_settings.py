@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from swarm.errors import ConfigError
+from swarm.settings import Settings
+
+
+def test_file_then_environment_then_overrides_take_precedence(tmp_path: Path) -> None:
+    file = tmp_path / "swarm.toml"
+    file.write_text('[board]\nlease_seconds = 12\npromotion_seeds = 5\n[harness]\ntier = "standard"\n')
+    env = {"SWARM_BOARD__PROMOTION_SEEDS": "4", "SWARM_HARNESS__TIER": "large"}
+    settings = Settings.load(file=file, env=env, overrides={"harness.tier": "sim", "board.z": None})
+    assert settings.board.lease_seconds == 12
+    assert settings.board.promotion_seeds == 4
+    assert settings.harness.tier == "sim"
+    assert settings.board.z == 2.0
+
+
+def test_unrelated_swarm_variables_are_not_settings(tmp_path: Path) -> None:
+    settings = Settings.load(file=None, env={"SWARM_RUN_ID": "abc", "SWARM_DIR": str(tmp_path)})
+    assert settings.dir == tmp_path
+
+
+def test_bad_values_and_unknown_fields_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="lease_seconds"):
+        Settings.load(file=None, env={"SWARM_BOARD__LEASE_SECONDS": "soon"})
+    file = tmp_path / "swarm.toml"
+    file.write_text("[board]\nleese_seconds = 3\n")
+    with pytest.raises(ConfigError, match="leese_seconds"):
+        Settings.load(file=file, env={})
+    file.write_text("[board\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Settings.load(file=file, env={})
+    with pytest.raises(ConfigError, match="no such settings file"):
+        Settings.load(file=tmp_path / "missing.toml", env={})
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings.load(file=None, env={})
+    with pytest.raises(Exception):
+        settings.board.z = 3.0  # type: ignore[misc]
