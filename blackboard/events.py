@@ -1,0 +1,338 @@
+"""The events of the swarm: versioned, past-tense records. The stream of them is the truth.
+
+Two kinds of event, by who may publish them:
+- facts, published by the agent that owns them (its proposal, its patch, its run's result), so a
+  result survives the blackboard service being down;
+- decisions (`DECISION = True`), published only by the leading blackboard service: grants,
+  verdicts, queued work, promotions.
+
+The life of a piece of research, as events:
+
+    ArenaOpened          a node brings (fingerprint, tier, hardware) and the baseline code
+    WorkQueued(baseline) x K seeds; RunFinished(purpose=baseline) each; BestPromoted (the baseline)
+    HypothesisProposed   an ideator's idea, building on a parent patch
+    HypothesisApproved | HypothesisRejected(duplicate_of=...)
+    WorkQueued(implement) -> ClaimGranted -> ClaimRenewed ... (heartbeats)
+    PatchSubmitted       the implementer's new train.py
+    PatchAccepted | PatchRefused(duplicate_of=...)   same normalised code already run in the arena
+    RunStarted, RunFinished(purpose=explore)
+    WorkQueued(replicate) x K-1 seeds and WorkQueued(review), when the result is a candidate
+    RunFinished(purpose=replicate) ..., ReviewDone
+    BestPromoted | ReplicationDone(outcome=...)      the promotion rule's verdict, with its reason
+
+A work item is closed by a `ClaimReleased(done=True)` on it or by a fact naming it (`RunFinished`,
+`ReviewDone`); a claim released undone or expired returns its work to the pool.
+
+Every event has a unique `id`, used as the JetStream message id so a retried publish is stored
+once. Decoding ignores unknown fields (an old node reads a newer event of the same major schema
+version) and refuses anything else with `DecodeError`, never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from swarm.constants import DECISIONS, FACTS, MAX_EVENT_BYTES, SCHEMA_VERSION
+from swarm.errors import DecodeError
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(prefix: str) -> str:
+    """A unique, time-sortable id: `prefix-` and a 26-character ULID (48-bit ms time, 80 random bits)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    chars = [_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5)]
+    return f"{prefix}-{''.join(chars)}"
+
+
+Purpose = Literal["explore", "replicate", "baseline", "promote"]
+WorkKind = Literal["implement", "baseline", "replicate", "review", "promote"]
+RunStatus = Literal["ok", "crash", "timeout", "diverged", "oom", "rejected"]
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    DECISION: ClassVar[bool] = False
+
+    kind: str
+    v: int = SCHEMA_VERSION
+    id: str = Field(default_factory=lambda: new_id("e"))
+    at: float = Field(default_factory=time.time)  # unix seconds when it happened
+    by: str  # the agent, or the service instance, that published it
+
+    @property
+    def subject(self) -> str:
+        return f"{DECISIONS if self.DECISION else FACTS}.{self.kind}"
+
+
+class Decision(Event):
+    DECISION: ClassVar[bool] = True
+
+
+# --- agents and arenas -------------------------------------------------------------------------
+
+
+class AgentJoined(Event):
+    kind: Literal["agent_joined"] = "agent_joined"
+    agent: str
+    role: str
+    node: str
+    brain: str | None = None
+    devices: list[str] = []
+    pid: int | None = None
+
+
+class AgentLeft(Event):
+    kind: Literal["agent_left"] = "agent_left"
+    agent: str
+    reason: str = ""
+
+
+class ArenaOpened(Event):
+    """A node brings an arena: results are only ever compared within one."""
+
+    kind: Literal["arena_opened"] = "arena_opened"
+    arena: str  # "<tier>/<hardware>/<fingerprint[:12]>"
+    fingerprint: str
+    tier: str
+    hardware: str
+    synthetic: bool = False  # the sim tier: numbers from a known function, not training
+    baseline_code: str
+    baseline_hash: str  # normalised code hash of the baseline
+
+
+# --- hypotheses ---------------------------------------------------------------------------------
+
+
+class HypothesisProposed(Event):
+    kind: Literal["hypothesis_proposed"] = "hypothesis_proposed"
+    hypothesis: str
+    arena: str
+    parent: str | None = None  # the patch this idea builds on; None: the arena's baseline
+    title: str
+    rationale: str = ""
+    intent: dict[str, Any] = {}  # e.g. {"knobs": {"LR": 0.02}} from the offline brain
+
+
+class HypothesisApproved(Decision):
+    kind: Literal["hypothesis_approved"] = "hypothesis_approved"
+    hypothesis: str
+
+
+class HypothesisRejected(Decision):
+    kind: Literal["hypothesis_rejected"] = "hypothesis_rejected"
+    hypothesis: str
+    reason: str
+    duplicate_of: str | None = None  # the earlier hypothesis with the same normalised text
+
+
+# --- work and claims ----------------------------------------------------------------------------
+
+
+class WorkQueued(Decision):
+    kind: Literal["work_queued"] = "work_queued"
+    work: str
+    work_kind: WorkKind
+    arena: str
+    ref: str  # hypothesis id for implement; patch id for baseline, replicate, review, promote
+    seed: int | None = None
+    tier: str | None = None  # promote: the higher tier to run on
+    priority: int = 0  # higher first
+
+
+class ClaimGranted(Decision):
+    kind: Literal["claim_granted"] = "claim_granted"
+    claim: str
+    work: str
+    agent: str
+    expires_at: float
+
+
+class ClaimRenewed(Decision):
+    kind: Literal["claim_renewed"] = "claim_renewed"
+    claim: str
+    expires_at: float
+
+
+class ClaimReleased(Decision):
+    kind: Literal["claim_released"] = "claim_released"
+    claim: str
+    done: bool  # True: the work is finished (or given up for good); False: back to the pool
+    reason: str = ""
+
+
+class ClaimExpired(Decision):
+    kind: Literal["claim_expired"] = "claim_expired"
+    claim: str
+
+
+# --- patches, runs, reviews ---------------------------------------------------------------------
+
+
+class PatchSubmitted(Event):
+    kind: Literal["patch_submitted"] = "patch_submitted"
+    patch: str
+    arena: str
+    hypothesis: str | None = None
+    work: str | None = None
+    parent: str | None = None  # the patch whose code this one edits
+    code: str  # the whole new train.py
+    diff: str = ""  # unified diff against the parent's code
+    code_hash: str  # hash of the normalised code (comments, docstrings, layout stripped)
+
+
+class PatchAccepted(Decision):
+    kind: Literal["patch_accepted"] = "patch_accepted"
+    patch: str
+
+
+class PatchRefused(Decision):
+    kind: Literal["patch_refused"] = "patch_refused"
+    patch: str
+    reason: str
+    duplicate_of: str | None = None  # the patch with the same normalised code already run
+
+
+class RunStarted(Event):
+    kind: Literal["run_started"] = "run_started"
+    run: str
+    patch: str
+    arena: str
+    work: str | None = None
+    seed: int
+    purpose: Purpose
+    tier: str
+    device: str
+    node: str
+
+
+class RunFinished(Event):
+    kind: Literal["run_finished"] = "run_finished"
+    run: str
+    patch: str
+    arena: str
+    work: str | None = None
+    seed: int
+    purpose: Purpose
+    tier: str
+    device: str
+    node: str
+    status: RunStatus
+    reason: str | None = None
+    val_bpb: float | None = None
+    training_seconds: float | None = None
+    total_seconds: float | None = None
+    tokens: int | None = None
+    steps: int | None = None
+    params: int | None = None
+    peak_memory_mb: float | None = None
+    fingerprint: str
+    synthetic: bool = False
+    code_hash: str
+    log_tail: str = ""
+
+
+class ReviewDone(Event):
+    kind: Literal["review_done"] = "review_done"
+    review: str
+    patch: str
+    work: str | None = None
+    verdict: Literal["approve", "reject"]
+    reasons: list[str] = []
+
+
+# --- verdicts of the promotion rule -------------------------------------------------------------
+
+
+class ReplicationDone(Decision):
+    """A candidate has its seeds; the rule's verdict when it is not (yet) promoted, with why."""
+
+    kind: Literal["replication_done"] = "replication_done"
+    patch: str
+    arena: str
+    n: int
+    mean: float
+    std: float
+    outcome: Literal["promoted", "not_better", "rejected_in_review", "awaiting_review", "failed"]
+    explanation: str
+
+
+class BestPromoted(Decision):
+    kind: Literal["best_promoted"] = "best_promoted"
+    arena: str
+    patch: str
+    mean: float
+    std: float
+    n: int
+    previous: str | None = None  # the best it replaces; None for the arena's baseline
+    previous_mean: float | None = None
+    threshold: float | None = None  # the gain it had to beat: max(min_delta, z x spread)
+    reason: str
+
+
+# --- accounting and the service -----------------------------------------------------------------
+
+
+class UsageRecorded(Event):
+    """One brain call: tokens and cost, so a swarm-wide budget can stop LLM calls when spent."""
+
+    kind: Literal["usage_recorded"] = "usage_recorded"
+    agent: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class LeaderElected(Decision):
+    kind: Literal["leader_elected"] = "leader_elected"
+    instance: str
+
+
+AnyEvent = Annotated[
+    Union[
+        AgentJoined, AgentLeft, ArenaOpened,
+        HypothesisProposed, HypothesisApproved, HypothesisRejected,
+        WorkQueued, ClaimGranted, ClaimRenewed, ClaimReleased, ClaimExpired,
+        PatchSubmitted, PatchAccepted, PatchRefused, RunStarted, RunFinished, ReviewDone,
+        ReplicationDone, BestPromoted, UsageRecorded, LeaderElected,
+    ],
+    Field(discriminator="kind"),
+]  # fmt: skip
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
+KINDS: dict[str, type[Event]] = {
+    cls.model_fields["kind"].default: cls for cls in AnyEvent.__origin__.__args__  # type: ignore[attr-defined]
+}
+
+
+def encode(event: Event) -> bytes:
+    data = msgpack.packb(event.model_dump(), use_bin_type=True)
+    if len(data) > MAX_EVENT_BYTES:
+        raise DecodeError(f"{event.kind} {event.id}: {len(data)} bytes, over the {MAX_EVENT_BYTES} limit")
+    return data
+
+
+def decode(data: bytes) -> Event:
+    """The event in `data`, or DecodeError saying what is wrong with it."""
+    if len(data) > MAX_EVENT_BYTES:
+        raise DecodeError(f"event of {len(data)} bytes, over the {MAX_EVENT_BYTES} limit")
+    try:
+        obj = msgpack.unpackb(data, raw=False, max_bin_len=MAX_EVENT_BYTES, max_str_len=MAX_EVENT_BYTES)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:  # the library's own error types
+        raise DecodeError(f"not a msgpack record: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise DecodeError(f"not a record: a msgpack {type(obj).__name__}")
+    if obj.get("v") != SCHEMA_VERSION:
+        raise DecodeError(f"schema version {obj.get('v')!r}, this node speaks {SCHEMA_VERSION}")
+    if obj.get("kind") not in KINDS:
+        raise DecodeError(f"unknown event kind {obj.get('kind')!r}")
+    try:
+        return _ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        raise DecodeError(f"malformed {obj['kind']}: {exc.error_count()} problem(s): {exc}") from exc

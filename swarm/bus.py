@@ -1,0 +1,293 @@
+"""The bus: the one module that imports nats-py.
+
+Connections notice a dead peer within seconds (short pings) and reconnect forever; publishes of an
+event carry its id as the JetStream message id, so a publish retried across a reconnect or a
+server restart is stored once. Requests and replies are msgpack maps; a reply is `{"ok": ...}` or
+`{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType, StreamConfig
+
+from blackboard.events import Event, encode
+from swarm.constants import (
+    DECISIONS,
+    DUPLICATE_WINDOW_SECONDS,
+    LEADER_BUCKET,
+    LEADER_KEY,
+    LEADER_TTL_SECONDS,
+    REQUESTS,
+    SERVICE_QUEUE,
+    STREAM,
+    STREAM_SUBJECTS,
+)
+from swarm.errors import BoardError, BusError
+
+log = logging.getLogger(__name__)
+
+WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code when an expected-sequence header does not hold
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class SequenceConflict(BusError):
+    """Another writer decided since our last read: catch up, decide again."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str | None = None
+    password: str | None = None
+    nkey_seed_file: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+@dataclass
+class LinkState:
+    """What the connection has been through, for status views."""
+
+    connected: bool = False
+    disconnects: int = 0
+    last_change: float = field(default_factory=time.time)
+    last_error: str | None = None
+
+
+class Bus:
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.link = LinkState(connected=nc.is_connected)
+
+    @classmethod
+    async def connect(
+        cls, servers: str | list[str], name: str, credentials: Credentials | None = None, wait: float = 5.0
+    ) -> Bus:
+        """Connect, trying for about `wait` seconds; once connected, reconnect forever."""
+        creds = credentials or Credentials()
+        link = LinkState()
+
+        async def disconnected() -> None:
+            link.connected, link.last_change = False, time.time()
+            link.disconnects += 1
+            log.warning("%s: disconnected from NATS", name)
+
+        async def reconnected() -> None:
+            link.connected, link.last_change = True, time.time()
+            log.warning("%s: reconnected to NATS at %s", name, nc.connected_url.netloc if nc.connected_url else "?")
+
+        async def error(exc: Exception) -> None:
+            # What the server said (say, 'Authorization Violation') explains more than the reset after it.
+            if isinstance(exc, nats.errors.Error) or link.last_error is None or "nats:" not in link.last_error:
+                link.last_error = f"{type(exc).__name__}: {exc}"
+            log.debug("%s: NATS error: %s", name, link.last_error)
+
+        options: dict[str, Any] = dict(
+            servers=servers, name=name, ping_interval=2, max_outstanding_pings=2,
+            allow_reconnect=True, max_reconnect_attempts=max(1, int(wait / 0.5)), reconnect_time_wait=0.5,
+            connect_timeout=min(5.0, max(1.0, wait)),
+            disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
+        )  # fmt: skip
+        if creds.user is not None:
+            options.update(user=creds.user, password=creds.password or "")
+        if creds.nkey_seed_file is not None:
+            options["nkeys_seed"] = str(creds.nkey_seed_file)
+        if creds.tls_ca is not None or creds.tls_cert is not None:
+            context = ssl.create_default_context(cafile=str(creds.tls_ca) if creds.tls_ca else None)
+            if creds.tls_cert is not None:
+                context.load_cert_chain(str(creds.tls_cert), str(creds.tls_key) if creds.tls_key else None)
+            options["tls"] = context
+        try:
+            nc = await nats.connect(**options)
+        except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+            why = link.last_error or str(exc) or type(exc).__name__
+            raise BusError(f"cannot connect to NATS at {servers}: {why}") from exc
+        # Bounded attempts were for the first connect only: from now on a lost link is retried forever.
+        nc.options["max_reconnect_attempts"] = -1
+        link.last_error = None
+        bus = cls(nc)
+        link.connected = True
+        bus.link = link
+        return bus
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except (nats.errors.Error, asyncio.TimeoutError):
+                await self.nc.close()
+
+    # --- the stream ---------------------------------------------------------------------------
+
+    async def ensure_stream(self, replicas: int = 1) -> None:
+        """Create the event stream, or bring its config up to date; safe to call from every node."""
+        config = StreamConfig(
+            name=STREAM, subjects=list(STREAM_SUBJECTS), storage=StorageType.FILE, num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS, allow_msg_ttl=False,
+        )  # fmt: skip
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)  # exists with another config (say, fewer replicas)
+
+    async def last_seq(self) -> int:
+        info = await self.js.stream_info(STREAM)
+        return int(info.state.last_seq)
+
+    async def publish(self, event: Event, expect_decision_seq: int | None = None, timeout: float = 30.0) -> int:
+        """Store `event` once; its stream sequence. Retries through reconnects until `timeout`.
+
+        `expect_decision_seq`: the sequence of the last decision this writer has seen; the server
+        refuses the write (SequenceConflict) if any decision was stored after it.
+        """
+        headers = {"Nats-Msg-Id": event.id}
+        if expect_decision_seq is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expect_decision_seq)
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = f"{DECISIONS}.>"
+        data = encode(event)
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                ack = await self.js.publish(event.subject, data, headers=headers, timeout=2.0)
+                return int(ack.seq)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    raise SequenceConflict(f"{event.kind} {event.id}: {exc.description}") from exc
+                raise BusError(f"publish of {event.kind} {event.id} refused: {exc.description}") from exc
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+                    nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:  # fmt: skip
+                if time.monotonic() + delay > deadline:
+                    raise BusError(f"publish of {event.kind} {event.id} failed for {timeout:.0f} s: {exc}") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def tail(self, start_seq: int = 1) -> AsyncIterator[tuple[int, bytes]]:
+        """Every message of the stream from `start_seq` on, in order, forever (an ordered consumer)."""
+        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=10_000)
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
+        sub = await self.js.subscribe(">", stream=STREAM, ordered_consumer=True, config=config, cb=queue.put)
+        try:
+            while True:
+                msg = await queue.get()
+                yield int(msg.metadata.sequence.stream), msg.data
+        finally:
+            await sub.unsubscribe()
+
+    # --- the leader lease ----------------------------------------------------------------------
+
+    async def leader_lease(self, replicas: int = 1) -> LeaderLease:
+        try:
+            kv = await self.js.key_value(LEADER_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            kv = await self.js.create_key_value(KeyValueConfig(bucket=LEADER_BUCKET, history=1, replicas=replicas))
+        return LeaderLease(self.js, kv)
+
+    # --- request / reply -------------------------------------------------------------------------
+
+    async def request(self, verb: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Ask the blackboard service; its reply body, or BoardError with the service's message."""
+        try:
+            msg = await self.nc.request(f"{REQUESTS}.{verb}", msgpack.packb(body, use_bin_type=True), timeout=timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise BoardError(f"{verb}: no blackboard service is answering") from exc
+        except nats.errors.TimeoutError as exc:
+            raise BoardError(f"{verb}: the blackboard service did not answer within {timeout:.0f} s") from exc
+        try:
+            reply = msgpack.unpackb(msg.data, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise BoardError(f"{verb}: unreadable reply: {exc}") from exc
+        if not isinstance(reply, dict) or ("error" not in reply and "ok" not in reply):
+            raise BoardError(f"{verb}: malformed reply")
+        if "error" in reply:
+            raise BoardError(f"{verb}: {reply['error']}")
+        return reply["ok"]
+
+    async def serve(self, verb: str, handler: Handler) -> Callable[[], Awaitable[None]]:
+        """Answer `verb` requests in the service queue group; returns a function that stops it."""
+
+        async def on_request(msg: Msg) -> None:
+            try:
+                body = msgpack.unpackb(msg.data, raw=False)
+                if not isinstance(body, dict):
+                    raise BoardError(f"{verb}: the request must be a map, not {type(body).__name__}")
+                reply: dict[str, Any] = {"ok": await handler(body)}
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                reply = {"error": f"unreadable request: {exc}"}
+            except BoardError as exc:
+                reply = {"error": str(exc).removeprefix("swarm: ")}
+            except Exception as exc:  # the service keeps serving; the requester learns what broke
+                log.exception("%s: handler failed", verb)
+                reply = {"error": f"internal error: {type(exc).__name__}: {exc}"}
+            if msg.reply:
+                try:
+                    await msg.respond(msgpack.packb(reply, use_bin_type=True))
+                except nats.errors.Error as exc:
+                    log.warning("%s: could not reply: %s", verb, exc)
+
+        sub = await self.nc.subscribe(f"{REQUESTS}.{verb}", queue=SERVICE_QUEUE, cb=on_request)
+        return sub.unsubscribe
+
+
+class LeaderLease:
+    """Create-if-absent with a TTL: whoever holds the key is the only writer of decisions.
+
+    Writes go straight to the bucket's subject with an expected-sequence header and a per-message
+    TTL: a holder that stops refreshing loses the key when the TTL runs out, and a refresh by a
+    holder that already lost it is refused.
+    """
+
+    def __init__(self, js: Any, kv: Any) -> None:
+        self.js, self.kv = js, kv
+        self.subject = f"$KV.{LEADER_BUCKET}.{LEADER_KEY}"
+        self.revision: int | None = None
+
+    async def _write(self, value: str, last: int, ttl: int = LEADER_TTL_SECONDS) -> int | None:
+        try:
+            ack = await self.js.publish(self.subject, value.encode(), headers={
+                "Nats-Expected-Last-Subject-Sequence": str(last)}, msg_ttl=ttl)  # fmt: skip
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                return None
+            raise
+        return int(ack.seq)
+
+    async def acquire(self, instance: str) -> bool:
+        """Take the lease if nobody holds it."""
+        self.revision = await self._write(instance, 0)
+        return self.revision is not None
+
+    async def refresh(self, instance: str) -> bool:
+        """Extend the lease; False if it was lost (expired and taken, or never held)."""
+        if self.revision is not None:
+            self.revision = await self._write(instance, self.revision)
+        return self.revision is not None
+
+    async def holder(self) -> str | None:
+        try:
+            entry = await self.kv.get(LEADER_KEY)
+        except nats.js.errors.KeyNotFoundError:  # also KeyDeletedError
+            return None
+        return entry.value.decode() if entry.value else None
+
+    async def release(self) -> None:
+        """Give the lease up: it lapses within a second instead of the full TTL."""
+        if self.revision is not None:
+            await self._write("", self.revision, ttl=1)
+            self.revision = None

@@ -1,0 +1,26 @@
+"""Names on the wire, in one place: subjects, the stream, KV buckets, the schema version.
+
+Facts an agent owns (its proposal, its patch, its result) go to `swarm.ev.<kind>`; decisions the
+blackboard service makes (grants, verdicts, promotions) go to `swarm.dec.<kind>`, guarded by an
+expected-last-sequence header over `swarm.dec.>` so that two services can never both decide.
+Requests to the service go to `swarm.req.<verb>` in one queue group.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1  # major version of the event schema; additive changes keep it
+
+STREAM = "SWARM"  # the JetStream stream that is the truth
+FACTS = "swarm.ev"  # swarm.ev.<kind>: facts published by the agent that owns them
+DECISIONS = "swarm.dec"  # swarm.dec.<kind>: decisions published by the leading service
+STREAM_SUBJECTS = (f"{FACTS}.>", f"{DECISIONS}.>")
+DUPLICATE_WINDOW_SECONDS = 3600  # a retried publish with the same event id within this is stored once
+
+REQUESTS = "swarm.req"  # swarm.req.<verb>: request/reply to the blackboard service
+SERVICE_QUEUE = "blackboard"  # queue group of the services that answer requests
+
+LEADER_BUCKET = "swarm_leader"  # KV bucket holding the leader lease
+LEADER_KEY = "service"
+LEADER_TTL_SECONDS = 6  # whole seconds (JetStream per-message and bucket TTLs are in seconds)
+
+MAX_EVENT_BYTES = 512 * 1024  # refuse larger events; a train.py is at most 64 KiB

@@ -1,0 +1,132 @@
+"""The bus against a real nats-server: publish once, one writer of decisions, tail, lease, requests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from blackboard.events import AgentJoined, LeaderElected, decode
+from swarm.bus import Bus, Credentials, SequenceConflict
+from swarm.errors import BoardError, BusError
+from swarm.natsserver import Auth, NatsServer
+
+
+def joined(i: int) -> AgentJoined:
+    return AgentJoined(by="test", agent=f"a{i}", role="implementer", node="n1")
+
+
+async def collect(bus: Bus, start: int, count: int) -> list[tuple[int, bytes]]:
+    got: list[tuple[int, bytes]] = []
+    async for item in bus.tail(start):
+        got.append(item)
+        if len(got) == count:
+            return got
+    return got
+
+
+async def test_a_retried_publish_is_stored_once(bus: Bus) -> None:
+    event = joined(1)
+    first = await bus.publish(event)
+    again = await bus.publish(event)
+    assert first == again == await bus.last_seq()
+
+
+async def test_a_stale_writer_cannot_decide(bus: Bus) -> None:
+    first = await bus.publish(LeaderElected(by="s1", instance="s1"), expect_decision_seq=0)
+    await bus.publish(joined(1))  # facts in between do not count against the decision sequence
+    second = await bus.publish(LeaderElected(by="s1", instance="s1"), expect_decision_seq=first)
+    with pytest.raises(SequenceConflict, match="wrong last sequence"):
+        await bus.publish(LeaderElected(by="s2", instance="s2"), expect_decision_seq=first)
+    assert await bus.last_seq() == second
+
+
+async def test_tail_reads_in_order_from_a_sequence(bus: Bus) -> None:
+    events = [joined(i) for i in range(20)]
+    for event in events:
+        await bus.publish(event)
+    got = await asyncio.wait_for(collect(bus, 6, 15), 10)
+    assert [seq for seq, _ in got] == list(range(6, 21))
+    assert [decode(data) for _, data in got] == events[5:]
+
+
+async def test_publishes_and_tail_survive_a_server_restart(tmp_path: Path) -> None:
+    server = NatsServer(dir=tmp_path / "nats").start()
+    bus = await Bus.connect(server.url, name="test")
+    try:
+        await bus.ensure_stream()
+        await bus.publish(joined(0))
+        server.kill()
+        restarted = NatsServer(dir=tmp_path / "nats", port=int(server.url.rsplit(":", 1)[1]))
+
+        async def restart_later() -> None:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(restarted.start)
+
+        restart = asyncio.create_task(restart_later())
+        seq = await bus.publish(joined(1), timeout=20)  # retried until the server is back
+        await restart
+        assert seq == 2 and bus.link.disconnects >= 1
+        got = await asyncio.wait_for(collect(bus, 1, 2), 10)
+        assert [decode(data) for _, data in got] == [joined(0), joined(1)] or [s for s, _ in got] == [1, 2]
+    finally:
+        await bus.close()
+        server.kill()
+        restarted.kill()
+
+
+async def test_leader_lease_is_exclusive_and_lapses(bus: Bus) -> None:
+    first, second = await bus.leader_lease(), await bus.leader_lease()
+    assert await first.acquire("s1")
+    assert not await second.acquire("s2")
+    assert await first.refresh("s1")
+    assert await first.holder() == "s1"
+    # s1 stops refreshing (as a dead service would): the lease lapses and s2 takes it.
+    started = time.monotonic()
+    while not await second.acquire("s2"):
+        assert time.monotonic() - started < 15, "the lease never lapsed"
+        await asyncio.sleep(0.25)
+    assert not await first.refresh("s1"), "a holder that lost the lease must not extend it"
+    await second.release()
+    released = time.monotonic()
+    while not await first.acquire("s1"):
+        assert time.monotonic() - released < 3, "a released lease must lapse within about a second"
+        await asyncio.sleep(0.1)
+
+
+async def test_requests_get_replies_and_clear_errors(bus: Bus) -> None:
+    async def echo(body: dict) -> dict:
+        if body.get("fail"):
+            raise BoardError("refused on purpose")
+        return {"echo": body}
+
+    stop = await bus.serve("echo", echo)
+    assert await bus.request("echo", {"x": 1}) == {"echo": {"x": 1}}
+    with pytest.raises(BoardError, match="refused on purpose"):
+        await bus.request("echo", {"fail": True})
+    reply = await bus.nc.request("swarm.req.echo", b"\xc1\x00garbage", timeout=5)
+    assert b"unreadable request" in reply.data
+    await stop()
+    with pytest.raises(BoardError, match="no blackboard service"):
+        await bus.request("echo", {"x": 1}, timeout=2)
+
+
+async def test_a_server_with_auth_refuses_a_client_without_credentials(tmp_path: Path) -> None:
+    with NatsServer(dir=tmp_path / "nats", auth=Auth(user="swarm", password="s3cret")) as server:
+        with pytest.raises(BusError, match="cannot connect.*Authorization Violation"):
+            await Bus.connect(server.url, name="intruder", wait=1)
+        bus = await Bus.connect(server.url, name="member", credentials=Credentials(user="swarm", password="s3cret"))
+        await bus.ensure_stream()
+        assert await bus.publish(joined(1)) == 1
+        await bus.close()
+
+
+def test_server_stops_cleanly_and_config_syncs_every_write(tmp_path: Path) -> None:
+    server = NatsServer(dir=tmp_path / "nats")
+    assert "sync_interval: always" in server.config()
+    with server:
+        assert server.url.startswith("nats://127.0.0.1:")
+        process = server.process
+    assert process is not None and process.poll() is not None
