@@ -198,30 +198,26 @@ class PatchRefused(Decision):
     duplicate_of: str | None = None  # the patch with the same normalised code already run
 
 
-class RunStarted(Event):
+class _RunEvent(Event):
+    """What identifies a run: both RunStarted and RunFinished carry it whole."""
+
+    run: str
+    patch: str
+    arena: str
+    work: str | None = None
+    seed: int
+    purpose: Purpose
+    tier: str
+    device: str
+    node: str
+
+
+class RunStarted(_RunEvent):
     kind: Literal["run_started"] = "run_started"
-    run: str
-    patch: str
-    arena: str
-    work: str | None = None
-    seed: int
-    purpose: Purpose
-    tier: str
-    device: str
-    node: str
 
 
-class RunFinished(Event):
+class RunFinished(_RunEvent):
     kind: Literal["run_finished"] = "run_finished"
-    run: str
-    patch: str
-    arena: str
-    work: str | None = None
-    seed: int
-    purpose: Purpose
-    tier: str
-    device: str
-    node: str
     status: RunStatus
     reason: str | None = None
     val_bpb: float | None = None
