@@ -42,7 +42,9 @@ class HarnessSettings(Frozen):
     tier: str = "tiny"
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "swarm")
     corpus: str = "default"  # a named corpus, or a path to text files / Parquet shards
-    memory_cap_mb: int | None = None  # None: a share of the machine's memory
+    memory_cap_mb: int | None = None  # None: half of the machine's memory
+    tokenizer: Literal["bpe", "byte"] = "bpe"  # bpe: trained locally with rustbpe; byte: raw UTF-8 bytes
+    sim_seconds: float | None = None  # duration of a sim-tier run; None: the tier's own (2 s)
 
 
 class BoardSettings(Frozen):

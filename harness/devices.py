@@ -1,0 +1,51 @@
+"""Devices a run can use, and the hardware class that names an arena.
+
+Results measured on a wall-clock budget depend on the hardware, so the board keeps them apart by
+hardware class: the GPU's name, or the CPU's model and the number of cores this process may use.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from swarm.errors import HarnessError
+
+
+def list_devices() -> list[str]:
+    """`cuda:N` for every visible GPU, else `["cpu"]`."""
+    import torch
+
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"]
+
+
+def check_device(device: str) -> str:
+    """The device, if this machine has it; a HarnessError naming the choices otherwise."""
+    if device == "cpu":
+        return device
+    if device.startswith("cuda") and device in list_devices():
+        return device
+    raise HarnessError(f"device {device!r} is not available here; choose one of {', '.join(list_devices())}")
+
+
+@cache
+def hardware_class(device: str) -> str:
+    """'NVIDIA H100 80GB HBM3' for a GPU; 'AMD EPYC 9B14 x2' (model x usable cores) for the CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()} x{len(os.sched_getaffinity(0))}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return os.uname().machine

@@ -1,0 +1,146 @@
+"""The synthetic tier: "training" as a known noisy function of train.py's knobs. FIXED.
+
+=====================================================================================================
+For benchmarks and tests of coordination only: it never imports torch nor runs train.py. It
+parses the UPPER_CASE constants (the knobs) of the candidate and of the baseline harness/train.py,
+waits the tier's duration, and reports
+
+    val_bpb = FLOOR + sum over the baseline's numeric knobs of weight(k) * distance(k)^2 + noise
+
+distance is measured in log space around an optimum derived from the knob's name and baseline
+value (within a factor of 2 of the baseline, so the baseline is not optimal and there is something
+to find); knobs whose baseline is 0 are measured linearly. The noise is Gaussian, seeded by
+(seed, sha256 of the source), so a rerun of the same code and seed is identical. A knob that is
+non-positive where the baseline is positive, or far off (x100), diverges; a missing or non-numeric
+knob, or a file that does not parse, crashes. Every result is labelled synthetic.
+=====================================================================================================
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BASELINE = Path(__file__).resolve().parent / "train.py"
+FLOOR = 1.5  # the best reachable synthetic val_bpb (plus noise)
+NOISE = 0.004  # standard deviation of the seed noise: about what a small GPU tier shows
+SPREAD = math.log(2.0)  # optima lie within a factor of 2 of the baseline's value
+DIVERGE = math.log(100.0)  # farther than x100 from the optimum: the run diverges
+
+Knob = int | float | bool | str | tuple
+
+
+class SimError(ValueError):
+    """The candidate cannot be simulated: reported as a crash."""
+
+
+def knobs(source: str) -> dict[str, Knob]:
+    """The module-level `UPPER_CASE = literal` assignments of a train.py source."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise SimError(f"train.py does not parse: {exc}") from exc
+    found: dict[str, Knob] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name.isupper():
+                try:
+                    found[name] = ast.literal_eval(node.value)
+                except ValueError:
+                    continue  # an expression, not a literal: not a knob
+    return found
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic number in [0, 1) from its arguments."""
+    digest = hashlib.sha256("\0".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _numeric(name: str, value: Knob) -> dict[str, float]:
+    """A knob as named numbers: tuples become NAME[0], NAME[1] ...; bools and strings are skipped."""
+    if isinstance(value, bool) or isinstance(value, str):
+        return {}
+    if isinstance(value, (int, float)):
+        return {name: float(value)}
+    if isinstance(value, tuple):
+        out: dict[str, float] = {}
+        for i, item in enumerate(value):
+            out.update(_numeric(f"{name}[{i}]", item))
+        return out
+    return {}
+
+
+def loss(candidate: dict[str, Knob], baseline: dict[str, Knob]) -> float:
+    """The noise-free synthetic val_bpb; SimError for a crash, ArithmeticError for a divergence."""
+    total = FLOOR
+    for name, base_value in baseline.items():
+        base = _numeric(name, base_value)
+        if not base:
+            continue
+        if name not in candidate:
+            raise SimError(f"knob {name} is missing")
+        got = _numeric(name, candidate[name])
+        if set(got) != set(base):
+            raise SimError(f"knob {name} = {candidate[name]!r} is not a number like the baseline's {base_value!r}")
+        for key, b in base.items():
+            v = got[key]
+            weight = 0.01 + 0.05 * _unit("weight", key)
+            if b > 0:
+                if v <= 0:
+                    raise ArithmeticError(f"{key} = {v} must be positive")
+                distance = math.log(v / b) - SPREAD * (2 * _unit("optimum", key) - 1)
+                if abs(distance) > DIVERGE:
+                    raise ArithmeticError(f"{key} = {v} is far outside any stable range")
+            else:
+                if v < 0:
+                    raise ArithmeticError(f"{key} = {v} must not be negative")
+                distance = (v - 0.05 * _unit("optimum", key)) / 0.1
+            total += weight * distance**2
+    return total
+
+
+def simulate(source: str, seed: int, baseline_source: str | None = None) -> dict[str, Any]:
+    """The record the runner reads: status, reason, val_bpb (noise included), synthetic."""
+    baseline = knobs(baseline_source if baseline_source is not None else BASELINE.read_text())
+    try:
+        value = loss(knobs(source), baseline)
+    except SimError as exc:
+        return {"status": "crash", "reason": f"synthetic: {exc}", "synthetic": True}
+    except ArithmeticError as exc:
+        return {"status": "diverged", "reason": f"synthetic: {exc}", "synthetic": True}
+    code = hashlib.sha256(source.encode()).hexdigest()
+    noise = random.Random(f"{seed}:{code}").gauss(0.0, NOISE)
+    return {"status": "ok", "reason": "", "val_bpb": value + noise, "synthetic": True}
+
+
+def main() -> None:
+    spec = json.loads(sys.stdin.read())
+    run_dir = Path(spec["run_dir"])
+    duration = float(spec["budget_seconds"])
+    record = simulate((run_dir / "train.py").read_text(), int(spec["seed"]))
+    started = time.perf_counter()
+    steps = 10
+    for step in range(steps):  # progress as a real run would report it, so views look alike
+        time.sleep(duration / steps)
+        fake = 8.0 - (8.0 - record.get("val_bpb", 8.0)) * (step + 1) / steps
+        line = json.dumps({"step": step, "loss": fake, "tokens": 0, "elapsed": time.perf_counter() - started})
+        try:
+            os.write(spec["progress_fd"], (line + "\n").encode())
+        except OSError:
+            pass
+    record.update(training_seconds=time.perf_counter() - started, steps=steps, tokens=0)
+    (run_dir / "train.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()

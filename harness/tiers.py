@@ -1,0 +1,116 @@
+"""Tiers: the budget, limits and evaluation size of a run. FIXED, do not modify.
+
+=====================================================================================================
+A tier fixes everything about a run that train.py must not influence: how much training it gets
+(tokens, or seconds of wall clock), the hard wall-clock limits the runner enforces, and the
+evaluation (sequence length, batch, and how many validation tokens are scored).
+
+Results are compared only within an arena (fingerprint, tier name, hardware class), so a name
+always means one configuration. Tests may build their own `Tier` under another name.
+=====================================================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from swarm.errors import HarnessError
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    kind: Literal["train", "sim"] = "train"
+    budget_tokens: int | None = None  # training tokens train.py may draw with run.batch()
+    budget_seconds: float | None = None  # or: seconds of training, from the first run.batch()
+    train_limit_seconds: float = 120.0  # hard wall-clock limit of the training process
+    eval_limit_seconds: float = 120.0  # hard wall-clock limit of the evaluation process
+    context_len: int = 128  # the sequence length the model is evaluated at
+    eval_batch: int = 32  # sequences per evaluation forward pass (the exported batch shape)
+    eval_tokens: int = 65_536  # validation target tokens scored; a multiple of eval_batch x context_len
+    corpus: str = "shakespeare"  # what `corpus = "default"` means on this tier
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind == "train" and (self.budget_tokens is None) == (self.budget_seconds is None):
+            raise HarnessError(f"tier {self.name}: give exactly one of budget_tokens and budget_seconds")
+        if self.kind == "sim" and self.budget_seconds is None:
+            raise HarnessError(f"tier {self.name}: a sim tier needs budget_seconds (its duration)")
+        if self.eval_tokens % (self.eval_batch * self.context_len):
+            raise HarnessError(f"tier {self.name}: eval_tokens must be a multiple of eval_batch x context_len")
+
+    @property
+    def synthetic(self) -> bool:
+        return self.kind == "sim"
+
+    @property
+    def eval_windows(self) -> int:
+        return self.eval_tokens // self.context_len
+
+    def with_duration(self, seconds: float) -> Tier:
+        """A sim tier with another duration: the duration never changes a synthetic result."""
+        if self.kind != "sim":
+            raise HarnessError(f"tier {self.name}: only a sim tier's duration can be changed")
+        return replace(self, budget_seconds=seconds, train_limit_seconds=max(self.train_limit_seconds, seconds + 30))
+
+
+TIERS: dict[str, Tier] = {
+    tier.name: tier
+    for tier in (
+        Tier(
+            name="tiny",
+            # A token budget, not seconds: CPU speed varies ~20% run to run, tokens make it exact.
+            budget_tokens=262_144,
+            train_limit_seconds=150.0,
+            eval_limit_seconds=90.0,
+            context_len=128,
+            eval_batch=32,
+            eval_tokens=65_536,
+            # Measured seed spread at this budget: shakespeare ~0.001, sympy ~0.03 (see the notes).
+            corpus="shakespeare",
+            description="CPU, about a minute on 2 cores; a token budget, bit-identical for a seed",
+        ),
+        Tier(
+            name="standard",
+            budget_seconds=300.0,
+            train_limit_seconds=900.0,  # 300 s of training plus start-up, compilation and export
+            eval_limit_seconds=300.0,
+            context_len=1024,
+            eval_batch=16,
+            eval_tokens=131_072,
+            # 1.4M shakespeare tokens would be repeated hundreds of times in 300 s on a GPU.
+            corpus="sympy",
+            description="one GPU, 300 s of training: the familiar setting",
+        ),
+        Tier(
+            name="large",
+            budget_seconds=1800.0,
+            train_limit_seconds=2700.0,
+            eval_limit_seconds=600.0,
+            context_len=1024,
+            eval_batch=16,
+            eval_tokens=131_072,
+            corpus="sympy",
+            description="one GPU, 30 min of training: where small-tier winners are promoted",
+        ),
+        Tier(
+            name="sim",
+            kind="sim",
+            budget_seconds=2.0,
+            train_limit_seconds=60.0,
+            eval_limit_seconds=10.0,
+            context_len=128,
+            eval_batch=1,
+            eval_tokens=128,
+            description="synthetic: a known noisy function of train.py's UPPER_CASE knobs, no torch",
+        ),
+    )
+}
+
+
+def get(name: str) -> Tier:
+    try:
+        return TIERS[name]
+    except KeyError:
+        raise HarnessError(f"no tier {name!r}; the tiers are {', '.join(TIERS)}") from None

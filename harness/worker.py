@@ -1,0 +1,155 @@
+"""The training process: load the training split, sandbox, call train(run), export. FIXED.
+
+=====================================================================================================
+Started by the runner as a fresh interpreter in the run directory (its cwd), in its own process
+group. It reads its instructions as one JSON object on stdin, so neither argv nor the environment
+names the data; the training split arrives as an open file descriptor that is read and closed
+before any agent code runs. It writes, in the run directory:
+  train.json   status, reason and training metrics; written as soon as train() ends, and again
+               after the export, so a later failure never loses the metrics
+  model.pt2    the returned model, exported with torch.export at the evaluation shape, in fp32
+Progress (step, tokens, loss) goes to the runner through a pipe (see Run.log), never stdout.
+=====================================================================================================
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+MODEL_FILE = "model.pt2"
+RESULT_FILE = "train.json"
+TRAIN_FILE = "train.py"
+OOM_MARKERS = ("can't allocate memory", "cannot allocate memory", "out of memory", "not enough memory")
+
+
+def main() -> None:
+    spec = json.loads(sys.stdin.read())
+    run_dir = Path(spec["run_dir"])
+    if spec.get("memory_cap_mb") and not spec["device"].startswith("cuda"):
+        # Address-space cap: an allocation past it fails inside this process (reported as oom)
+        # instead of the kernel's OOM killer picking a victim. CUDA reserves huge address ranges,
+        # so GPU runs rely on the runner's RSS polling alone.
+        cap = int(spec["memory_cap_mb"]) << 20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    started = time.perf_counter()
+    record: dict[str, Any] = {"status": "crash", "reason": "the training process did not finish"}
+    try:
+        _train(spec, run_dir, record, started)
+    except BaseException as exc:  # every way train.py can fail is an outcome to report, not a crash of ours
+        traceback.print_exc()
+        record.update(zip(("status", "reason"), _classify(exc, record.get("phase", "training"))))
+    finally:
+        record.pop("phase", None)
+        _write(run_dir, record)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    # Leave without running agent-registered atexit handlers or finalizers.
+    os._exit(0)
+
+
+def _train(spec: dict[str, Any], run_dir: Path, record: dict[str, Any], started: float) -> None:
+    with os.fdopen(spec["data_fd"], "rb") as data:
+        raw = bytearray(data.read())  # closes the descriptor: nothing later can reopen the file by it
+
+    import torch
+
+    from harness import sandbox
+    from harness.contract import Run
+
+    tokens = torch.frombuffer(raw, dtype=torch.uint16) if raw else torch.zeros(0, dtype=torch.uint16)
+    torch.manual_seed(spec["seed"])
+    device = spec["device"]
+    allow = [run_dir, tempfile.gettempdir(), Path.home() / ".cache", Path.home() / ".triton", "/dev"]
+    sandbox.install(spec["deny"], allow)
+
+    record["phase"] = "import"
+    module = _import_train(run_dir / TRAIN_FILE)
+    train = getattr(module, "train", None)
+    if not callable(train):
+        raise TypeError("train.py defines no function train(run)")
+
+    record["phase"] = "training"
+    run = Run(
+        tokens=tokens, device=device, seed=spec["seed"], vocab_size=spec["vocab_size"],
+        context_len=spec["context_len"], budget_tokens=spec["budget_tokens"],
+        budget_seconds=spec["budget_seconds"], progress_fd=spec.get("progress_fd"),
+    )
+    try:
+        model = train(run)
+    finally:
+        record.update(run._metrics(), peak_memory_mb=_peak_memory_mb(torch, device))
+        _write(run_dir, record)
+
+    model = getattr(model, "_orig_mod", model)  # the module inside a torch.compile wrapper
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"train() must return a torch.nn.Module, not {type(model).__name__}")
+    record["phase"] = "export"
+    model = model.float().eval()
+    example = torch.zeros(spec["eval_batch"], spec["context_len"], dtype=torch.long, device=device)
+    with torch.no_grad():
+        program = torch.export.export(model, (example,), strict=False)
+    torch.export.save(program, run_dir / MODEL_FILE)
+    record.update(status="ok", reason="", export_seconds=time.perf_counter() - started - record["training_seconds"])
+
+
+def _import_train(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location("train", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _classify(exc: BaseException, phase: str) -> tuple[str, str]:
+    """(status, readable reason) for an exception that ended the run."""
+    from harness.contract import Diverged
+
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if len(text) > 600:
+        text = text[:600] + " ..."
+    where = _train_line(exc)
+    if isinstance(exc, Diverged):
+        return "diverged", str(exc)
+    if isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in OOM_MARKERS):
+        return "oom", f"out of memory during {phase}{where}: {text}"
+    if isinstance(exc, SystemExit):
+        return "crash", f"train.py called exit({exc.code}) during {phase}"
+    if phase == "export":
+        return "crash", f"the returned model could not be exported with torch.export: {text}"
+    return "crash", f"train.py raised at {phase}{where}: {text}"
+
+
+def _train_line(exc: BaseException) -> str:
+    """' (train.py line N)' for the deepest frame of the traceback in train.py, if any."""
+    line = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).name == TRAIN_FILE:
+            line = f" (train.py line {frame.lineno})"
+    return line
+
+
+def _peak_memory_mb(torch: Any, device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _write(run_dir: Path, record: dict[str, Any]) -> None:
+    tmp = run_dir / f".{RESULT_FILE}.tmp"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, run_dir / RESULT_FILE)
+
+
+if __name__ == "__main__":
+    main()
