@@ -29,6 +29,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict
 
 import harness
+from harness import corpora
 from harness import fingerprint as fingerprints
 from harness import guard as guards
 from harness import prepare as preparing
@@ -168,7 +169,7 @@ async def _train(
         module = "harness.worker"
         data_fd = os.open(prepared.train_path, os.O_RDONLY)
         fds.append(data_fd)
-        deny = [settings.cache_dir, prepared.dir] + ([settings.corpus] if os.path.exists(settings.corpus) else [])
+        deny = [settings.cache_dir, prepared.dir, *_corpus_root(settings.corpus)]
         spec.update(data_fd=data_fd, vocab_size=prepared.vocab_size, deny=[str(p) for p in deny])
     spec["progress_fd"] = write_progress
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
@@ -183,7 +184,8 @@ async def _train(
         finally:
             for fd in fds:
                 os.close(fd)
-    reader = asyncio.create_task(_read_progress(read_progress, tier, on_progress))
+    pipe = os.fdopen(read_progress, "rb")
+    reader = asyncio.create_task(_read_progress(pipe, tier, on_progress))
     outcome: dict[str, Any] = {}
     try:
         proc.stdin.write(json.dumps(spec).encode())  # type: ignore[union-attr]
@@ -192,7 +194,10 @@ async def _train(
     finally:
         await asyncio.shield(kill_run(proc.pid, marker))
         await asyncio.shield(proc.wait())
+        # Every writer is dead now, so the reader reaches the end of the pipe: the last reports arrive.
+        await asyncio.wait({reader}, timeout=1.0)
         reader.cancel()
+        pipe.close()  # closed by the reader's transport too, unless it never started: never leak it
     record = _read_json(run_dir / RESULT_FILE)
     record["peak_memory_mb"] = max(record.get("peak_memory_mb") or 0.0, outcome.get("peak_rss_mb", 0.0)) or None
     if outcome.get("status"):  # the runner's own verdict (timeout, oom) overrides the process's
@@ -227,10 +232,10 @@ async def _watch(proc: asyncio.subprocess.Process, limit: float, marker: str, ca
         waiter.cancel()
 
 
-async def _read_progress(fd: int, tier: Tier, on_progress: ProgressCallback | None) -> None:
+async def _read_progress(pipe: Any, tier: Tier, on_progress: ProgressCallback | None) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb"))
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
     try:
         while line := await reader.readline():
             try:
@@ -285,6 +290,14 @@ def _result_fields(training: dict[str, Any], evaluation: dict[str, Any], run_dir
         fields["val_bpb"] = evaluation.get("val_bpb")
     fields["log_tail"] = _tail(run_dir / LOG_FILE) + (("\n" + _tail(run_dir / "eval.log")) if (run_dir / "eval.log").is_file() else "")
     return fields
+
+
+def _corpus_root(corpus: str) -> list[str]:
+    """The user's data to hide from train.py: the path, or a glob's directory part."""
+    if corpus == "default" or corpus in corpora.BUILTIN:
+        return []
+    fixed = Path(corpus.split("*")[0].split("?")[0].split("[")[0]).expanduser()
+    return [str(fixed if fixed.exists() else fixed.parent)]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

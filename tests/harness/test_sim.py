@@ -1,0 +1,42 @@
+"""The synthetic tier: a known noisy function of the knobs, deterministic, labelled synthetic."""
+
+from __future__ import annotations
+
+from harness import sim, tiers
+from tests.harness.conftest import BASELINE, set_knobs
+
+FAST_SIM = tiers.get("sim").with_duration(0.2)
+
+
+def test_knobs_are_the_upper_case_literals() -> None:
+    knobs = sim.knobs(BASELINE)
+    assert knobs["DEPTH"] == 4 and knobs["ADAM_BETAS"] == (0.8, 0.95) and knobs["COMPILE"] == "cuda"
+
+
+def test_same_code_and_seed_same_result_and_the_baseline_is_not_optimal() -> None:
+    first = sim.simulate(BASELINE, seed=1)
+    assert first == sim.simulate(BASELINE, seed=1) and first["synthetic"] is True
+    assert sim.simulate(BASELINE, seed=2)["val_bpb"] != first["val_bpb"]
+    assert first["val_bpb"] > sim.FLOOR + 5 * sim.NOISE
+
+
+def test_moving_a_knob_towards_its_optimum_helps() -> None:
+    base = sim.loss(sim.knobs(BASELINE), sim.knobs(BASELINE))
+    values = [sim.loss(sim.knobs(set_knobs(BASELINE, MATRIX_LR=lr)), sim.knobs(BASELINE)) for lr in (0.015, 0.03, 0.06)]
+    assert min(values) < base or values[1] == base
+    assert len(set(values)) == 3  # the knob matters
+
+
+def test_invalid_knobs_diverge_or_crash() -> None:
+    assert sim.simulate(set_knobs(BASELINE, MATRIX_LR=-0.1), seed=1)["status"] == "diverged"
+    assert sim.simulate(set_knobs(BASELINE, MATRIX_LR=300.0), seed=1)["status"] == "diverged"
+    crashed = sim.simulate(BASELINE.replace("DEPTH = 4", "DEPTH = 'four'"), seed=1)
+    assert crashed["status"] == "crash" and "DEPTH" in crashed["reason"]
+    assert sim.simulate("def train(:", seed=1)["status"] == "crash"
+
+
+def test_a_sim_run_goes_through_the_runner_without_data(run_small) -> None:
+    result = run_small(BASELINE, FAST_SIM)
+    assert result.status == "ok" and result.synthetic and result.tier == "sim"
+    assert result.val_bpb == sim.simulate(BASELINE, seed=1)["val_bpb"]
+    assert result.total_seconds < 5
