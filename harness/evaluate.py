@@ -16,6 +16,8 @@ of train.py is imported), and prints one JSON object on stdout.
    spread evenly over the validation split. Document tokens (zero bytes) are not scored.
    A non-finite loss is reported as diverged.
 3. params: the number of parameter elements in the program's weights.
+The model file was written by the training process, so loading it may not unpickle any Python
+object that names code (see refuse_unpickling_code).
 =====================================================================================================
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import sys
 import time
 from typing import Any
@@ -36,6 +39,7 @@ CAUSAL_ATOL = 1e-4  # relative to the logits' scale: a causal model's earlier lo
 
 def main() -> None:
     spec = json.loads(sys.stdin.read())
+    refuse_unpickling_code()
     started = time.perf_counter()
     try:
         result = evaluate(spec)
@@ -43,6 +47,22 @@ def main() -> None:
         result = {"status": "crash", "reason": f"evaluation failed: {type(exc).__name__}: {exc}"[:800]}
     result["eval_seconds"] = time.perf_counter() - started
     print(json.dumps(result), flush=True)
+
+
+def refuse_unpickling_code() -> None:
+    """No pickle in this process may name a Python callable (cannot be undone: an audit hook).
+
+    The model file was written where agent code ran. torch.export.load falls back to
+    torch.load(weights_only=False) and pickle.loads for some payloads, and a crafted pickle runs
+    any code it names. An honest program loads with no pickle lookups at all (measured), so every
+    `pickle.find_class` is refused.
+    """
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "pickle.find_class":
+            raise pickle.UnpicklingError(f"swarm: the model file names {args[0]}.{args[1]}; refused")
+
+    sys.addaudithook(hook)
 
 
 def evaluate(spec: dict[str, Any]) -> dict[str, Any]:

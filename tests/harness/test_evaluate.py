@@ -65,3 +65,24 @@ def test_uniform_logits_score_log2_vocab_bits_per_token(prepared: prepare.Prepar
     expected = math.log2(prepared.vocab_size) * len(scored) / sum(sizes[t] for t in scored)
     assert result["status"] == "ok" and result["params"] == prepared.vocab_size
     assert math.isclose(result["val_bpb"], expected, rel_tol=1e-6)  # fp32 log-softmax
+
+
+def test_the_evaluator_refuses_pickles_that_name_code(tmp_path: Path) -> None:
+    """A crafted model file cannot run code in the evaluation process through torch.load's fallback."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import io, pickle, torch\n"
+        "from harness.evaluate import refuse_unpickling_code\n"
+        "payload = pickle.dumps(print)\n"
+        "refuse_unpickling_code()\n"
+        "for load in (lambda: pickle.loads(payload), lambda: torch.load(io.BytesIO(payload), weights_only=False)):\n"
+        "    try:\n"
+        "        load()\n"
+        "        print('LOADED')\n"
+        "    except Exception as exc:\n"
+        "        print('refused' if 'refused' in str(exc) else repr(exc))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["refused", "refused"], done.stdout + done.stderr
