@@ -40,11 +40,6 @@ class CodeError(BoardError):
     """Source code that does not parse as Python, so it cannot be normalised."""
 
 
-def baseline_patch(arena: str) -> str:
-    """The id of an arena's baseline patch: its code is the ArenaOpened baseline, its parent none."""
-    return f"baseline:{arena}"
-
-
 # --- code ---------------------------------------------------------------------------------------
 
 
@@ -93,9 +88,10 @@ def normalize_text(text: str) -> str:
 def idea_key(arena: str, parent: str | None, title: str, intent: Mapping[str, Any]) -> str:
     """The dedup key of a hypothesis: sha256 hex over its arena, parent, normalised title and intent.
 
-    A parent of None means the arena's baseline, so it keys the same as naming the baseline.
+    A parent of None (the arena's baseline) keys differently from the baseline's patch id: callers
+    that want the two to match pass the baseline's id for None.
     """
-    parts = [arena, parent or baseline_patch(arena), normalize_text(title), _canonical(dict(intent))]
+    parts = [arena, parent or "", normalize_text(title), _canonical(dict(intent))]
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
 
 

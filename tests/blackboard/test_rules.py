@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from blackboard.rules import (
     CodeError,
-    baseline_patch,
     code_hash,
     idea_key,
     is_candidate,
@@ -139,8 +138,8 @@ def test_numbers_are_spelled_one_way() -> None:
 
 
 def test_ideas_differing_in_form_share_a_key() -> None:
-    one = idea_key("tiny/cpu/abc", None, "Raise the LR", {"knobs": {"LR": 0.020, "WARMUP": 100}})
-    two = idea_key("tiny/cpu/abc", baseline_patch("tiny/cpu/abc"), "raise the lr!", {"knobs": {"warmup": 100.0, "lr": 2e-2}})
+    one = idea_key("tiny/cpu/abc", "p-1", "Raise the LR", {"knobs": {"LR": 0.020, "WARMUP": 100}})
+    two = idea_key("tiny/cpu/abc", "p-1", "raise the lr!", {"knobs": {"warmup": 100.0, "lr": 2e-2}})
     assert one == two and len(one) == 64
 
 
@@ -148,14 +147,15 @@ def test_ideas_differing_in_form_share_a_key() -> None:
     "change",
     [
         {"arena": "tiny/cpu/other"},
-        {"parent": "p-1"},
+        {"parent": "p-2"},
+        {"parent": None},
         {"title": "Lower the LR"},
         {"intent": {"knobs": {"LR": 0.03}}},
         {"intent": {"knobs": {"LR": 0.02}, "code": "swap relu for gelu"}},
     ],
 )
 def test_ideas_differing_in_substance_have_different_keys(change: dict) -> None:
-    base = {"arena": "tiny/cpu/abc", "parent": None, "title": "Raise the LR", "intent": {"knobs": {"LR": 0.02}}}
+    base = {"arena": "tiny/cpu/abc", "parent": "p-1", "title": "Raise the LR", "intent": {"knobs": {"LR": 0.02}}}
     assert idea_key(**base) != idea_key(**{**base, **change})
 
 
