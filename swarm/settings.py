@@ -56,12 +56,19 @@ class BoardSettings(Frozen):
 
 class BrainSettings(Frozen):
     kind: Literal["offline", "anthropic", "openai", "hybrid"] = "offline"
-    model: str | None = None
-    temperature: float = 0.7
-    max_tokens: int = 4096
-    base_url: str | None = None  # any OpenAI-compatible server (vLLM, Ollama, llama.cpp)
+    model: str | None = None  # None: the provider's default (agents.brains.prices.DEFAULT_MODELS)
+    # None: the model's own default. Current Claude models and OpenAI's reasoning models refuse
+    # any other temperature with an HTTP 400, so it is sent only when set.
+    temperature: float | None = None
+    max_tokens: int = 16_000  # room for a whole train.py (~3k tokens) after the model's thinking
+    base_url: str | None = None  # any OpenAI-compatible server (vLLM, Ollama, llama.cpp), or an Anthropic gateway
     budget_usd: float | None = None  # swarm-wide cap on LLM spend; None: no cap
-    hybrid_share: float = 0.25  # hybrid: share of trials where the LLM proposes
+    hybrid_share: float = Field(default=0.25, ge=0.0, le=1.0)  # hybrid: share of trials where the LLM proposes
+    hybrid_llm: Literal["anthropic", "openai"] = "anthropic"  # the model behind the hybrid brain
+    price_input_per_mtok: float | None = None  # USD per million input tokens, for a model not in the price table
+    price_output_per_mtok: float | None = None  # and per million output tokens
+    timeout_seconds: float = 600.0  # one HTTP request to the model, retries not included
+    max_retries: int = 2  # the SDK's retries of rate limits (429), overload and server errors (5xx)
 
 
 class Settings(Frozen):

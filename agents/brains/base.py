@@ -1,0 +1,149 @@
+"""What a brain is: the one small protocol every brain implements, and the records it trades in.
+
+A brain decides; roles do everything else (claiming, publishing, running the harness). Each role
+asks its brain one kind of question:
+- the ideator:     `ideas(IdeaContext)`      -> new hypotheses for an arena
+- the implementer: `implement(ImplementTask)` -> a new train.py; `repair(RepairTask)` after a crash
+- the reviewer:    `review(ReviewTask)`      -> approve or reject, with reasons
+
+Every call to a paid model reports its `Usage` through the `on_usage` callback the agent gives the
+brain (it becomes a `UsageRecorded` event), and asks `budget_left` first: when the swarm-wide
+budget is spent, LLM brains stop calling their model and answer as the offline brain would.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from swarm.errors import SwarmError
+
+
+class BrainError(SwarmError):
+    """The brain could not answer: the model failed, or its answer could not be used."""
+
+
+class CannotDo(BrainError):
+    """This brain cannot do this task at all (say, the offline brain and an idea given only in words)."""
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Trial(Record):
+    """One piece of code tried in an arena, as the ideator sees it."""
+
+    patch: str
+    title: str  # its hypothesis' title ("baseline" for the arena's baseline)
+    knobs: dict[str, Any]  # the UPPER_CASE constants of its train.py
+    status: str  # ok if any run of it succeeded, else the status of its last run
+    val_bpb: float | None = None  # mean over its ok runs
+    n: int = 0  # ok runs
+    reason: str | None = None  # why it failed, when it did
+    best: bool = False  # the arena's current best
+
+
+class IdeaContext(Record):
+    arena: str
+    tier: str
+    program: str  # roles/ideator.md: the lab's instructions, edited by people
+    best_patch: str
+    best_code: str
+    best_mean: float | None = None
+    spread: float | None = None  # the arena's measured seed spread of val_bpb
+    trials: list[Trial] = []  # everything tried here, oldest first
+    refused: list[str] = []  # titles recently refused as duplicates: do not propose them again
+    n: int = 1  # how many ideas are wanted
+
+
+class Idea(Record):
+    title: str
+    rationale: str
+    intent: dict[str, Any] = {}  # {"knobs": {"MATRIX_LR": 0.04}} and/or {"change": "what to edit, in words"}
+    parent: str | None = None  # the patch it builds on; None: the arena's best
+
+
+class ImplementTask(Record):
+    program: str  # roles/implementer.md
+    contract: str  # the harness contract (harness.contract's docstring): what train.py may do
+    title: str
+    rationale: str
+    intent: dict[str, Any] = {}
+    parent_code: str
+
+
+class RepairTask(ImplementTask):
+    code: str  # the train.py that failed
+    status: str  # crash, rejected, diverged...
+    reason: str
+    log_tail: str = ""
+    attempt: int = 1
+
+
+class Implementation(Record):
+    code: str  # the whole new train.py
+    notes: str = ""
+
+
+class ReviewTask(Record):
+    program: str  # roles/reviewer.md
+    contract: str
+    title: str
+    rationale: str
+    intent: dict[str, Any] = {}
+    parent_code: str
+    code: str
+    diff: str
+    values: list[float] = []  # val_bpb of the candidate's runs so far
+    best_values: list[float] = []  # val_bpb of the arena's best
+    spread: float | None = None
+    problems: list[str] = []  # what the static checks found (guard, scope of the diff)
+
+
+class ReviewVerdict(Record):
+    verdict: Literal["approve", "reject"]
+    reasons: list[str] = []
+
+
+class Usage(Record):
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+@dataclass
+class Accounting:
+    """How a brain reports its spend and learns what is left of the swarm's budget."""
+
+    on_usage: Callable[[Usage], None] = lambda usage: None
+    budget_left: Callable[[], float | None] = lambda: None  # None: no budget set
+    spent_locally: float = field(default=0.0)  # what this brain spent, for its own view
+
+
+class Brain(ABC):
+    """Decides. Implementations: offline (no network), anthropic, openai, hybrid."""
+
+    name: str
+
+    def __init__(self, accounting: Accounting | None = None) -> None:
+        self.accounting = accounting or Accounting()
+
+    @abstractmethod
+    async def ideas(self, context: IdeaContext) -> list[Idea]: ...
+
+    @abstractmethod
+    async def implement(self, task: ImplementTask) -> Implementation: ...
+
+    @abstractmethod
+    async def repair(self, task: RepairTask) -> Implementation | None:
+        """A fixed train.py, or None when the brain cannot repair this failure."""
+
+    @abstractmethod
+    async def review(self, task: ReviewTask) -> ReviewVerdict: ...

@@ -1,0 +1,69 @@
+"""The hybrid brain: the optimiser proposes every trial; on a share of them the LLM proposes instead.
+
+For each idea asked for, the optimiser's proposal is ready first. With probability
+`hybrid_share` that slot goes to the LLM, which sees the optimiser's state (the best
+configurations, the recent trials and what the optimiser would propose) and may do better: a
+move the optimiser does not see, or a code change it cannot make. Implementation is mechanical
+when an idea only turns knobs, and the LLM's otherwise; repairs and reviews are the LLM's, the
+reviews with the static rules' findings in the prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from agents.brains import prompts
+from agents.brains.base import (
+    Accounting,
+    Brain,
+    BrainError,
+    Idea,
+    IdeaContext,
+    Implementation,
+    ImplementTask,
+    RepairTask,
+    ReviewTask,
+    ReviewVerdict,
+)
+from agents.brains.llm import LLMBrain
+from agents.brains.offline import to_idea
+
+log = logging.getLogger(__name__)
+
+
+class HybridBrain(Brain):
+    name = "hybrid"
+
+    def __init__(self, llm: LLMBrain, share: float, accounting: Accounting | None = None, seed: int = 0) -> None:
+        super().__init__(accounting)
+        self.llm = llm
+        self.offline = llm.offline  # one optimiser, one random stream
+        self.share = share
+        self.rng = random.Random(seed)
+
+    async def ideas(self, context: IdeaContext) -> list[Idea]:
+        proposals = self.offline.optimiser.propose(context, context.n)
+        ideas = [to_idea(p, context) for p in proposals]
+        slots = sum(self.rng.random() < self.share for _ in range(context.n))
+        if not slots:
+            return ideas
+        view = prompts.optimiser_view(context, proposals)
+        try:
+            theirs = await self.llm.ideas(context.model_copy(update={"n": slots}), optimiser=view)
+        except BrainError as exc:
+            # The optimiser's ideas are ready and sound: the swarm loses nothing but the LLM's turn.
+            log.warning("hybrid: the LLM's ideas failed, keeping the optimiser's: %s", exc)
+            return ideas
+        return (theirs + ideas[slots:])[: context.n]
+
+    async def implement(self, task: ImplementTask) -> Implementation:
+        if set(task.intent) == {"knobs"} and task.intent["knobs"]:
+            return await self.offline.implement(task)
+        return await self.llm.implement(task)
+
+    async def repair(self, task: RepairTask) -> Implementation | None:
+        return await self.llm.repair(task)
+
+    async def review(self, task: ReviewTask) -> ReviewVerdict:
+        return await self.llm.review(task)

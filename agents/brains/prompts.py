@@ -1,0 +1,235 @@
+"""What LLM brains send and how they read the answers, for every provider alike.
+
+A request is a system prompt (the role's program from roles/<role>.md, plus the harness contract
+where code is written or judged) and one user message that starts with the line `Task: <kind>`
+(ideas, implement, repair, review) so logs and test servers can tell requests apart, then the
+material, then the answer format from roles/answers.md. The parsers turn answers into records or
+raise AnswerError with a message meant for the model: the brain sends it back for one retry.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from agents import knobs
+from agents.brains.base import (
+    BrainError,
+    Idea,
+    IdeaContext,
+    Implementation,
+    ImplementTask,
+    RepairTask,
+    ReviewTask,
+    ReviewVerdict,
+)
+from agents.brains.optimiser import Proposal, title
+
+MAX_TRIALS = 60  # trials listed in an ideas prompt: the most recent ones, and always the best
+MAX_LOG = 4000  # characters of a failed run's log tail in a repair prompt
+FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)\n?```", re.S)
+
+
+class AnswerError(BrainError):
+    """The model's answer is not in the format asked; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    system: str
+    user: str
+
+
+def ideas(context: IdeaContext, optimiser: str | None = None) -> Prompt:
+    """The ideator's request; `optimiser` is the hybrid brain's view of the optimiser's state."""
+    parts = [f"Arena {context.arena}, tier {context.tier}.",
+             f"Best patch {context.best_patch}: val_bpb {_num(context.best_mean)}, seed spread {_num(context.spread)}.",
+             _section("The arena's best train.py", _fenced(context.best_code, "python")),
+             _section("Tried so far, oldest first", _trials(context))]  # fmt: skip
+    if context.refused:
+        parts.append(_section("Refused as duplicates: do not propose these again", "\n".join(f"- {t}" for t in context.refused)))
+    if optimiser:
+        parts.append(_section("The optimiser's view", optimiser))
+    parts.append(_format("ideas", n=context.n))
+    return Prompt(context.program, _user("ideas", parts))
+
+
+def implement(task: ImplementTask) -> Prompt:
+    parts = [_hypothesis(task), _section("The parent train.py", _fenced(task.parent_code, "python")), _format("implement")]
+    return Prompt(_system(task.program, task.contract), _user("implement", parts))
+
+
+def repair(task: RepairTask) -> Prompt:
+    log = task.log_tail[-MAX_LOG:] or "(empty)"
+    parts = [_hypothesis(task),
+             _section(f"Attempt {task.attempt}: the train.py that failed", _fenced(task.code, "python")),
+             _section("What happened", f"status: {task.status}\nreason: {task.reason}"),
+             _section("The end of its log", _fenced(log, "text")),
+             _format("repair")]  # fmt: skip
+    return Prompt(_system(task.program, task.contract), _user("repair", parts))
+
+
+def review(task: ReviewTask, static: ReviewVerdict) -> Prompt:
+    """The reviewer's request; `static` is what the static rules concluded, shown as evidence."""
+    results = (f"candidate runs: {_nums(task.values)}\narena best runs: {_nums(task.best_values)}\n"
+               f"seed spread: {_num(task.spread)}")  # fmt: skip
+    problems = "\n".join(f"- {p}" for p in task.problems) or "none"
+    rules = f"verdict: {static.verdict}\n" + "\n".join(f"- {r}" for r in static.reasons)
+    parts = [_hypothesis(task), _section("The diff", _fenced(task.diff, "diff")),
+             _section("The new train.py", _fenced(task.code, "python")), _section("Results so far", results),
+             _section("Problems found by the static checks", problems),
+             _section("What the static rules conclude", rules), _format("review")]  # fmt: skip
+    return Prompt(_system(task.program, task.contract), _user("review", parts))
+
+
+def retry(error: str) -> str:
+    return _format("retry", error=error)
+
+
+def optimiser_view(context: IdeaContext, proposals: list[Proposal]) -> str:
+    """The optimiser's state for the hybrid brain: best configurations, recent trials, its suggestions."""
+    best = knobs.read(context.best_code)
+    ok = sorted((t for t in context.trials if t.val_bpb is not None), key=lambda t: t.val_bpb)  # type: ignore[arg-type, return-value]
+    lines = ["Best configurations (knobs that differ from the arena's best):"]
+    lines += [f"- {_num(t.val_bpb)} (n={t.n}) {_delta(t.knobs, best)}" for t in ok[:5]] or ["- none yet"]
+    lines.append("Most recent trials:")
+    lines += [f"- {t.status} {_num(t.val_bpb)} {_delta(t.knobs, best)}" for t in context.trials[-10:]] or ["- none yet"]
+    lines.append("The optimiser (TPE) would propose:")
+    lines += [f"- {title(p.changes, p.before)}: {p.evidence}" for p in proposals] or ["- nothing: it found no untried configuration"]
+    lines.append("Propose something better than the optimiser can: a knob move it does not see, or a code change.")
+    return "\n".join(lines)
+
+
+def parse_ideas(text: str, context: IdeaContext) -> list[Idea]:
+    data = _json(text, list)
+    out = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("title"), str) or not item["title"].strip():
+            raise AnswerError(f"item {i} of the list is not an object with a non-empty string title")
+        intent = item.get("intent") or {}
+        if not isinstance(intent, dict) or not (intent.get("knobs") or intent.get("change")):
+            raise AnswerError(f"idea {item['title']!r} has no intent with knobs or a change")
+        if "knobs" in intent and not isinstance(intent["knobs"], dict):
+            raise AnswerError(f"idea {item['title']!r}: intent.knobs must be an object of NAME -> value")
+        parent = item.get("parent") if item.get("parent") in {t.patch for t in context.trials} else context.best_patch
+        out.append(Idea(title=item["title"].strip(), rationale=str(item.get("rationale", "")), intent=intent, parent=parent))
+    if not out:
+        raise AnswerError("the list is empty; propose at least one idea")
+    return out[: context.n]
+
+
+def parse_code(text: str) -> Implementation:
+    blocks = [body for lang, body in FENCE.findall(text) if lang.lower() in ("python", "py", "")]
+    if not blocks:
+        raise AnswerError("no ```python fenced block with the whole train.py in the answer")
+    code = max(blocks, key=len).strip("\n") + "\n"  # the file, not a snippet quoted around it
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        raise AnswerError(f"the train.py in the answer does not parse: {exc.msg} at line {exc.lineno}") from exc
+    if not any(isinstance(node, ast.FunctionDef) and node.name == "train" for node in tree.body):
+        raise AnswerError("the train.py in the answer defines no top-level function train(run): send the whole file")
+    notes = FENCE.sub("", text).strip()
+    return Implementation(code=code, notes=notes[:500])
+
+
+def parse_verdict(text: str) -> ReviewVerdict:
+    data = _json(text, dict)
+    verdict = str(data.get("verdict", "")).strip().lower()
+    if verdict not in ("approve", "reject"):
+        raise AnswerError(f'verdict must be "approve" or "reject", not {data.get("verdict")!r}')
+    reasons = data.get("reasons", [])
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    if not isinstance(reasons, list) or not reasons:
+        raise AnswerError("reasons must be a non-empty list of sentences")
+    return ReviewVerdict(verdict=verdict, reasons=[str(r) for r in reasons])  # type: ignore[arg-type]
+
+
+def _json(text: str, kind: type) -> Any:
+    """The JSON value of the kind asked: from a ```json block, else from the first bracket on."""
+    candidates = [body for lang, body in FENCE.findall(text) if lang.lower() in ("json", "")]
+    opener = "[" if kind is list else "{"
+    if opener in text:
+        candidates.append(text[text.index(opener) : text.rindex("]" if kind is list else "}") + 1])
+    error = "no JSON in the answer"
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except json.JSONDecodeError as exc:
+            error = f"the JSON does not parse: {exc}"
+            continue
+        if isinstance(value, kind):
+            return value
+        error = f"expected a JSON {'list' if kind is list else 'object'}, got {type(value).__name__}"
+    raise AnswerError(error)
+
+
+@cache
+def _formats() -> dict[str, str]:
+    text = resources.files("roles").joinpath("answers.md").read_text()
+    sections = re.split(r"^## +(\w+)[ \t]*\n", text, flags=re.M)
+    return {name: body.strip() for name, body in zip(sections[1::2], sections[2::2])}
+
+
+def _format(kind: str, **values: Any) -> str:
+    text = _formats()[kind]
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", str(value))
+    return text
+
+
+def _system(program: str, contract: str) -> str:
+    return f"{program.strip()}\n\n# The harness contract\n\n{contract.strip()}\n"
+
+
+def _user(kind: str, parts: list[str]) -> str:
+    return f"Task: {kind}\n\n" + "\n\n".join(parts)
+
+
+def _section(title: str, body: str) -> str:
+    return f"## {title}\n{body}"
+
+
+def _fenced(text: str, lang: str) -> str:
+    return f"```{lang}\n{text.rstrip()}\n```"
+
+
+def _hypothesis(task: ImplementTask | ReviewTask) -> str:
+    intent = json.dumps(task.intent, default=list) if task.intent else "{}"
+    return _section("The hypothesis", f"title: {task.title}\nrationale: {task.rationale}\nintent: {intent}")
+
+
+def _trials(context: IdeaContext) -> str:
+    best = knobs.read(context.best_code)
+    shown = context.trials[-MAX_TRIALS:]
+    shown = [t for t in context.trials if t.best and t not in shown] + shown
+    lines = []
+    for t in shown:
+        score = f"val_bpb {_num(t.val_bpb)} (n={t.n})" if t.val_bpb is not None else t.status
+        why = f"; {t.reason}" if t.reason and t.status != "ok" else ""
+        mark = " [best]" if t.best else ""
+        lines.append(f"- {t.patch}{mark} {t.title!r}: {score}{why}; knobs vs best: {_delta(t.knobs, best)}")
+    skipped = len(context.trials) - len(shown)
+    head = [f"({skipped} older trials not shown)"] if skipped > 0 else []
+    return "\n".join(head + lines) or "nothing yet: this is the arena's first idea"
+
+
+def _delta(config: dict[str, Any], best: dict[str, Any]) -> str:
+    if not config:
+        return "unknown (its code does not parse as plain knobs)"
+    moved = [f"{k}={knobs.render(v)}" for k, v in config.items() if k in best and v != best[k]]
+    return ", ".join(moved) or "same"
+
+
+def _num(x: float | None) -> str:
+    return "unknown" if x is None else f"{x:.4f}"
+
+
+def _nums(xs: list[float]) -> str:
+    return ", ".join(f"{x:.4f}" for x in xs) or "none yet"
