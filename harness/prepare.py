@@ -28,7 +28,7 @@ import tempfile
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from harness import corpora
 from swarm.errors import HarnessError
@@ -65,12 +65,8 @@ class Prepared:
     def doc_token(self) -> int:
         return self.vocab_size - 1
 
-    def manifest(self) -> dict[str, object]:
+    def manifest(self) -> dict[str, Any]:
         return json.loads((self.dir / "manifest.json").read_text())
-
-    def token_bytes(self) -> list[int]:
-        """Raw byte length of every token id (DOC: 0)."""
-        return json.loads(self.tokenizer_path.read_text())["token_bytes"]
 
 
 def prepare(

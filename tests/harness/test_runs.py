@@ -20,7 +20,6 @@ def test_tiny_baseline_trains_well_below_the_untrained_score(tiny_baseline: RunR
     untrained = math.log2(prepared.vocab_size) * manifest["val"]["tokens"] / manifest["val"]["bytes"]
     assert result.val_bpb is not None and result.val_bpb < 0.75 * untrained
     assert result.tokens == tiers.get("tiny").budget_tokens
-    assert result.total_seconds < 120
     assert result.params and result.params > 100_000 and result.peak_memory_mb and result.steps
     assert result.fingerprint and result.code_hash and not result.synthetic
 
