@@ -58,7 +58,8 @@ class Request:
     def system(self) -> str:
         if self.format == "anthropic":
             return _text(self.body.get("system", ""))
-        return "".join(_text(m["content"]) for m in self.body.get("messages", []) if m.get("role") in ("system", "developer"))
+        messages = self.body.get("messages", [])
+        return "".join(_text(m["content"]) for m in messages if m.get("role") in ("system", "developer"))
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -99,7 +100,8 @@ class FakeLLM:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fakellm", daemon=True)
+        # A short poll interval: shutdown() waits for it, once per test.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), name="fakellm", daemon=True)
 
     @property
     def url(self) -> str:
@@ -191,6 +193,10 @@ def _text(content: Any) -> str:
     return "".join(block.get("text", "") for block in content if isinstance(block, dict))
 
 
+def _request_id() -> str:
+    return f"req_{uuid.uuid4().hex[:24]}"
+
+
 def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
@@ -204,14 +210,16 @@ def _anthropic(request: Request, reply: Reply) -> dict[str, Any]:
             "model": request.body.get("model", "fake"), "content": content,
             "stop_reason": "max_tokens" if reply.stop == "max_tokens" else "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": _input_tokens(request, reply), "output_tokens": _output_tokens(reply),
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "service_tier": "standard"}}  # fmt: skip
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                      "service_tier": "standard"}}  # fmt: skip
 
 
 def _openai(request: Request, reply: Reply) -> dict[str, Any]:
     prompt, completion = _input_tokens(request, reply), _output_tokens(reply)
     return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
             "model": request.body.get("model", "fake"), "system_fingerprint": "fp_fake", "service_tier": "default",
-            "choices": [{"index": 0, "logprobs": None, "finish_reason": "length" if reply.stop == "max_tokens" else "stop",
+            "choices": [{"index": 0, "logprobs": None,
+                         "finish_reason": "length" if reply.stop == "max_tokens" else "stop",
                          "message": {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
                       "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
@@ -224,7 +232,7 @@ def _error(request: Request, reply: Reply) -> dict[str, Any]:
     kind = kinds.get(reply.status, "api_error")
     message = reply.text or f"fake LLM: scripted HTTP {reply.status}"
     if request.format == "anthropic":
-        return {"type": "error", "error": {"type": kind, "message": message}, "request_id": f"req_{uuid.uuid4().hex[:24]}"}
+        return {"type": "error", "error": {"type": kind, "message": message}, "request_id": _request_id()}
     return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
 
 
@@ -264,7 +272,7 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
-            self.send_header("request-id" if self.path.endswith("/messages") else "x-request-id", f"req_{uuid.uuid4().hex[:24]}")
+            self.send_header("request-id" if self.path.endswith("/messages") else "x-request-id", _request_id())
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()

@@ -147,3 +147,6 @@ class Brain(ABC):
 
     @abstractmethod
     async def review(self, task: ReviewTask) -> ReviewVerdict: ...
+
+    async def aclose(self) -> None:
+        """Release what the brain holds (an SDK's connection pool); call it before the loop ends."""

@@ -67,3 +67,6 @@ class HybridBrain(Brain):
 
     async def review(self, task: ReviewTask) -> ReviewVerdict:
         return await self.llm.review(task)
+
+    async def aclose(self) -> None:
+        await self.llm.aclose()

@@ -77,6 +77,9 @@ class LLMBrain(Brain):
         except BudgetSpent:
             return static  # what the offline brain answers
 
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+
     async def ask(self, prompt: Prompt, parse: Callable[[str], T]) -> T:
         """Ask, parse, and on a bad answer ask once more with the error; BudgetSpent before any
         request when the budget is gone, BrainError when the model fails or answers badly twice."""
@@ -102,7 +105,8 @@ class LLMBrain(Brain):
         left = self.accounting.budget_left()
         if left is not None and left <= 0:
             if not self._said_spent:
-                log.warning("%s: the swarm's LLM budget is spent; answering as the offline brain from now on", self.name)
+                log.warning("%s: the swarm's LLM budget is spent; answering as the offline brain from now on",
+                            self.name)
                 self._said_spent = True
             raise BudgetSpent
 

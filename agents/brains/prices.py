@@ -58,8 +58,8 @@ def price(model: str, settings: BrainSettings) -> Price | None:
     if listed is None and (settings.price_input_per_mtok is None or settings.price_output_per_mtok is None):
         return None  # half a price for an unknown model is still no price
     base_in, base_out = listed or (0.0, 0.0)
-    return Price(settings.price_input_per_mtok if settings.price_input_per_mtok is not None else base_in,
-                 settings.price_output_per_mtok if settings.price_output_per_mtok is not None else base_out)  # fmt: skip
+    given_in, given_out = settings.price_input_per_mtok, settings.price_output_per_mtok
+    return Price(base_in if given_in is None else given_in, base_out if given_out is None else given_out)
 
 
 def model_name(settings: BrainSettings, provider: str) -> str | None:

@@ -52,7 +52,8 @@ def ideas(context: IdeaContext, optimiser: str | None = None) -> Prompt:
              _section("The arena's best train.py", _fenced(context.best_code, "python")),
              _section("Tried so far, oldest first", _trials(context))]  # fmt: skip
     if context.refused:
-        parts.append(_section("Refused as duplicates: do not propose these again", "\n".join(f"- {t}" for t in context.refused)))
+        refused = "\n".join(f"- {t}" for t in context.refused)
+        parts.append(_section("Refused as duplicates: do not propose these again", refused))
     if optimiser:
         parts.append(_section("The optimiser's view", optimiser))
     parts.append(_format("ideas", n=context.n))
@@ -60,7 +61,8 @@ def ideas(context: IdeaContext, optimiser: str | None = None) -> Prompt:
 
 
 def implement(task: ImplementTask) -> Prompt:
-    parts = [_hypothesis(task), _section("The parent train.py", _fenced(task.parent_code, "python")), _format("implement")]
+    parts = [_hypothesis(task), _section("The parent train.py", _fenced(task.parent_code, "python")),
+             _format("implement")]
     return Prompt(_system(task.program, task.contract), _user("implement", parts))
 
 
@@ -94,13 +96,13 @@ def retry(error: str) -> str:
 def optimiser_view(context: IdeaContext, proposals: list[Proposal]) -> str:
     """The optimiser's state for the hybrid brain: best configurations, recent trials, its suggestions."""
     best = knobs.read(context.best_code)
-    ok = sorted((t for t in context.trials if t.val_bpb is not None), key=lambda t: t.val_bpb)  # type: ignore[arg-type, return-value]
+    ok = sorted((t for t in context.trials if t.val_bpb is not None), key=lambda t: t.val_bpb or 0.0)
     lines = ["Best configurations (knobs that differ from the arena's best):"]
     lines += [f"- {_num(t.val_bpb)} (n={t.n}) {_delta(t.knobs, best)}" for t in ok[:5]] or ["- none yet"]
     lines.append("Most recent trials:")
     lines += [f"- {t.status} {_num(t.val_bpb)} {_delta(t.knobs, best)}" for t in context.trials[-10:]] or ["- none yet"]
     lines.append("The optimiser (TPE) would propose:")
-    lines += [f"- {title(p.changes, p.before)}: {p.evidence}" for p in proposals] or ["- nothing: it found no untried configuration"]
+    lines += [f"- {title(p.changes, p.before)}: {p.evidence}" for p in proposals] or ["- nothing new to propose"]
     lines.append("Propose something better than the optimiser can: a knob move it does not see, or a code change.")
     return "\n".join(lines)
 
@@ -117,7 +119,8 @@ def parse_ideas(text: str, context: IdeaContext) -> list[Idea]:
         if "knobs" in intent and not isinstance(intent["knobs"], dict):
             raise AnswerError(f"idea {item['title']!r}: intent.knobs must be an object of NAME -> value")
         parent = item.get("parent") if item.get("parent") in {t.patch for t in context.trials} else context.best_patch
-        out.append(Idea(title=item["title"].strip(), rationale=str(item.get("rationale", "")), intent=intent, parent=parent))
+        rationale = str(item.get("rationale", ""))
+        out.append(Idea(title=item["title"].strip(), rationale=rationale, intent=intent, parent=parent))
     if not out:
         raise AnswerError("the list is empty; propose at least one idea")
     return out[: context.n]

@@ -45,6 +45,10 @@ class Provider(ABC):
     @abstractmethod
     async def complete(self, system: str, messages: list[dict[str, str]]) -> Completion: ...
 
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close the SDK's connection pool."""
+
 
 class AnthropicProvider(Provider):
     """Claude through the Messages API (POST /v1/messages)."""
@@ -53,16 +57,22 @@ class AnthropicProvider(Provider):
 
     def __init__(self, settings: BrainSettings, model: str) -> None:
         super().__init__(settings, model)
-        self.client = anthropic.AsyncAnthropic(base_url=settings.base_url, timeout=settings.timeout_seconds,
-                                               max_retries=settings.max_retries)  # fmt: skip
+        try:
+            self.client = anthropic.AsyncAnthropic(base_url=settings.base_url, timeout=settings.timeout_seconds,
+                                                   max_retries=settings.max_retries)  # fmt: skip
+        except anthropic.AnthropicError as exc:  # a profile or config file named but unreadable
+            raise ConfigError(f"brain anthropic: {redact(str(exc))}") from None
         if not (self.client.api_key or self.client.auth_token or self.client.credentials):
             raise ConfigError("brain anthropic: no credentials; set ANTHROPIC_API_KEY")
 
     async def complete(self, system: str, messages: list[dict[str, str]]) -> Completion:
-        extra: dict[str, Any] = {} if self.settings.temperature is None else {"temperature": self.settings.temperature}
+        # This SDK has no temperature argument any more (current models refuse one); older models
+        # and gateways still take it in the body.
+        extra = None if self.settings.temperature is None else {"temperature": self.settings.temperature}
         try:
-            response = await self.client.messages.create(model=self.model, max_tokens=self.settings.max_tokens,
-                                                         system=system, messages=messages, **extra)  # type: ignore[arg-type]  # fmt: skip
+            response = await self.client.messages.create(
+                model=self.model, max_tokens=self.settings.max_tokens, system=system,
+                messages=messages, extra_body=extra)  # type: ignore[arg-type]  # fmt: skip
         except anthropic.APIError as exc:
             raise BrainError(f"anthropic: {type(exc).__name__}: {redact(str(exc))}") from None
         # Thinking blocks may come first (adaptive thinking is on by default on current models).
@@ -73,6 +83,9 @@ class AnthropicProvider(Provider):
         stop = "max_tokens" if response.stop_reason == "max_tokens" else (
             "end" if response.stop_reason in ("end_turn", "stop_sequence") else str(response.stop_reason))  # fmt: skip
         return Completion(text, tokens_in, usage.output_tokens, stop, response.model or self.model)
+
+    async def aclose(self) -> None:
+        await self.client.close()
 
 
 class OpenAIProvider(Provider):
@@ -95,8 +108,9 @@ class OpenAIProvider(Provider):
         limit = "max_tokens" if self.settings.base_url else "max_completion_tokens"
         extra[limit] = self.settings.max_tokens
         try:
-            response = await self.client.chat.completions.create(
-                model=self.model, messages=[{"role": "system", "content": system}, *messages], **extra)  # type: ignore[arg-type, list-item]  # fmt: skip
+            conversation = [{"role": "system", "content": system}, *messages]
+            create = self.client.chat.completions.create
+            response = await create(model=self.model, messages=conversation, **extra)  # type: ignore[arg-type]
         except openai.APIError as exc:
             raise BrainError(f"openai: {type(exc).__name__}: {redact(str(exc))}") from None
         if not response.choices:
@@ -106,6 +120,9 @@ class OpenAIProvider(Provider):
         stop = {"stop": "end", "length": "max_tokens"}.get(choice.finish_reason or "", str(choice.finish_reason))
         return Completion(choice.message.content or "", usage.prompt_tokens if usage else 0,
                           usage.completion_tokens if usage else 0, stop, response.model or self.model)  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self.client.close()
 
 
 def make_provider(kind: str, settings: BrainSettings) -> Provider:

@@ -86,7 +86,9 @@ def _words(node: ast.AST) -> set[str]:
     if isinstance(node, ast.Attribute):
         return {node.attr}
     if isinstance(node, (ast.Import, ast.ImportFrom)):
-        names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        names = [a.name for a in node.names]
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
         return {part for n in names for part in n.split(".")}
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return {w for w in re.findall(r"[A-Za-z_]+", node.value) if w.lower() in EVAL_WORDS}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from agents.brains import make_brain
+from agents.brains.base import Accounting, Brain
+from swarm.settings import BrainSettings
 from tests.agents.helpers import ANTHROPIC_KEY, OPENAI_KEY
 from tests.fakellm import fake_llm  # noqa: F401  (a fixture)
 
@@ -20,8 +24,22 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 @pytest.fixture
 def no_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No credentials anywhere: no key variables, and an empty Anthropic config directory."""
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL",
-                 "OPENAI_BASE_URL"):  # fmt: skip
+    """No credentials anywhere: no key variables, and a home without an Anthropic profile."""
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR",
+                 "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ANTHROPIC_CONFIG_DIR", str(tmp_path / "anthropic"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+
+@pytest.fixture
+async def open_brain() -> AsyncIterator[Callable[..., Brain]]:
+    """make_brain, and each brain closed (its SDK's connections) before the test's loop ends."""
+    made: list[Brain] = []
+
+    def make(settings: BrainSettings, accounting: Accounting | None = None, seed: int = 0) -> Brain:
+        made.append(make_brain(settings, accounting or Accounting(), seed))
+        return made[-1]
+
+    yield make
+    for brain in made:
+        await brain.aclose()

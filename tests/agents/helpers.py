@@ -20,4 +20,5 @@ def context(trials: list[Trial] | None = None, n: int = 1, code: str = BASELINE,
     trials = trials if trials is not None else [baseline_trial()]
     best_trial = next((t for t in trials if t.patch == best), None)
     return IdeaContext(arena="arena-1", tier="sim", program="Propose experiments.", best_patch=best, best_code=code,
-                       best_mean=best_trial.val_bpb if best_trial else None, spread=0.004, trials=trials, n=n)  # fmt: skip
+                       best_mean=best_trial.val_bpb if best_trial else None, spread=0.004, trials=trials,
+                       n=n)  # fmt: skip

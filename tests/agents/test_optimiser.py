@@ -47,7 +47,8 @@ async def test_offline_ideas_are_readable_and_build_on_the_best() -> None:
     for idea in ideas:
         changed = idea.intent["knobs"]
         assert set(idea.intent) == {"knobs"} and changed and idea.parent == "p0"
-        assert idea.title == ", ".join(f"{k} {knobs.render(base[k])} -> {knobs.render(v)}" for k, v in sorted(changed.items()))
+        moves = [f"{k} {knobs.render(base[k])} -> {knobs.render(v)}" for k, v in sorted(changed.items())]
+        assert idea.title == ", ".join(moves)
         assert "What the optimiser saw: 0 ok and 0 failed trials" not in idea.rationale
         assert "1 ok and 0 failed trials" in idea.rationale and "best val_bpb is 1.6000" in idea.rationale
         assert not set(changed) & {"LOG_EVERY", "COMPILE"}
@@ -119,8 +120,9 @@ async def test_the_offline_brain_finds_better_knobs_on_the_sim_tier() -> None:
         if mean is not None and mean < best_trial.val_bpb - MIN_DELTA:
             best = patch
         trials = [t.model_copy(update={"best": t.patch == best}) for t in trials]
-        trials.append(Trial(patch=patch, title=idea.title, knobs=knobs.read(code), status=result["status"], val_bpb=mean,
-                            n=len(values), reason=result.get("reason") or None, best=patch == best))  # fmt: skip
+        trials.append(Trial(patch=patch, title=idea.title, knobs=knobs.read(code), status=result["status"],
+                            val_bpb=mean, n=len(values), reason=result.get("reason") or None,
+                            best=patch == best))  # fmt: skip
     per_round = (time.perf_counter() - started) / ROUNDS
     gain = sim.loss(baseline, baseline) - sim.loss(sim.knobs(codes[best]), baseline)
     assert len(set(configs)) == len(configs), "a configuration was proposed twice"

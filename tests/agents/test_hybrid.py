@@ -1,0 +1,71 @@
+"""The hybrid brain: the optimiser always, the LLM on a share of the trials."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+
+from agents import knobs
+from agents.brains.base import Brain, ImplementTask, ReviewTask
+from swarm.settings import BrainSettings
+from tests.agents.helpers import BASELINE, baseline_trial, context
+from tests.fakellm import FakeLLM, code_answer, ideas_answer, verdict_answer
+
+Make = Callable[..., Brain]
+LLM_IDEA = {"title": "Untie the head LR", "rationale": "r", "intent": {"change": "separate LR for the head"}}
+
+
+def hybrid(fake: FakeLLM, open_brain: Make, share: float) -> Brain:
+    settings = BrainSettings(kind="hybrid", hybrid_share=share, base_url=fake.url, model="claude-sonnet-5-5")
+    return open_brain(settings, seed=1)
+
+
+async def test_the_llm_sees_the_optimisers_state(keys: dict, fake_llm: FakeLLM, open_brain: Make) -> None:
+    fake_llm.on("ideas", ideas_answer([LLM_IDEA]))
+    ctx = context([baseline_trial(), baseline_trial(1.7).model_copy(update={"patch": "p1", "title": "t1", "best": False,
+                   "knobs": {**knobs.read(BASELINE), "DEPTH": 8}})])  # fmt: skip
+    (idea,) = await hybrid(fake_llm, open_brain, share=1.0).ideas(ctx)
+    assert idea.title == LLM_IDEA["title"] and idea.parent == "p0"
+    text = fake_llm.requests[0].text
+    assert "## The optimiser's view" in text and "The optimiser (TPE) would propose:\n- " in text
+    assert "- 1.7000 (n=3) DEPTH=8" in text and "Most recent trials:" in text
+
+
+async def test_without_its_share_no_request_is_made(keys: dict, fake_llm: FakeLLM, open_brain: Make) -> None:
+    ideas = await hybrid(fake_llm, open_brain, share=0.0).ideas(context(n=3))
+    assert len(ideas) == 3 and all(set(i.intent) == {"knobs"} for i in ideas)
+    assert fake_llm.requests == []
+
+
+async def test_a_failing_llm_leaves_the_optimisers_ideas(
+    keys: dict, fake_llm: FakeLLM, open_brain: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_llm.on("ideas", "no idea", "still none")
+    with caplog.at_level(logging.WARNING):
+        ideas = await hybrid(fake_llm, open_brain, share=1.0).ideas(context(n=2))
+    assert len(ideas) == 2 and all(" -> " in i.title for i in ideas)
+    assert len(fake_llm.requests) == 2 and "keeping the optimiser's" in caplog.text
+
+
+async def test_knob_ideas_are_implemented_mechanically(keys: dict, fake_llm: FakeLLM, open_brain: Make) -> None:
+    new_code = BASELINE.replace("F.relu(self.up(x)).square()", "F.gelu(self.up(x))")
+    fake_llm.on("implement", code_answer(new_code))
+    brain = hybrid(fake_llm, open_brain, share=0.5)
+    knob_task = ImplementTask(program="", contract="", title="t", rationale="r", intent={"knobs": {"DEPTH": 6}},
+                              parent_code=BASELINE)  # fmt: skip
+    assert (await brain.implement(knob_task)).code == knobs.edit(BASELINE, {"DEPTH": 6})
+    assert fake_llm.requests == []
+    code_task = knob_task.model_copy(update={"intent": {"change": "GELU"}})
+    assert (await brain.implement(code_task)).code == new_code and len(fake_llm.requests) == 1
+
+
+async def test_reviews_are_the_llms_with_the_static_problems(
+    keys: dict, fake_llm: FakeLLM, open_brain: Make
+) -> None:
+    fake_llm.on("review", verdict_answer("approve", ["Faithful."]))
+    task = ReviewTask(program="", contract="", title="t", rationale="r", parent_code=BASELINE, code=BASELINE, diff="",
+                      problems=["line 4: imports os"])  # fmt: skip
+    verdict = await hybrid(fake_llm, open_brain, share=0.5).review(task)
+    assert verdict.reasons == ["Faithful."] and "- line 4: imports os" in fake_llm.requests[0].text

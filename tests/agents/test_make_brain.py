@@ -1,0 +1,76 @@
+"""make_brain: the brain the settings name, and clear errors for a provider that cannot work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from agents.brains import make_brain
+from agents.brains.base import Accounting, Brain
+from agents.brains.hybrid import HybridBrain
+from agents.brains.offline import OfflineBrain
+from agents.brains.prices import price
+from swarm.errors import ConfigError
+from swarm.settings import BrainSettings, Settings
+from tests.agents.helpers import context
+from tests.fakellm import FakeLLM, ideas_answer
+
+IDEA = [{"title": "t", "rationale": "r", "intent": {"knobs": {"DEPTH": 6}}}]
+
+
+def test_the_default_is_offline_and_needs_no_key(no_keys: None) -> None:
+    brain = make_brain(Settings.load(env={}).brain, Accounting())
+    assert isinstance(brain, OfflineBrain) and brain.name == "offline"
+
+
+def test_keys_are_not_asked_for_when_no_provider_is_used(no_keys: None) -> None:
+    assert make_brain(BrainSettings(kind="offline", model="gpt-6-sol", budget_usd=1.0), Accounting()).name == "offline"
+
+
+@pytest.mark.parametrize("settings, message", [
+    (BrainSettings(kind="anthropic"), "no credentials; set ANTHROPIC_API_KEY"),
+    (BrainSettings(kind="openai"), "no credentials; set OPENAI_API_KEY"),
+    (BrainSettings(kind="hybrid"), "no credentials; set ANTHROPIC_API_KEY"),
+    (BrainSettings(kind="hybrid", hybrid_llm="openai"), "no credentials; set OPENAI_API_KEY"),
+    (BrainSettings(kind="openai", base_url="http://127.0.0.1:8000/v1"), "brain.model is required with brain.base_url"),
+])  # fmt: skip
+def test_a_misconfigured_provider_is_a_config_error(no_keys: None, settings: BrainSettings, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_brain(settings, Accounting())
+
+
+def test_a_budget_needs_a_price(keys: dict) -> None:
+    with pytest.raises(ConfigError, match="no price known for model 'my-finetune'.*price_input_per_mtok"):
+        make_brain(BrainSettings(kind="anthropic", model="my-finetune", budget_usd=5.0), Accounting())
+    priced = BrainSettings(kind="anthropic", model="my-finetune", budget_usd=5.0, price_input_per_mtok=1.0,
+                           price_output_per_mtok=2.0)  # fmt: skip
+    assert make_brain(priced, Accounting()).name == "anthropic"
+
+
+def test_prices() -> None:
+    plain = BrainSettings()
+    assert price("claude-haiku-4-5-20251001", plain) == price("claude-haiku-4-5", plain)
+    assert price("claude-sonnet-5-5", plain).cost(1_000_000, 100_000) == pytest.approx(3.0)  # type: ignore[union-attr]
+    assert price("my-finetune", plain) is None
+    assert price("my-finetune", BrainSettings(price_input_per_mtok=1.0)) is None  # half a price is no price
+    override = price("gpt-6-sol", BrainSettings(price_output_per_mtok=20.0))
+    assert override is not None and (override.input_per_mtok, override.output_per_mtok) == (2.0, 20.0)
+
+
+def test_hybrid_uses_the_provider_it_names(keys: dict) -> None:
+    brain = make_brain(BrainSettings(kind="hybrid", hybrid_llm="openai", hybrid_share=0.5), Accounting())
+    assert isinstance(brain, HybridBrain) and brain.llm.name == "openai" and brain.share == 0.5
+
+
+def test_hybrid_share_is_a_fraction() -> None:
+    with pytest.raises(ConfigError, match="hybrid_share"):
+        Settings.load(env={}, overrides={"brain.hybrid_share": 1.5})
+
+
+async def test_a_local_server_needs_no_key(no_keys: None, fake_llm: FakeLLM, open_brain: Callable[..., Brain]) -> None:
+    fake_llm.on("ideas", ideas_answer(IDEA))
+    brain = open_brain(BrainSettings(kind="openai", base_url=fake_llm.openai_url, model="qwen3:8b"))
+    assert (await brain.ideas(context()))[0].title == "t"
+    assert fake_llm.requests[0].headers["authorization"] == "Bearer unused"
+    assert fake_llm.requests[0].body["max_tokens"] == 16_000  # what compatible servers know
