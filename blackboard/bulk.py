@@ -6,7 +6,8 @@ stream and fills a projection's tables straight from DuckDB's `range()`: a milli
 patches, hypotheses, work and claims in seconds, for the history benchmark.
 
     python -m blackboard.bulk apply --cycles 2000 --batch 1 10 100 1000   # events/s by batch size
-    python -m blackboard.bulk history --runs 1000000                        # history() p50/p99
+    python -m blackboard.bulk history --runs 1000000 --db board.duckdb      # history() p50/p99
+    python -m blackboard.bulk apply --batch 100 1000 --onto board.duckdb    # events/s onto 1M runs
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import duckdb
 from blackboard import queries
 from blackboard.events import (
     ArenaOpened, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisProposed,
-    PatchAccepted, PatchSubmitted, RunFinished, RunStarted, WorkQueued,
+    PatchAccepted, PatchSubmitted, RunFinished, RunStarted, WorkQueued, encode,
 )  # fmt: skip
 from blackboard.projection import Projection
 
@@ -33,20 +34,22 @@ ROLES = ("ideator", "implementer", "reviewer", "replicator")
 FAILURES = ("crash", "timeout", "oom", "diverged")
 
 
-def synthetic_events(cycles: int, arena: str = "tiny/cpu/000000000000", start: float = T0) -> list[Event]:
+def synthetic_events(cycles: int, arena: str = "tiny/cpu/000000000000", start: float = T0, tag: str = "") -> list[Event]:
     """An arena, then `cycles` ideas each proposed, approved, queued, claimed, renewed twice,
-    implemented, run and released: 11 events a cycle, as the service and agents publish them."""
+    implemented, run and released: 11 events a cycle, as the service and agents publish them.
+    `tag` goes into every id, to add a stream to a board that has one already."""
     ids = iter(range(1, 1 << 62))
     clock = iter(start + i * 0.01 for i in range(1 << 62))
 
     def event(cls: type[Event], **fields: Any) -> Event:
-        return cls(id=f"e-{next(ids)}", at=next(clock), **{"by": "service", **fields})
+        return cls(id=f"e-{tag}{next(ids)}", at=next(clock), **{"by": "service", **fields})
 
     code = "".join(f"KNOB_{i} = {i}  # a knob\n" for i in range(150))  # a train.py-sized patch
     out = [event(ArenaOpened, arena=arena, baseline_patch="p-base", fingerprint="f" * 64, tier="tiny", hardware="cpu",
                  baseline_code=code, baseline_hash="h-base")]  # fmt: skip
     for i in range(cycles):
-        h, w, c, p, r, agent = f"h-{i}", f"w-{i}", f"c-{i}", f"p-{i}", f"r-{i}", f"agent-{i % 8}"
+        h, w, c, p, r = (f"{kind}-{tag}{i}" for kind in "hwcpr")
+        agent = f"agent-{i % 8}"
         run = {"run": r, "patch": p, "arena": arena, "work": w, "seed": 0, "purpose": "explore", "tier": "tiny",
                "device": "cpu:0", "node": f"node-{i % 4}", "by": agent}  # fmt: skip
         out += [
@@ -142,12 +145,11 @@ def _sql_list(words: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{w}'" for w in words) + "]"
 
 
-def measure_apply(events: list[Event], batch: int, directory: Path) -> float:
-    """Events per second applying `events` as encoded bytes (as the service receives them) in batches."""
-    from blackboard.events import encode
-
-    items = [(seq, encode(event)) for seq, event in enumerate(events, 1)]
-    with Projection(directory / f"apply-{batch}.duckdb") as projection:
+def measure_apply(events: list[Event], batch: int, db: Path) -> float:
+    """Events per second applying `events` after the file's last sequence, as encoded bytes (as the
+    service receives them), in batches of `batch`."""
+    with Projection(db) as projection:
+        items = [(projection.last_seq + seq, encode(event)) for seq, event in enumerate(events, 1)]
         started = time.perf_counter()
         for start in range(0, len(items), batch):
             projection.apply_many(items[start : start + batch])
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     apply = sub.add_parser("apply", help="apply throughput by batch size")
     apply.add_argument("--cycles", type=int, default=2000, help="ideas in the stream, 11 events each")
     apply.add_argument("--batch", type=int, nargs="+", default=[1, 10, 100, 1000])
+    apply.add_argument("--onto", type=Path, help="apply onto this board (say, one `history --db` filled)")
     history = sub.add_parser("history", help="history() latency over a bulk-loaded board")
     history.add_argument("--runs", type=int, default=1_000_000)
     history.add_argument("--calls", type=int, default=50)
@@ -193,9 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.what == "apply":
-            events = synthetic_events(args.cycles)
             for batch in args.batch:
-                rate = measure_apply(events, batch, Path(tmp))
+                events = synthetic_events(args.cycles, tag=f"b{batch}-")
+                rate = measure_apply(events, batch, args.onto or Path(tmp) / f"apply-{batch}.duckdb")
                 print(f"apply: {len(events)} events in batches of {batch}: {rate:,.0f} events/s")
             return
         db = args.db or Path(tmp) / "history.duckdb"

@@ -117,6 +117,8 @@ def history(cursor: duckdb.DuckDBPyConnection, *, status: str | None = None, rol
 
     `status` is a run status, or "failed" for any failure; `since`/`until` are unix seconds.
     """
+    _check_types(status=(status, str), role=(role, str), agent=(agent, str), arena=(arena, str),
+                 since=(since, (int, float)), until=(until, (int, float)), limit=(limit, int))  # fmt: skip
     where, params = [], []
     if status is not None:
         where.append("list_contains(?, status)")
@@ -152,6 +154,13 @@ def history(cursor: duckdb.DuckDBPyConnection, *, status: str | None = None, rol
             ORDER BY r.updated_at DESC NULLS LAST, r.run DESC""",
         [*params, max(0, min(limit, MAX_ROWS))],
     )
+
+
+def _check_types(**filters: tuple[Any, type | tuple[type, ...]]) -> None:
+    """Filters arrive from the wire: a wrong type is the asker's mistake, said plainly."""
+    for name, (value, kind) in filters.items():
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise QueryFailed(f"history: {name} must be {getattr(kind, '__name__', 'a number')}, not {value!r}")
 
 
 def lineage(cursor: duckdb.DuckDBPyConnection, id: str) -> dict[str, Any] | None:
@@ -282,14 +291,15 @@ def export_parquet(cursor: duckdb.DuckDBPyConnection, directory: Path) -> list[P
     directory never sees a half-written file.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = [(directory / f".{table}.parquet.partial", directory / f"{table}.parquet") for table in schema.TABLES]
     cursor.begin()
     try:
-        for table in schema.TABLES:
-            path = directory / f"{table}.parquet"
-            partial = directory / f".{table}.parquet.partial"
+        for table, (partial, _) in zip(schema.TABLES, written):
             cursor.execute(f"COPY {table} TO '{_sql_string(partial)}' (FORMAT parquet)")
-            written.append((partial, path))
+    except BaseException:
+        for partial, _ in written:
+            partial.unlink(missing_ok=True)
+        raise
     finally:
         cursor.rollback()
     for partial, path in written:

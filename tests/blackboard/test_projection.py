@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+import random
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blackboard import fold, schema
+from blackboard.bulk import synthetic_events
 from blackboard.events import (
     KINDS, AgentJoined, AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event,
     HypothesisApproved, HypothesisProposed, PatchRefused, PatchSubmitted, ReviewDone, RunFinished, RunStarted,
@@ -373,3 +380,63 @@ def test_readers_in_threads_see_whole_batches_while_batches_are_applied(projecti
         for reader in readers:
             reader.join()
     assert torn == [] and one(projection, "SELECT count(*) FROM work") == 400
+
+
+_KILLED_APPLIER = """
+import sys
+from pathlib import Path
+from blackboard.bulk import synthetic_events
+from blackboard.events import encode
+from blackboard.projection import Projection
+items = [(seq, encode(e)) for seq, e in enumerate(synthetic_events(int(sys.argv[2])), 1)]
+projection = Projection(Path(sys.argv[1]))
+for start in range(0, len(items), 50):
+    projection.apply_many(items[start : start + 50])
+    print(start // 50, flush=True)
+"""
+
+
+def test_a_process_killed_mid_batch_leaves_whole_batches_and_catches_up_to_a_rebuild(tmp_path: Path) -> None:
+    events = synthetic_events(400)
+    db = tmp_path / "killed.duckdb"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_APPLIER, str(db), "400"], stdout=subprocess.PIPE, text=True)
+    try:
+        while int(child.stdout.readline()) < 10:  # type: ignore[union-attr]
+            pass
+        time.sleep(random.uniform(0.0, 0.05))  # most of the child's time is inside a transaction
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    with Projection(db) as killed, Projection(tmp_path / "rebuilt.duckdb") as rebuilt:
+        last = killed.last_seq
+        assert 0 < last < len(events) and last % 50 == 0, "a batch was cut in two"
+        assert one(killed, "SELECT count(*) FROM events") == last
+        rebuilt.rebuild(enumerate(events[:last], 1))
+        assert killed.differences(rebuilt) == []
+        killed.apply_many((seq, encode(e)) for seq, e in enumerate(events, 1))  # catch up, from the start
+        rebuilt.apply_many(enumerate(events, 1))
+        assert killed.last_seq == len(events) and killed.differences(rebuilt) == []
+
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=20),
+    st.binary(max_size=20), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, len(story().events) - 1), st.dictionaries(st.sampled_from(
+    ["kind", "v", "id", "at", "by", "work", "claim", "run", "patch", "seed", "val_bpb", "intent", "expires_at", "done",
+     "status", "arena", "hypothesis", "title", "devices", "pid", "n", "mean"]), _values, max_size=4),
+    st.booleans(), st.binary(max_size=40)), max_size=25))  # fmt: skip
+def test_hostile_input_is_applied_or_parked_and_never_fails_a_batch(mutations: list[Any]) -> None:
+    """Real events with fields dropped or replaced by anything msgpack carries, and random bytes."""
+    originals = story().events
+    items: list[tuple[int, bytes]] = []
+    for seq, (index, changes, garbage, noise) in enumerate(mutations, 1):
+        record = originals[index][1].model_dump() | changes
+        items.append((seq, noise if garbage else msgpack.packb(record, use_bin_type=True)))
+    with tempfile.TemporaryDirectory() as tmp, Projection(Path(tmp) / "b.duckdb") as p:
+        assert p.apply_many(items) == len(items)
+        assert one(p, "SELECT count(*) FROM events") + one(p, "SELECT count(*) FROM parked") == len(items)

@@ -299,3 +299,9 @@ def test_an_export_has_every_table_and_answers_the_named_queries_alike(told: Pro
 def test_a_directory_that_is_not_an_export_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BoardError, match="not a board export"):
         queries.open_export(tmp_path)
+
+
+@pytest.mark.parametrize("filters", [{"limit": "10"}, {"since": "yesterday"}, {"status": 3}, {"limit": True}])
+def test_history_filters_of_the_wrong_type_are_refused_plainly(cursor: Any, filters: dict[str, Any]) -> None:
+    with pytest.raises(QueryFailed, match="history: .* must be"):
+        queries.history(cursor, **filters)
