@@ -91,7 +91,9 @@ class Projection:
                 continue
             try:
                 events.append((seq, decode(item)))
-            except DecodeError as exc:
+            # TypeError: decode() lets one through for a kind that is a list or a map (unhashable);
+            # until it refuses those itself, they are parked like any record that does not decode.
+            except (DecodeError, TypeError) as exc:
                 parked.append({"seq": seq, "error": str(exc), "raw": bytes(item)})
         if last == self._last_seq:
             return 0
