@@ -46,7 +46,7 @@ def main() -> None:
         _train(spec, run_dir, record, started)
     except BaseException as exc:  # every way train.py can fail is an outcome to report, not a crash of ours
         traceback.print_exc()
-        record.update(zip(("status", "reason"), _classify(exc, record.get("phase", "training"))))
+        record["status"], record["reason"] = _classify(exc, record.get("phase", "training"))
     finally:
         record.pop("phase", None)
         _write(run_dir, record)
