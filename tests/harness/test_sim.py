@@ -40,3 +40,12 @@ def test_a_sim_run_goes_through_the_runner_without_data(run_small) -> None:
     assert result.status == "ok" and result.synthetic and result.tier == "sim"
     assert result.val_bpb == sim.simulate(BASELINE, seed=1)["val_bpb"]
     assert result.total_seconds < 5
+
+
+def test_the_sim_process_and_the_runner_do_not_import_torch() -> None:
+    """Agents import the runner while heartbeating, and sim runs must stay light."""
+    import subprocess
+    import sys
+
+    code = "import sys, harness.sim, harness.runner; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
