@@ -81,6 +81,15 @@ class Request:
         return line.removeprefix("Task:").strip() if line.startswith("Task:") else None
 
     @property
+    def title(self) -> str | None:
+        """The hypothesis' title, in an implement, repair or review request."""
+        first = next((m["content"] for m in self.messages if m["role"] == "user"), "")
+        for line in first.splitlines():
+            if line.startswith("title: "):
+                return line.removeprefix("title: ").strip()
+        return None
+
+    @property
     def attempt(self) -> int:
         """1 for a first request, 2 for the retry after a bad answer, ..."""
         return sum(m["role"] == "user" for m in self.messages)

@@ -46,7 +46,7 @@ class HybridBrain(Brain):
         proposals = self.offline.optimiser.propose(context, context.n)
         ideas = [to_idea(p, context) for p in proposals]
         slots = sum(self.rng.random() < self.share for _ in range(context.n))
-        if not slots:
+        if not slots or self.llm.spent():
             return ideas
         view = prompts.optimiser_view(context, proposals)
         try:

@@ -86,7 +86,8 @@ class LLMBrain(Brain):
         messages = [{"role": "user", "content": prompt.user}]
         error = ""
         for attempt in range(ATTEMPTS):
-            self._check_budget()
+            if self.spent():
+                raise BudgetSpent
             completion = await self.provider.complete(prompt.system, messages)
             self._record(completion)
             try:
@@ -101,14 +102,15 @@ class LLMBrain(Brain):
                              {"role": "user", "content": prompts.retry(error)}]  # fmt: skip
         raise BrainError(f"{self.name} ({self.provider.model}): no usable answer after {ATTEMPTS} attempts: {error}")
 
-    def _check_budget(self) -> None:
+    def spent(self) -> bool:
+        """Whether the swarm's budget is gone (said once in the log when it first is)."""
         left = self.accounting.budget_left()
-        if left is not None and left <= 0:
-            if not self._said_spent:
-                log.warning("%s: the swarm's LLM budget is spent; answering as the offline brain from now on",
-                            self.name)
-                self._said_spent = True
-            raise BudgetSpent
+        if left is None or left > 0:
+            return False
+        if not self._said_spent:
+            log.warning("%s: the swarm's LLM budget is spent; answering as the offline brain from now on", self.name)
+            self._said_spent = True
+        return True
 
     def _record(self, completion: Completion) -> None:
         cost = self.price.cost(completion.input_tokens, completion.output_tokens) if self.price else 0.0

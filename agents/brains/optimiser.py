@@ -113,7 +113,8 @@ class Optimiser:
         worst = max((t.val_bpb for t in h.ok), default=0.0)  # type: ignore[type-var]
         frozen = []
         for t in context.trials:
-            # Only the knobs this trial moved away from the best (see the module's docstring).
+            # Only the knobs this trial moved away from the best (see the module's docstring), and
+            # only values inside the trust region: TPE samples nowhere else.
             params = {k: v for k, v in space.values(h.dims, t.knobs).items()
                       if _fits(dists[k], v) and v != centre.get(k)}  # fmt: skip
             dist = {k: dists[k] for k in params}

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from agents import knobs
-from agents.brains.base import Brain, ImplementTask, ReviewTask
+from agents.brains.base import Accounting, Brain, ImplementTask, ReviewTask
 from swarm.settings import BrainSettings
 from tests.agents.helpers import BASELINE, baseline_trial, context
 from tests.fakellm import FakeLLM, code_answer, ideas_answer, verdict_answer
@@ -69,3 +69,10 @@ async def test_reviews_are_the_llms_with_the_static_problems(
                       problems=["line 4: imports os"])  # fmt: skip
     verdict = await hybrid(fake_llm, open_brain, share=0.5).review(task)
     assert verdict.reasons == ["Faithful."] and "- line 4: imports os" in fake_llm.requests[0].text
+
+
+async def test_a_spent_budget_leaves_the_optimisers_ideas(keys: dict, fake_llm: FakeLLM, open_brain: Make) -> None:
+    settings = BrainSettings(kind="hybrid", hybrid_share=1.0, base_url=fake_llm.url, model="claude-sonnet-5-5")
+    brain = open_brain(settings, Accounting(budget_left=lambda: 0.0))
+    ideas = await brain.ideas(context(n=3))
+    assert len({i.title for i in ideas}) == 3 and fake_llm.requests == []
