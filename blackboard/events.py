@@ -20,8 +20,8 @@ The life of a piece of research, as events:
     RunFinished(purpose=replicate) ..., ReviewDone
     BestPromoted | ReplicationDone(outcome=...)      the promotion rule's verdict, with its reason
 
-A work item is closed by a `ClaimReleased(done=True)` on it or by a fact naming it (`RunFinished`,
-`ReviewDone`); a claim released undone or expired returns its work to the pool.
+A work item is closed by a `ClaimReleased(done=True)` on it, by a fact naming it (`RunFinished`,
+`ReviewDone`) or by `WorkCancelled`; a claim released undone or expired returns its work to the pool.
 
 Every event has a unique `id`, used as the JetStream message id so a retried publish is stored
 once. Decoding ignores unknown fields (an old node reads a newer event of the same major schema
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -98,6 +98,7 @@ class ArenaOpened(Event):
 
     kind: Literal["arena_opened"] = "arena_opened"
     arena: str  # "<tier>/<hardware>/<fingerprint[:12]>"
+    baseline_patch: str  # the id under which the baseline code is a patch (the root of every lineage)
     fingerprint: str
     tier: str
     hardware: str
@@ -143,6 +144,14 @@ class WorkQueued(Decision):
     seed: int | None = None
     tier: str | None = None  # promote: the higher tier to run on
     priority: int = 0  # higher first
+
+
+class WorkCancelled(Decision):
+    """Work that no longer needs doing (say, replication of a candidate that review rejected)."""
+
+    kind: Literal["work_cancelled"] = "work_cancelled"
+    work: str
+    reason: str
 
 
 class ClaimGranted(Decision):
@@ -295,7 +304,7 @@ AnyEvent = Annotated[
     Union[
         AgentJoined, AgentLeft, ArenaOpened,
         HypothesisProposed, HypothesisApproved, HypothesisRejected,
-        WorkQueued, ClaimGranted, ClaimRenewed, ClaimReleased, ClaimExpired,
+        WorkQueued, WorkCancelled, ClaimGranted, ClaimRenewed, ClaimReleased, ClaimExpired,
         PatchSubmitted, PatchAccepted, PatchRefused, RunStarted, RunFinished, ReviewDone,
         ReplicationDone, BestPromoted, UsageRecorded, LeaderElected,
     ],
@@ -314,8 +323,18 @@ def encode(event: Event) -> bytes:
     return data
 
 
-def decode(data: bytes) -> Event:
-    """The event in `data`, or DecodeError saying what is wrong with it."""
+class Message(NamedTuple):
+    """A message as read from the stream: its bytes, and the subject it was stored under."""
+
+    data: bytes
+    subject: str
+
+
+def decode(data: bytes, subject: str | None = None) -> Event:
+    """The event in `data`, or DecodeError saying what is wrong with it.
+
+    With `subject`, the event must belong there: a decision stored on a fact's subject (a forgery
+    by anything but the service) is refused, and so is a fact on a decision's subject."""
     if len(data) > MAX_EVENT_BYTES:
         raise DecodeError(f"event of {len(data)} bytes, over the {MAX_EVENT_BYTES} limit")
     try:
@@ -326,9 +345,13 @@ def decode(data: bytes) -> Event:
         raise DecodeError(f"not a record: a msgpack {type(obj).__name__}")
     if obj.get("v") != SCHEMA_VERSION:
         raise DecodeError(f"schema version {obj.get('v')!r}, this node speaks {SCHEMA_VERSION}")
-    if obj.get("kind") not in KINDS:
-        raise DecodeError(f"unknown event kind {obj.get('kind')!r}")
+    kind = obj.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise DecodeError(f"unknown event kind {kind!r}")
     try:
-        return _ADAPTER.validate_python(obj)
+        event = _ADAPTER.validate_python(obj)
     except ValidationError as exc:
-        raise DecodeError(f"malformed {obj['kind']}: {exc.error_count()} problem(s): {exc}") from exc
+        raise DecodeError(f"malformed {kind}: {exc.error_count()} problem(s): {exc}") from exc
+    if subject is not None and event.subject != subject:
+        raise DecodeError(f"a {kind} arrived on {subject}, but it belongs on {event.subject}")
+    return event

@@ -28,10 +28,10 @@ from typing import Any
 import duckdb
 
 from blackboard import fold, schema
-from blackboard.events import Event, decode
+from blackboard.events import Event, Message, decode
 from swarm.errors import DecodeError
 
-Item = tuple[int, Event | bytes]
+Item = tuple[int, Event | Message | bytes]  # a Message is decoded against the subject it came on
 
 REBUILD_BATCH = 5000  # events per transaction when rebuilding
 _KEYS_PER_LOOKUP = 1000  # keys per IN (...) list: DuckDB answers these from the primary-key index
@@ -89,12 +89,11 @@ class Projection:
             if isinstance(item, Event):
                 events.append((seq, item))
                 continue
+            data, subject = (item.data, item.subject) if isinstance(item, Message) else (item, None)
             try:
-                events.append((seq, decode(item)))
-            # TypeError: decode() lets one through for a kind that is a list or a map (unhashable);
-            # until it refuses those itself, they are parked like any record that does not decode.
-            except (DecodeError, TypeError) as exc:
-                parked.append({"seq": seq, "error": str(exc), "raw": bytes(item)})
+                events.append((seq, decode(data, subject)))
+            except DecodeError as exc:
+                parked.append({"seq": seq, "error": str(exc), "raw": bytes(data)})
         if last == self._last_seq:
             return 0
         with self._transaction():

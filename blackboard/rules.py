@@ -167,8 +167,9 @@ def promotion_verdict(
 ) -> Verdict:
     """Whether `candidate` (val_bpb of its ok runs) replaces `best` (the current best's ok runs).
 
-    Checked in this order, the first that fails decides the outcome: at least `seeds` ok runs
-    (failed), not rejected by a reviewer (rejected_in_review), a gain of mean over the best's mean
+    Checked in this order, the first that fails decides the outcome: not rejected by a reviewer
+    (rejected_in_review: its replications are cancelled, so this comes first), at least `seeds` ok
+    runs (failed), a gain of mean over the best's mean
     greater than the threshold (not_better), a reviewer's approval (awaiting_review).
 
     `spread` is the arena's measured seed spread. When none was measured yet, the spread of these
@@ -192,13 +193,13 @@ def promotion_verdict(
     def verdict(outcome: Outcome, explanation: str) -> Verdict:
         return Verdict(outcome == "promoted", outcome, threshold, used, n, mean, std, best_mean, explanation)
 
+    summary = f"mean {mean:.4f} over {n} seed{'s' * (n != 1)}"
+    if review == "reject":
+        return verdict("rejected_in_review", f"a reviewer rejected the patch ({n} of {seeds} seeds run)")
     if n < seeds:
         return verdict("failed", f"{n} ok run{'s' * (n != 1)} of the {seeds} seeds a promotion needs")
-    summary = f"mean {mean:.4f} over {n} seed{'s' * (n != 1)}"
     if best_mean is None:
         return verdict("promoted", f"{summary} is the arena's first best")
-    if review == "reject":
-        return verdict("rejected_in_review", f"{summary}, but a reviewer rejected the patch")
     gain = best_mean - mean
     if used is None:
         why = f"threshold {threshold:.4f} = min_delta (no seed spread measured yet)"

@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType, StreamConfig
 
-from blackboard.events import Event, encode
+from blackboard.events import Event, Message, encode
 from swarm.constants import (
     DECISIONS,
     DUPLICATE_WINDOW_SECONDS,
@@ -37,7 +37,8 @@ from swarm.constants import (
     STREAM,
     STREAM_SUBJECTS,
 )
-from swarm.errors import BoardError, BusError
+from swarm.errors import BoardError, BusError, ServiceUnavailable
+from swarm.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class Credentials:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+
+    @classmethod
+    def from_settings(cls, nats_settings: NatsSettings) -> Credentials:
+        s = nats_settings
+        return cls(s.user, s.password, s.nkey_seed_file, s.tls_ca, s.tls_cert, s.tls_key)
 
 
 @dataclass
@@ -178,7 +184,7 @@ class Bus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def tail(self, start_seq: int = 1) -> AsyncIterator[tuple[int, bytes]]:
+    async def tail(self, start_seq: int = 1) -> AsyncIterator[tuple[int, Message]]:
         """Every message of the stream from `start_seq` on, in order, forever (an ordered consumer)."""
         queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=10_000)
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
@@ -186,9 +192,32 @@ class Bus:
         try:
             while True:
                 msg = await queue.get()
-                yield int(msg.metadata.sequence.stream), msg.data
+                yield int(msg.metadata.sequence.stream), Message(msg.data, msg.subject)
         finally:
             await sub.unsubscribe()
+
+    # --- plain messages (not stored) ----------------------------------------------------------
+
+    async def send(self, subject: str, body: dict[str, Any]) -> None:
+        """A core NATS message: for views that a lost message does not harm (agent status)."""
+        try:
+            await self.nc.publish(subject, msgpack.packb(body, use_bin_type=True))
+        except nats.errors.Error as exc:
+            raise BusError(f"send on {subject}: {exc}") from exc
+
+    async def listen(self, subject: str, on_message: Callable[[dict[str, Any]], None]) -> Callable[[], Awaitable[None]]:
+        """Call `on_message` with each decodable map sent on `subject` (wildcards allowed); returns stop."""
+
+        async def deliver(msg: Msg) -> None:
+            try:
+                body = msgpack.unpackb(msg.data, raw=False)
+            except (ValueError, TypeError, msgpack.UnpackException):
+                return  # not ours to read: a view skips what it cannot decode
+            if isinstance(body, dict):
+                on_message(body)
+
+        sub = await self.nc.subscribe(subject, cb=deliver)
+        return sub.unsubscribe
 
     # --- the leader lease ----------------------------------------------------------------------
 
@@ -206,9 +235,11 @@ class Bus:
         try:
             msg = await self.nc.request(f"{REQUESTS}.{verb}", msgpack.packb(body, use_bin_type=True), timeout=timeout)
         except nats.errors.NoRespondersError as exc:
-            raise BoardError(f"{verb}: no blackboard service is answering") from exc
+            raise ServiceUnavailable(f"{verb}: no blackboard service is answering") from exc
         except nats.errors.TimeoutError as exc:
-            raise BoardError(f"{verb}: the blackboard service did not answer within {timeout:.0f} s") from exc
+            raise ServiceUnavailable(f"{verb}: the blackboard service did not answer within {timeout:.0f} s") from exc
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+            raise ServiceUnavailable(f"{verb}: not connected to NATS ({type(exc).__name__})") from exc
         try:
             reply = msgpack.unpackb(msg.data, raw=False)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
@@ -220,7 +251,9 @@ class Bus:
         return reply["ok"]
 
     async def serve(self, verb: str, handler: Handler) -> Callable[[], Awaitable[None]]:
-        """Answer `verb` requests in the service queue group; returns a function that stops it."""
+        """Answer `verb` requests in the service queue group; returns a function that stops it.
+
+        A handler returns the reply's body or raises BoardError, whose message the requester gets."""
 
         async def on_request(msg: Msg) -> None:
             try:
@@ -241,8 +274,27 @@ class Bus:
                 except nats.errors.Error as exc:
                     log.warning("%s: could not reply: %s", verb, exc)
 
-        sub = await self.nc.subscribe(f"{REQUESTS}.{verb}", queue=SERVICE_QUEUE, cb=on_request)
-        return sub.unsubscribe
+        running: set[asyncio.Task[None]] = set()
+
+        async def dispatch(msg: Msg) -> None:
+            # nats-py awaits a subscription's callbacks one at a time: a claim waiting for work
+            # would hold up every request behind it. Each request gets a task of its own.
+            task = asyncio.create_task(on_request(msg))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+        sub = await self.nc.subscribe(f"{REQUESTS}.{verb}", queue=SERVICE_QUEUE, cb=dispatch)
+
+        async def stop() -> None:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error as exc:
+                raise BusError(f"stop serving {verb}: {exc}") from exc
+            finally:
+                for task in list(running):
+                    task.cancel()
+
+        return stop
 
 
 class LeaderLease:
@@ -261,11 +313,13 @@ class LeaderLease:
     async def _write(self, value: str, last: int, ttl: int = LEADER_TTL_SECONDS) -> int | None:
         try:
             ack = await self.js.publish(self.subject, value.encode(), headers={
-                "Nats-Expected-Last-Subject-Sequence": str(last)}, msg_ttl=ttl)  # fmt: skip
+                "Nats-Expected-Last-Subject-Sequence": str(last)}, msg_ttl=ttl, timeout=2.0)  # fmt: skip
         except nats.js.errors.APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:
                 return None
-            raise
+            raise BusError(f"leader lease: {exc.description}") from exc
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BusError(f"leader lease: {type(exc).__name__}: {exc}") from exc
         return int(ack.seq)
 
     async def acquire(self, instance: str) -> bool:
@@ -284,6 +338,8 @@ class LeaderLease:
             entry = await self.kv.get(LEADER_KEY)
         except nats.js.errors.KeyNotFoundError:  # also KeyDeletedError
             return None
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BusError(f"leader lease: {type(exc).__name__}: {exc}") from exc
         return entry.value.decode() if entry.value else None
 
     async def release(self) -> None:

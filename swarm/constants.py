@@ -19,6 +19,8 @@ DUPLICATE_WINDOW_SECONDS = 3600  # a retried publish with the same event id with
 REQUESTS = "swarm.req"  # swarm.req.<verb>: request/reply to the blackboard service
 SERVICE_QUEUE = "blackboard"  # queue group of the services that answer requests
 
+STATUS = "swarm.status"  # swarm.status.<agent>: what an agent is doing now (core NATS, not stored)
+
 LEADER_BUCKET = "swarm_leader"  # KV bucket holding the leader lease
 LEADER_KEY = "service"
 LEADER_TTL_SECONDS = 6  # whole seconds (JetStream per-message and bucket TTLs are in seconds)

@@ -32,5 +32,9 @@ class BoardError(SwarmError):
     """The blackboard refused a request or answered with an error."""
 
 
+class ServiceUnavailable(BoardError):
+    """No blackboard service answered in time (none running, or a leader handover): ask again."""
+
+
 class DecodeError(SwarmError):
     """A message or event could not be decoded into a known record."""

@@ -49,9 +49,11 @@ class HarnessSettings(Frozen):
 
 class BoardSettings(Frozen):
     lease_seconds: float = 30.0  # a claim not renewed for this long returns to the pool
+    max_claims_per_agent: int = 2  # an implementer holds the run it trains and the next it prepares
     promotion_seeds: int = 3  # K: seeds a candidate needs before it can be promoted
     min_delta: float = 0.002  # smallest val_bpb gain that counts, whatever the noise
     z: float = 2.0  # a gain must exceed z x the arena's measured seed spread
+    max_runs: int | None = None  # stop granting device work after this many runs; None: no limit
 
 
 class BrainSettings(Frozen):
@@ -71,12 +73,22 @@ class BrainSettings(Frozen):
     max_retries: int = 2  # the SDK's retries of rate limits (429), overload and server errors (5xx)
 
 
+class AgentsSettings(Frozen):
+    ideators: int = 1
+    implementers: int | None = None  # None: one per device slot
+    reviewers: int = 1
+    replicators: int = 1
+    ideas_ahead: int = 2  # approved ideas waiting per implementer before ideators hold back
+    repair_attempts: int = 2  # an implementer repairs a crashed patch from its log at most this often
+
+
 class Settings(Frozen):
     dir: Path = Path(".swarm")  # the swarm directory: server store, projection, runs, logs
     nats: NatsSettings = NatsSettings()
     harness: HarnessSettings = HarnessSettings()
     board: BoardSettings = BoardSettings()
     brain: BrainSettings = BrainSettings()
+    agents: AgentsSettings = AgentsSettings()
 
     @classmethod
     def load(

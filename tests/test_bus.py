@@ -20,8 +20,8 @@ def joined(i: int) -> AgentJoined:
 
 async def collect(bus: Bus, start: int, count: int) -> list[tuple[int, bytes]]:
     got: list[tuple[int, bytes]] = []
-    async for item in bus.tail(start):
-        got.append(item)
+    async for seq, message in bus.tail(start):
+        got.append((seq, message.data))
         if len(got) == count:
             return got
     return got

@@ -1,0 +1,498 @@
+"""The service's decision state: a fold over the stream, in stream order, kept in memory.
+
+The DuckDB projection answers queries; this answers "what is the next piece of work" and "what
+must be decided" in microseconds. Both are built from the same events in the same order.
+
+Decisions are a function of the state, never a memory of what this process did: `pending` holds
+the items that may need one (an undecided hypothesis, a candidate without its replications...) and
+`decide` returns the next decision for an item, or None when it needs nothing more. A leader that
+dies between two decisions leaves nothing half done: its successor finds the same item pending.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from blackboard import rules
+from blackboard.events import (
+    ArenaOpened, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Decision, Event,
+    HypothesisApproved, HypothesisProposed, HypothesisRejected, PatchAccepted, PatchRefused, PatchSubmitted,
+    ReplicationDone, ReviewDone, RunFinished, RunStarted, WorkCancelled, WorkQueued, new_id,
+)  # fmt: skip
+from swarm.errors import SwarmError
+from swarm.settings import BoardSettings
+
+SERVICE = "service"
+MAX_BASELINE_RETRIES = 2
+DEVICE_WORK = ("implement", "baseline", "replicate", "promote")  # kinds whose claim leads to a run  # failed baseline seeds re-queued per arena before we give up
+
+
+@dataclass
+class Work:
+    id: str
+    kind: str
+    arena: str
+    ref: str
+    seed: int | None
+    tier: str | None
+    priority: int
+    order: int  # stream sequence of WorkQueued: first queued, first served within a priority
+    status: str = "queued"  # queued | claimed | done
+    claim: str | None = None
+
+
+@dataclass
+class Claim:
+    id: str
+    work: str
+    agent: str
+    expires_at: float
+
+
+@dataclass
+class Run:
+    arena: str
+    seed: int
+    purpose: str
+    status: str
+    val_bpb: float | None
+    reason: str | None = None
+
+
+@dataclass
+class Patch:
+    id: str
+    arena: str
+    code: str
+    code_hash: str
+    hypothesis: str | None = None
+    parent: str | None = None
+    diff: str = ""
+    status: str = "submitted"  # submitted | accepted | refused
+    reason: str = ""
+    duplicate_of: str | None = None
+    runs: list[Run] = field(default_factory=list)
+    review: str | None = None  # approve | reject
+    candidate: bool = False  # replication queued
+    settled: bool = False  # BestPromoted or ReplicationDone published
+
+    def ok_values(self) -> list[float]:
+        """val_bpb of its successful runs in its own arena (a promotion run on a higher tier is elsewhere)."""
+        return [r.val_bpb for r in self.runs if r.arena == self.arena and r.status == "ok" and r.val_bpb is not None]
+
+
+@dataclass
+class Arena:
+    id: str
+    baseline_patch: str
+    best: str | None = None
+    patches: list[str] = field(default_factory=list)  # every patch run or submitted here, in order
+
+
+@dataclass
+class Hypothesis:
+    id: str
+    arena: str
+    parent: str | None
+    key: str
+    title: str
+    rationale: str
+    intent: dict[str, object]
+    status: str = "proposed"  # proposed | approved | rejected
+    reason: str = ""
+    duplicate_of: str | None = None
+
+
+class State:
+    def __init__(self, settings: BoardSettings) -> None:
+        self.settings = settings
+        self.applied_seq = 0
+        self.decision_seq = 0  # sequence of the last decision applied: the expected-sequence guard
+        self.arenas: dict[str, Arena] = {}
+        self.hypotheses: dict[str, Hypothesis] = {}
+        self.ideas: dict[str, str] = {}  # idea key -> first hypothesis with it
+        self.patches: dict[str, Patch] = {}
+        self.hashes: dict[tuple[str, str], str] = {}  # (arena, code hash) -> the patch that holds it
+        self.work: dict[str, Work] = {}
+        self.work_by_ref: dict[str, list[str]] = {}
+        self.claims: dict[str, Claim] = {}
+        self.held: dict[str, set[str]] = {}  # agent -> its claims
+        self.queues: dict[tuple[str, str], list[tuple[int, int, str]]] = {}  # (arena, kind) -> heap
+        self.pending: dict[tuple[str, str], None] = {}  # items that may need a decision, in order
+        self.runs_started = 0
+        self.runs_finished = 0
+        self.running: set[str] = set()
+
+    # --- folding events ---------------------------------------------------------------------
+
+    def apply(self, event: Event, seq: int) -> None:
+        if seq <= self.applied_seq:
+            return
+        self.applied_seq = seq
+        if isinstance(event, Decision):
+            self.decision_seq = seq
+        handler = getattr(self, f"_on_{event.kind}", None)
+        if handler is not None:
+            handler(event, seq)
+
+    def _on_arena_opened(self, e: ArenaOpened, seq: int) -> None:
+        if e.arena in self.arenas:
+            return
+        self.arenas[e.arena] = Arena(e.arena, e.baseline_patch)
+        self._add_patch(Patch(e.baseline_patch, e.arena, e.baseline_code, e.baseline_hash, status="accepted"))
+        self.hashes[(e.arena, e.baseline_hash)] = e.baseline_patch
+        self._pend("arena", e.arena)
+
+    def _on_hypothesis_proposed(self, e: HypothesisProposed, seq: int) -> None:
+        if e.hypothesis in self.hypotheses:
+            return
+        key = rules.idea_key(e.arena, e.parent, e.title, e.intent)
+        self.hypotheses[e.hypothesis] = Hypothesis(e.hypothesis, e.arena, e.parent, key, e.title, e.rationale, e.intent)
+        self._pend("hypothesis", e.hypothesis)
+
+    def _on_hypothesis_approved(self, e: HypothesisApproved, seq: int) -> None:
+        if (hyp := self.hypotheses.get(e.hypothesis)) is not None and hyp.status == "proposed":
+            hyp.status = "approved"
+            self.ideas.setdefault(hyp.key, hyp.id)
+            self._pend("hypothesis", hyp.id)  # it needs its implement work next
+
+    def _on_hypothesis_rejected(self, e: HypothesisRejected, seq: int) -> None:
+        if (hyp := self.hypotheses.get(e.hypothesis)) is not None and hyp.status == "proposed":
+            hyp.status, hyp.reason, hyp.duplicate_of = "rejected", e.reason, e.duplicate_of
+
+    def _on_patch_submitted(self, e: PatchSubmitted, seq: int) -> None:
+        if e.patch in self.patches:
+            return
+        try:
+            code_hash = rules.code_hash(e.code)  # the service's own hash, not the sender's claim
+        except SwarmError:
+            code_hash = ""
+        self._add_patch(Patch(e.patch, e.arena, e.code, code_hash, e.hypothesis, e.parent, e.diff))
+        self._pend("patch", e.patch)
+
+    def _on_patch_accepted(self, e: PatchAccepted, seq: int) -> None:
+        if (patch := self.patches.get(e.patch)) is not None and patch.status == "submitted":
+            patch.status = "accepted"
+            self.hashes.setdefault((patch.arena, patch.code_hash), patch.id)
+
+    def _on_patch_refused(self, e: PatchRefused, seq: int) -> None:
+        if (patch := self.patches.get(e.patch)) is not None and patch.status == "submitted":
+            patch.status, patch.reason, patch.duplicate_of = "refused", e.reason, e.duplicate_of
+
+    def _on_work_queued(self, e: WorkQueued, seq: int) -> None:
+        if e.work in self.work:
+            return
+        work = Work(e.work, e.work_kind, e.arena, e.ref, e.seed, e.tier, e.priority, seq)
+        self.work[work.id] = work
+        self.work_by_ref.setdefault(e.ref, []).append(work.id)
+        self._enqueue(work)
+        if e.work_kind in ("replicate", "review") and (patch := self.patches.get(e.ref)) is not None:
+            patch.candidate = True
+
+    def _on_work_cancelled(self, e: WorkCancelled, seq: int) -> None:
+        self._close(e.work)
+
+    def _on_claim_granted(self, e: ClaimGranted, seq: int) -> None:
+        work = self.work.get(e.work)
+        if work is None or work.status != "queued" or e.claim in self.claims:
+            return
+        work.status, work.claim = "claimed", e.claim
+        self.claims[e.claim] = Claim(e.claim, e.work, e.agent, e.expires_at)
+        self.held.setdefault(e.agent, set()).add(e.claim)
+
+    def _on_claim_renewed(self, e: ClaimRenewed, seq: int) -> None:
+        if (claim := self.claims.get(e.claim)) is not None:
+            claim.expires_at = max(claim.expires_at, e.expires_at)
+
+    def _on_claim_released(self, e: ClaimReleased, seq: int) -> None:
+        claim = self._drop_claim(e.claim)
+        if claim is not None:
+            if e.done:
+                self._close(claim.work)
+            else:
+                self._requeue(claim.work)
+
+    def _on_claim_expired(self, e: ClaimExpired, seq: int) -> None:
+        claim = self._drop_claim(e.claim)
+        if claim is not None:
+            self._requeue(claim.work)
+
+    def _on_run_started(self, e: RunStarted, seq: int) -> None:
+        if e.run not in self.running:
+            self.runs_started += 1
+            self.running.add(e.run)
+
+    def _on_run_finished(self, e: RunFinished, seq: int) -> None:
+        if e.run in self.running:
+            self.running.discard(e.run)
+        else:
+            self.runs_started += 1  # its RunStarted never came (or comes later: then it is not counted again)
+        self.runs_finished += 1
+        if e.work is not None:
+            self._close(e.work)
+        patch = self.patches.get(e.patch)
+        if patch is None:
+            return
+        patch.runs.append(Run(e.arena, e.seed, e.purpose, e.status, e.val_bpb, e.reason))
+        if e.status == "ok":
+            self.hashes.setdefault((patch.arena, patch.code_hash), patch.id)
+        item = "arena" if patch.id == self._baseline_of(patch.arena) else "candidate"
+        self._pend(item, patch.arena if item == "arena" else patch.id)
+
+    def _on_review_done(self, e: ReviewDone, seq: int) -> None:
+        if e.work is not None:
+            self._close(e.work)
+        if (patch := self.patches.get(e.patch)) is not None:
+            patch.review = e.verdict
+            self._pend("candidate", patch.id)
+
+    def _on_best_promoted(self, e: BestPromoted, seq: int) -> None:
+        arena = self.arenas.get(e.arena)
+        if arena is None:
+            return
+        first = arena.best is None
+        arena.best = e.patch
+        if (patch := self.patches.get(e.patch)) is not None:
+            patch.settled = True
+        if first:  # results that came in before there was a best to beat can be judged now
+            for patch_id in arena.patches:
+                self._pend("candidate", patch_id)
+
+    def _on_replication_done(self, e: ReplicationDone, seq: int) -> None:
+        if (patch := self.patches.get(e.patch)) is not None:
+            patch.settled = True
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    def _add_patch(self, patch: Patch) -> None:
+        self.patches[patch.id] = patch
+        if (arena := self.arenas.get(patch.arena)) is not None:
+            arena.patches.append(patch.id)
+
+    def _baseline_of(self, arena: str) -> str | None:
+        return self.arenas[arena].baseline_patch if arena in self.arenas else None
+
+    def _pend(self, kind: str, item: str) -> None:
+        self.pending[(kind, item)] = None
+
+    def _enqueue(self, work: Work) -> None:
+        heapq.heappush(self.queues.setdefault((work.arena, work.kind), []), (-work.priority, work.order, work.id))
+
+    def _requeue(self, work_id: str) -> None:
+        work = self.work.get(work_id)
+        if work is not None and work.status == "claimed":
+            work.status, work.claim = "queued", None
+            self._enqueue(work)  # its original place: priority, then the order it was first queued
+
+    def _close(self, work_id: str) -> None:
+        work = self.work.get(work_id)
+        if work is None or work.status == "done":
+            return
+        if work.claim is not None:
+            self._drop_claim(work.claim)
+        work.status, work.claim = "done", None
+        if work.kind in ("replicate", "review"):
+            self._pend("candidate", work.ref)
+        elif work.kind == "baseline":
+            self._pend("arena", work.arena)
+
+    def _drop_claim(self, claim_id: str) -> Claim | None:
+        claim = self.claims.pop(claim_id, None)
+        if claim is not None:
+            self.held.get(claim.agent, set()).discard(claim_id)
+        return claim
+
+    # --- questions the service asks -----------------------------------------------------------------
+
+    def next_work(self, kinds: Iterable[str], arenas: Iterable[str]) -> Work | None:
+        """The first queued work of the first kind that has some, over the given arenas ("*": any)."""
+        arenas = list(self.arenas) if "*" in arenas else list(arenas)
+        for kind in kinds:
+            best: tuple[int, int, str] | None = None
+            for arena in arenas:
+                heap = self.queues.get((arena, kind), [])
+                while heap and self.work[heap[0][2]].status != "queued":
+                    heapq.heappop(heap)  # stale: claimed or closed since it was pushed
+                if heap and (best is None or heap[0] < best):
+                    best = heap[0]
+            if best is not None:
+                return self.work[best[2]]
+        return None
+
+    def queue_depths(self, arena: str | None = None) -> dict[str, int]:
+        depths: dict[str, int] = {}
+        for heap_key, heap in self.queues.items():
+            if arena is None or heap_key[0] == arena:
+                queued = sum(1 for _, _, w in heap if self.work[w].status == "queued")
+                depths[heap_key[1]] = depths.get(heap_key[1], 0) + queued
+        return depths
+
+    def trials(self, arena: str) -> list[dict[str, object]]:
+        """Every patch tried in the arena with its outcome: what an ideator conditions on."""
+        found = self.arenas.get(arena)
+        rows = []
+        for patch_id in found.patches if found else []:
+            patch = self.patches[patch_id]
+            runs = [run for run in patch.runs if run.arena == arena]
+            if not runs:
+                continue
+            values = patch.ok_values()
+            hyp = self.hypotheses.get(patch.hypothesis or "")
+            rows.append({"patch": patch_id, "title": hyp.title if hyp else "baseline", "n": len(values),
+                         "status": "ok" if values else runs[-1].status, "reason": None if values else runs[-1].reason,
+                         "val_bpb": _mean(values) if values else None, "best": patch_id == found.best})  # type: ignore[union-attr]  # fmt: skip
+        return rows
+
+    def device_work_left(self, max_runs: int | None) -> bool:
+        """Whether another run may be granted under the swarm's run budget."""
+        if max_runs is None:
+            return True
+        granted = sum(1 for c in self.claims.values() if self.work[c.work].kind in DEVICE_WORK)
+        return self.runs_started + granted < max_runs
+
+    def expired(self, now: float) -> list[Claim]:
+        return [claim for claim in self.claims.values() if claim.expires_at <= now]
+
+    def best_values(self, arena: str) -> list[float]:
+        best = self.arenas[arena].best if arena in self.arenas else None
+        return self.patches[best].ok_values() if best else []
+
+    def spread(self, arena: str) -> float | None:
+        groups = [self.patches[p].ok_values() for p in self.arenas[arena].patches] if arena in self.arenas else []
+        return rules.seed_spread([values for values in groups if len(values) >= 2])
+
+    # --- what must be decided ---------------------------------------------------------------------------
+
+    def decide(self, kind: str, item: str) -> Decision | None:
+        """The next decision for a pending item, or None if it needs none now."""
+        if kind == "arena":
+            return self._decide_arena(item)
+        if kind == "hypothesis":
+            return self._decide_hypothesis(item)
+        if kind == "patch":
+            return self._decide_patch(item)
+        if kind == "candidate":
+            return self._decide_candidate(item)
+        raise ValueError(f"unknown pending item kind {kind!r}")
+
+    def _queue(self, kind: str, arena: str, ref: str, seed: int | None = None, priority: int = 0) -> WorkQueued:
+        return WorkQueued(by=SERVICE, work=new_id("w"), work_kind=kind, arena=arena, ref=ref, seed=seed, priority=priority)  # type: ignore[arg-type]
+
+    def _decide_arena(self, arena_id: str) -> Decision | None:
+        arena = self.arenas[arena_id]
+        base = self.patches[arena.baseline_patch]
+        if arena.best is not None or base.settled:
+            return None
+        seeds = self.settings.promotion_seeds
+        queued = [self.work[w] for w in self.work_by_ref.get(base.id, []) if self.work[w].kind == "baseline"]
+        values = base.ok_values()
+        if len(values) >= seeds:
+            return BestPromoted(
+                by=SERVICE, arena=arena_id, patch=base.id, mean=_mean(values), std=_std(values), n=len(values),
+                reason=f"the baseline, over {len(values)} seeds",
+            )  # fmt: skip
+        open_work = [w for w in queued if w.status != "done"]
+        failed = len(base.runs) - len(values)
+        if len(values) + len(open_work) < seeds and failed <= MAX_BASELINE_RETRIES:
+            used = {w.seed for w in queued}
+            seed = next(s for s in range(seeds + MAX_BASELINE_RETRIES + 1) if s not in used)
+            return self._queue("baseline", arena_id, base.id, seed=seed, priority=10)
+        if not open_work:
+            return ReplicationDone(
+                by=SERVICE, patch=base.id, arena=arena_id, n=len(values), mean=_mean(values), std=_std(values),
+                outcome="failed", explanation=f"the baseline failed on {failed} of {len(base.runs)} seeds, so this "
+                "arena has no best to build on; see those runs' reasons (swarm history --status crash)",
+            )  # fmt: skip
+        return None
+
+    def _decide_hypothesis(self, hyp_id: str) -> Decision | None:
+        hyp = self.hypotheses[hyp_id]
+        if hyp.status == "proposed":
+            if hyp.arena not in self.arenas:
+                return HypothesisRejected(by=SERVICE, hypothesis=hyp_id, reason=f"unknown arena {hyp.arena}")
+            if hyp.parent is not None and self.patches.get(hyp.parent, None) is None:
+                return HypothesisRejected(by=SERVICE, hypothesis=hyp_id, reason=f"unknown parent patch {hyp.parent}")
+            if (first := self.ideas.get(hyp.key)) is not None:
+                return HypothesisRejected(
+                    by=SERVICE, hypothesis=hyp_id, duplicate_of=first,
+                    reason=f"the same idea on the same parent was proposed before as {first}",
+                )  # fmt: skip
+            return HypothesisApproved(by=SERVICE, hypothesis=hyp_id)
+        if hyp.status == "approved" and not self.work_by_ref.get(hyp_id):
+            return self._queue("implement", hyp.arena, hyp_id, seed=0)
+        return None
+
+    def _decide_patch(self, patch_id: str) -> Decision | None:
+        patch = self.patches[patch_id]
+        if patch.status != "submitted":
+            return None
+        if patch.arena not in self.arenas:
+            return PatchRefused(by=SERVICE, patch=patch_id, reason=f"unknown arena {patch.arena}")
+        if not patch.code_hash:
+            return PatchRefused(by=SERVICE, patch=patch_id, reason="the code does not parse as Python")
+        if (other := self.hashes.get((patch.arena, patch.code_hash))) is not None:
+            return PatchRefused(
+                by=SERVICE, patch=patch_id, duplicate_of=other,
+                reason=f"the same code (after normalisation) was already submitted or run here as {other}",
+            )  # fmt: skip
+        return PatchAccepted(by=SERVICE, patch=patch_id)
+
+    def _decide_candidate(self, patch_id: str) -> Decision | None:
+        patch = self.patches.get(patch_id)
+        arena = self.arenas.get(patch.arena) if patch else None
+        if patch is None or arena is None or arena.best is None or patch.settled or patch.id == arena.best:
+            return None
+        settings, best = self.settings, self.best_values(patch.arena)
+        values = patch.ok_values()
+        explore = [run for run in patch.runs if run.purpose == "explore"]
+        if not patch.candidate:
+            ok = [run.val_bpb for run in explore if run.status == "ok" and run.val_bpb is not None]
+            if not ok or not rules.is_candidate(ok[0], _mean(best), settings.min_delta):
+                return None
+            return self._next_candidate_work(patch)
+        if patch.review == "reject":
+            for work_id in self.work_by_ref.get(patch_id, []):
+                if self.work[work_id].status == "queued":
+                    return WorkCancelled(by=SERVICE, work=work_id, reason="the candidate was rejected in review")
+        if (work := self._next_candidate_work(patch)) is not None:
+            return work
+        if any(self.work[w].status != "done" for w in self.work_by_ref.get(patch_id, [])):
+            return None  # replications or the review still under way
+        verdict = rules.promotion_verdict(
+            values, best, self.spread(patch.arena), seeds=settings.promotion_seeds,
+            min_delta=settings.min_delta, z=settings.z, review=patch.review,  # type: ignore[arg-type]
+        )  # fmt: skip
+        if verdict.promote:
+            return BestPromoted(
+                by=SERVICE, arena=patch.arena, patch=patch_id, mean=verdict.mean, std=_std(values), n=len(values),
+                previous=arena.best, previous_mean=_mean(best), threshold=verdict.threshold, reason=verdict.explanation,
+            )  # fmt: skip
+        return ReplicationDone(
+            by=SERVICE, patch=patch_id, arena=patch.arena, n=len(values), mean=_mean(values) if values else float("nan"),
+            std=_std(values), outcome=verdict.outcome, explanation=verdict.explanation,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def _next_candidate_work(self, patch: Patch) -> WorkQueued | None:
+        """Replications up to K seeds in all, then one review; None when both are queued."""
+        queued = [self.work[w] for w in self.work_by_ref.get(patch.id, [])]
+        if patch.review != "reject":
+            seeds_planned = {run.seed for run in patch.runs} | {w.seed for w in queued if w.kind == "replicate"}
+            if len(seeds_planned) < self.settings.promotion_seeds:
+                seed = next(s for s in range(1_000_000) if s not in seeds_planned)
+                return self._queue("replicate", patch.arena, patch.id, seed=seed, priority=5)
+        if not any(w.kind == "review" for w in queued):
+            return self._queue("review", patch.arena, patch.id, priority=5)
+        return None
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = _mean(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
