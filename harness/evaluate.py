@@ -33,12 +33,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from harness.procs import die_with_parent
+
 CAUSAL_ATOL = 1e-4  # relative to the logits' scale: a causal model's earlier logits are identical
                     # up to float reordering; a leak of later tokens changes them far more
 
 
 def main() -> None:
     spec = json.loads(sys.stdin.read())
+    die_with_parent(spec["runner_pid"])
     refuse_unpickling_code()
     started = time.perf_counter()
     try:

@@ -17,6 +17,20 @@ MARKER_VAR = "SWARM_RUN_MARKER"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent (the runner) dies, even by SIGKILL.
+
+    A run must not outlive the agent that started it, keeping a GPU busy with nobody to read the
+    result. Called first thing in the run's processes, before any agent code.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the runner died before the call: nobody will ever read us
+        os._exit(1)
+
+
 def marked_pids(marker: str) -> list[int]:
     """Live processes (not zombies) whose environment carries MARKER_VAR=marker."""
     needle = f"{MARKER_VAR}={marker}".encode()

@@ -158,8 +158,9 @@ async def _train(
     """Start the training (or sim) process, watch it, kill it and all it started; its record."""
     cap = memory_cap_mb(settings)
     spec: dict[str, Any] = dict(
-        run_dir=str(run_dir), seed=seed, device=device, memory_cap_mb=cap, budget_tokens=tier.budget_tokens,
-        budget_seconds=tier.budget_seconds, context_len=tier.context_len, eval_batch=tier.eval_batch,
+        run_dir=str(run_dir), runner_pid=os.getpid(), seed=seed, device=device, memory_cap_mb=cap,
+        budget_tokens=tier.budget_tokens, budget_seconds=tier.budget_seconds, context_len=tier.context_len,
+        eval_batch=tier.eval_batch,
     )
     read_progress, write_progress = os.pipe()
     fds = [write_progress]
@@ -254,8 +255,8 @@ async def _evaluate(run_dir: Path, tier: Tier, device: str, prepared: preparing.
     """Score the exported model in a fresh isolated interpreter, outside the run directory."""
     assert prepared is not None
     spec = dict(model=str(run_dir / MODEL_FILE), val=str(prepared.val_path), tokenizer=str(prepared.tokenizer_path),
-                device=device, eval_batch=tier.eval_batch, context_len=tier.context_len, eval_tokens=tier.eval_tokens,
-                vocab_size=prepared.vocab_size)
+                runner_pid=os.getpid(), device=device, eval_batch=tier.eval_batch, context_len=tier.context_len,
+                eval_tokens=tier.eval_tokens, vocab_size=prepared.vocab_size)
     # -I -S: no cwd, PYTHONPATH, user site or .pth files; only the harness and site-packages.
     paths = [ROOT, *dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()])]
     boot = f"import sys; sys.path[:0] = {paths!r}; from harness.evaluate import main; main()"

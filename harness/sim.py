@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.procs import die_with_parent
+
 BASELINE = Path(__file__).resolve().parent / "train.py"
 FLOOR = 1.5  # the best reachable synthetic val_bpb (plus noise)
 NOISE = 0.004  # standard deviation of the seed noise: about what a small GPU tier shows
@@ -125,6 +127,7 @@ def simulate(source: str, seed: int, baseline_source: str | None = None) -> dict
 
 def main() -> None:
     spec = json.loads(sys.stdin.read())
+    die_with_parent(spec["runner_pid"])
     run_dir = Path(spec["run_dir"])
     duration = float(spec["budget_seconds"])
     record = simulate((run_dir / "train.py").read_text(), int(spec["seed"]))

@@ -25,6 +25,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from harness.procs import die_with_parent
+
 MODEL_FILE = "model.pt2"
 RESULT_FILE = "train.json"
 TRAIN_FILE = "train.py"
@@ -33,6 +35,7 @@ OOM_MARKERS = ("can't allocate memory", "cannot allocate memory", "out of memory
 
 def main() -> None:
     spec = json.loads(sys.stdin.read())
+    die_with_parent(spec["runner_pid"])
     run_dir = Path(spec["run_dir"])
     if spec.get("memory_cap_mb") and not spec["device"].startswith("cuda"):
         # Address-space cap: an allocation past it fails inside this process (reported as oom)

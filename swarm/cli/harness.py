@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Coroutine
 
 import click
 from rich.console import Console
@@ -70,8 +71,8 @@ def run_command(ctx: Context, train_file: Path | None, tier: str | None, seed: i
     tier, device, fingerprint), or with --json one JSON object with those keys and the reason.
 
     Exit status: 0 when the status is ok; 1 for any other outcome (crash, timeout, diverged,
-    oom, rejected), with the reason and the log's tail on stderr; 2 for a usage or setup error.
-    Ctrl-C kills the run and every process it started.
+    oom, rejected), with the reason and the log's tail on stderr; 2 for a usage or setup error;
+    130 when interrupted. Ctrl-C or SIGTERM kills the run and every process it started.
     """
     settings = ctx.settings(**{"harness.tier": tier, "harness.corpus": corpus}).harness
     chosen = tiers.get(settings.tier)
@@ -84,7 +85,7 @@ def run_command(ctx: Context, train_file: Path | None, tier: str | None, seed: i
         result = _run_with_progress(source, chosen, seed, device, settings, runs_dir)
     except KeyboardInterrupt:
         click.echo("interrupted: the run and every process it started were killed", err=True)
-        sys.exit(130)
+        sys.exit(130)  # Ctrl-C and SIGTERM alike
     _report(result, as_json)
     sys.exit(0 if result.status == "ok" else 1)
 
@@ -104,10 +105,20 @@ def _run_with_progress(source: str, tier: tiers.Tier, seed: int, device: str, se
             detail = f"step {report.step}  tokens {report.tokens:,}  loss {report.loss:.4f}"
             bar.update(task, description=f"{tier.name} seed {seed}: training", completed=done, total=total, detail=detail)
 
-        result = asyncio.run(run(source, tier, seed=seed, device=device, settings=settings, runs_dir=runs_dir,
-                                 on_progress=update, notify=console.print))
+        result = asyncio.run(_cancel_on_sigterm(run(source, tier, seed=seed, device=device, settings=settings,
+                                                    runs_dir=runs_dir, on_progress=update, notify=console.print)))
         bar.update(task, description=f"{tier.name} seed {seed}: {result.status}")
     return result
+
+
+async def _cancel_on_sigterm(work: Coroutine[Any, Any, RunResult]) -> RunResult:
+    """SIGTERM (a scheduler, `kill`) ends the run as cleanly as Ctrl-C does: the run is cancelled."""
+    task = asyncio.ensure_future(work)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
 
 
 def _report(result: RunResult, as_json: bool) -> None:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.procs import marked_pids
 
 KEYS = ["val_bpb", "training_seconds", "total_seconds", "tokens", "steps", "params", "peak_memory_mb", "status",
@@ -56,7 +58,8 @@ def test_prepare_reports_the_data_and_fingerprint(prepared, tmp_path: Path) -> N
     assert f"dir: {prepared.dir}" in done.stdout and "fingerprint: " in done.stdout
 
 
-def test_ctrl_c_kills_the_run_and_everything_it_started(prepared, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_kills_the_run_and_everything_it_started(prepared, tmp_path: Path, sig: int) -> None:
     sleeper = tmp_path / "sleeper.py"
     sleeper.write_text("import time\n\ndef train(run):\n    while True:\n        time.sleep(1)\n")
     proc = subprocess.Popen([sys.executable, "-m", "swarm", "harness", "run", "--train", str(sleeper)], cwd=tmp_path,
@@ -67,7 +70,7 @@ def test_ctrl_c_kills_the_run_and_everything_it_started(prepared, tmp_path: Path
         time.sleep(0.2)
     marker = next(runs.iterdir()).name
     assert marked_pids(marker), "the training process never started"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in err
     assert not marked_pids(marker)

@@ -222,3 +222,25 @@ def test_cancelling_a_run_kills_every_process(settings, runs_dir: Path) -> None:
     (run_dir,) = set(runs_dir.iterdir()) - before
     assert (run_dir / "child.pid").exists()  # it got as far as spawning its child
     assert not marked_pids(run_dir.name)
+
+
+def test_a_run_does_not_outlive_a_runner_killed_outright(prepared, tmp_path: Path) -> None:
+    """SIGKILL gives the runner no chance to clean up: the kernel kills its training process."""
+    import subprocess
+    import sys
+
+    sleeper = "import time\n\ndef train(run):\n    while True:\n        time.sleep(1)\n"
+    code = (f"from pathlib import Path\nfrom harness.runner import run_sync\nfrom tests.harness.test_hostile import SHORT\n"
+            f"run_sync({sleeper!r}, SHORT, runs_dir=Path({str(tmp_path)!r}))\n")
+    runner = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (any(tmp_path.iterdir()) and marked_pids(next(tmp_path.iterdir()).name)):
+        time.sleep(0.1)
+    marker = next(tmp_path.iterdir()).name
+    assert marked_pids(marker)
+    runner.kill()
+    runner.wait()
+    deadline = time.monotonic() + 10
+    while marked_pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not marked_pids(marker)
