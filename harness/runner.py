@@ -186,7 +186,8 @@ async def _train(
             for fd in fds:
                 os.close(fd)
     pipe = os.fdopen(read_progress, "rb")
-    reader = asyncio.create_task(_read_progress(pipe, tier, on_progress))
+    last: list[Progress] = []
+    reader = asyncio.create_task(_read_progress(pipe, tier, on_progress, last))
     outcome: dict[str, Any] = {}
     try:
         proc.stdin.write(json.dumps(spec).encode())  # type: ignore[union-attr]
@@ -200,6 +201,8 @@ async def _train(
         reader.cancel()
         pipe.close()  # closed by the reader's transport too, unless it never started: never leak it
     record = _read_json(run_dir / RESULT_FILE)
+    if "tokens" not in record and last:  # killed mid-training: the last progress report is all we have
+        record.update(tokens=last[-1].tokens, steps=last[-1].step + 1, training_seconds=last[-1].elapsed)
     record["peak_memory_mb"] = max(record.get("peak_memory_mb") or 0.0, outcome.get("peak_rss_mb", 0.0)) or None
     if outcome.get("status"):  # the runner's own verdict (timeout, oom) overrides the process's
         record.update(status=outcome["status"], reason=outcome["reason"])
@@ -233,7 +236,8 @@ async def _watch(proc: asyncio.subprocess.Process, limit: float, marker: str, ca
         waiter.cancel()
 
 
-async def _read_progress(pipe: Any, tier: Tier, on_progress: ProgressCallback | None) -> None:
+async def _read_progress(pipe: Any, tier: Tier, on_progress: ProgressCallback | None, last: list[Progress]) -> None:
+    """Turn the pipe's JSON lines into Progress reports; keep the latest in `last`."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
@@ -245,6 +249,7 @@ async def _read_progress(pipe: Any, tier: Tier, on_progress: ProgressCallback | 
                                   tier.budget_tokens, tier.budget_seconds)
             except (ValueError, KeyError, TypeError):
                 continue  # the pipe is writable by agent code: ignore what does not parse
+            last[:] = [report]
             if on_progress is not None:
                 on_progress(report)
     finally:

@@ -41,8 +41,10 @@ def test_raises_in_training_is_a_crash_and_keeps_metrics(run_small) -> None:
 
 def test_sleeping_forever_times_out_and_leaves_no_process(run_small) -> None:
     started = time.perf_counter()
-    result = run_small("import time\n\ndef train(run):\n    while True:\n        time.sleep(1)\n", SHORT)
+    sleeper = "import time\n\ndef train(run):\n    run.batch(2, 8)\n    run.log(0, 1.0)\n    while True:\n        time.sleep(1)\n"
+    result = run_small(sleeper, SHORT)
     assert result.status == "timeout" and "limit of 8 s" in result.reason
+    assert result.tokens == 16 and result.steps == 1  # from its last progress report
     assert time.perf_counter() - started < 30
     assert no_process_left(result)
 
