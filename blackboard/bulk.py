@@ -75,8 +75,8 @@ def load_runs(conn: duckdb.DuckDBPyConnection, runs: int, *, arenas: int = 4, ag
     patches = -(-runs // seeds)
     conn.execute("BEGIN")
     conn.execute(
-        """INSERT INTO agents SELECT 'agent-' || i, ['ideator', 'implementer', 'reviewer', 'replicator'][i % 4 + 1],
-               'node-' || (i % 8), 'offline', ['cpu:0'], 1000 + i, 'active', make_timestamp(?::BIGINT * 1000000), NULL, NULL
+        f"""INSERT INTO agents SELECT 'agent-' || i, {_sql_list(ROLES)}[i % 4 + 1], 'node-' || (i % 8), 'offline',
+               ['cpu:0'], 1000 + i, 'active', make_timestamp(?::BIGINT * 1000000), NULL, NULL
            FROM range(?) t(i)""",
         [int(T0), agents],
     )

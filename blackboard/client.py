@@ -98,8 +98,10 @@ class Board:
     async def renew(self, claims: list[str]) -> dict[str, bool]:
         return await self.ask("renew", {"agent": self.agent, "claims": claims}) if claims else {}
 
-    async def release(self, claim: str, done: bool, reason: str = "") -> bool:
-        return bool(await self.ask("release", {"agent": self.agent, "claim": claim, "done": done, "reason": reason}))
+    async def release(self, claim: str, done: bool, reason: str = "", leaving: bool = False) -> bool:
+        """Give a claim back; `leaving`: this agent is stopping, so its pending claims are void too."""
+        body = {"agent": self.agent, "claim": claim, "done": done, "reason": reason, "leaving": leaving}
+        return bool(await self.ask("release", body))
 
     # --- reading the board -------------------------------------------------------------------------
 

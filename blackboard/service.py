@@ -21,7 +21,7 @@ from typing import Any
 
 from blackboard import queries
 from blackboard.events import (
-    ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Decision, DecodeError, HypothesisApproved,
+    AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Decision, DecodeError, HypothesisApproved,
     HypothesisRejected, LeaderElected, PatchAccepted, PatchRefused, WorkQueued, decode, new_id,
 )  # fmt: skip
 from blackboard.projection import Projection
@@ -56,6 +56,7 @@ class Service:
         self._work_waiters: list[asyncio.Future[None]] = []
         self._lease: LeaderLease | None = None
         self._decided: dict[str, int] = {}  # recent decisions' event ids -> stream sequence
+        self._gone: dict[str, float] = {}  # agent -> when it left, or one of its claims expired
         self._kick = asyncio.Event()
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._leader_stops: list[Callable[[], Awaitable[None]]] = []
@@ -115,6 +116,8 @@ class Service:
                     self._decided[event.id] = seq
                     if len(self._decided) > 10_000:
                         del self._decided[next(iter(self._decided))]
+                if isinstance(event, AgentLeft):
+                    self._gone[event.agent] = time.time()
                 if isinstance(event, (WorkQueued, ClaimExpired)) or (isinstance(event, ClaimReleased) and not event.done):
                     self._work_generation += 1
                     for future in self._work_waiters:
@@ -240,6 +243,7 @@ class Service:
                 async with self.lock:
                     if claim.id in self.state.claims and self.state.claims[claim.id].expires_at <= now:
                         log.info("%s: claim %s of %s expired", self.instance, claim.id, claim.agent)
+                        self._gone[claim.agent] = now
                         await self._publish(ClaimExpired(by=self.instance, claim=claim.id))
 
     # --- requests that decide (leader only) ------------------------------------------------------------
@@ -250,8 +254,11 @@ class Service:
     async def _claim(self, body: dict[str, Any]) -> dict[str, Any] | None:
         agent = _text(body, "agent")
         kinds, arenas = _texts(body, "kinds"), _texts(body, "arenas")
+        asked = time.time()
         deadline = time.monotonic() + min(float(body.get("wait", 0) or 0), MAX_WAIT)
         while True:
+            if self._gone.get(agent, 0.0) > asked:
+                return None  # asked before it left or its claim expired: nobody is waiting for the answer
             if len(self.state.held.get(agent, ())) >= self.settings.max_claims_per_agent:
                 raise BoardError(f"{agent} already holds {self.settings.max_claims_per_agent} claims")
             generation = self._work_generation
@@ -293,6 +300,8 @@ class Service:
 
     async def _release(self, body: dict[str, Any]) -> bool:
         agent, claim_id = _text(body, "agent"), _text(body, "claim")
+        if body.get("leaving"):
+            self._gone[agent] = time.time()  # its pending claim requests must not take the work back
         async with self.lock:
             claim = self.state.claims.get(claim_id)
             if claim is None or claim.agent != agent:

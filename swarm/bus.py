@@ -73,6 +73,7 @@ class LinkState:
     disconnects: int = 0
     last_change: float = field(default_factory=time.time)
     last_error: str | None = None
+    closing: bool = False  # we are closing it ourselves: not a disconnect worth a warning
 
 
 class Bus:
@@ -91,8 +92,9 @@ class Bus:
 
         async def disconnected() -> None:
             link.connected, link.last_change = False, time.time()
-            link.disconnects += 1
-            log.warning("%s: disconnected from NATS", name)
+            if not link.closing:
+                link.disconnects += 1
+                log.warning("%s: disconnected from NATS", name)
 
         async def reconnected() -> None:
             link.connected, link.last_change = True, time.time()
@@ -133,6 +135,7 @@ class Bus:
         return bus
 
     async def close(self) -> None:
+        self.link.closing = True
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from blackboard.rules import (
     CodeError,
+    Verdict,
     code_hash,
     idea_key,
     is_candidate,
@@ -181,7 +182,7 @@ def test_seed_spread_is_none_without_a_repeated_code() -> None:
 # --- promotion -------------------------------------------------------------------------------
 
 
-def verdict(candidate: list[float], best: list[float], spread: float | None = 0.005, **kw: object):
+def verdict(candidate: list[float], best: list[float], spread: float | None = 0.005, **kw: object) -> Verdict:
     args: dict = {"seeds": 3, "min_delta": 0.002, "z": 2.0, "review": "approve"} | kw
     return promotion_verdict(candidate, best, spread, **args)
 

@@ -1,0 +1,206 @@
+"""The agent process: join, work through its role, keep its claims alive, drain, leave.
+
+One OS process per agent. `run()` owns the event loop; `async_run()` is the same for callers
+that have one (tests drive agents in burst mode: do N pieces of work, then exit). Stopping
+(SIGTERM, Ctrl-C, cancellation, or the end of a burst) cancels the work in hand, releases every
+claim still held back to the pool with a reason, publishes AgentLeft and closes the connection:
+a claim is never abandoned silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from agents.brains import make_brain
+from agents.brains.base import Accounting, Brain, Usage
+from blackboard.client import Board, Heartbeat
+from blackboard.events import AgentJoined, AgentLeft, UsageRecorded
+from swarm import aio
+from swarm.bus import Bus, Credentials
+from swarm.constants import STATUS
+from swarm.errors import BoardError, BusError, ConfigError
+from swarm.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATUS_SECONDS = 2.0  # how often an agent says what it is doing, for status views
+BUDGET_REFRESH_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    agent: str
+    role: str
+    node: str
+    url: str | list[str]
+    dir: Path  # the swarm directory: device slots, run directories
+    device: str | None = None  # implementers and replicators run on one device
+    burst: int | None = None  # do this many pieces of work, then exit
+
+
+@dataclass
+class Context:
+    """What a role works with."""
+
+    spec: AgentSpec
+    settings: Settings
+    board: Board
+    brain: Brain | None
+    heartbeat: Heartbeat
+    done: int = 0  # pieces of work finished
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # set when a burst is complete
+    doing: str = "starting"
+    since: float = field(default_factory=time.time)
+
+    def say(self, doing: str) -> None:
+        """What this agent is doing now, for `swarm status` and the live view."""
+        self.doing, self.since = doing, time.time()
+        log.info("%s: %s", self.spec.agent, doing)
+
+    def count(self) -> None:
+        """One piece of work is done; in burst mode, the last one ends the agent."""
+        self.done += 1
+        if self.spec.burst is not None and self.done >= self.spec.burst:
+            self.finished.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.finished.is_set()
+
+    async def release(self, claim: str, done: bool, reason: str, leaving: bool = False) -> None:
+        """Give a claim back: finished (done) or back to the pool; stop renewing it either way.
+
+        If the service cannot be reached, the claim is left to expire, which also returns it."""
+        try:
+            await self.board.release(claim, done=done, reason=reason, leaving=leaving)
+        except BoardError as exc:
+            log.warning("%s: could not release %s (it will expire): %s", self.spec.agent, claim, exc)
+        self.heartbeat.drop(claim)
+
+
+class Role(ABC):
+    name: ClassVar[str]
+    uses_brain: ClassVar[bool] = True
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Work until cancelled or `ctx.finished` is set."""
+
+
+async def async_run(spec: AgentSpec, settings: Settings) -> int:
+    """Run the agent until stopped; returns how many pieces of work it did."""
+    from roles import ROLES  # the roles import the runtime: import them late
+
+    if spec.role not in ROLES:
+        raise ConfigError(f"no role {spec.role!r}; the roles are {', '.join(ROLES)}")
+    role_class = ROLES[spec.role]
+    bus = await Bus.connect(spec.url, name=f"agent {spec.agent}", credentials=Credentials.from_settings(settings.nats), wait=30)
+    board = Board(bus, spec.agent)
+    budget = _Budget(board, settings.brain.budget_usd)
+    brain = make_brain(settings.brain, Accounting(on_usage=lambda u: _record(board, spec.agent, u), budget_left=budget.left),
+                       seed=_seed(spec.agent)) if role_class.uses_brain else None  # fmt: skip
+    heartbeat = board.heartbeat(settings.board.lease_seconds / 3)
+    ctx = Context(spec, settings, board, brain, heartbeat)
+    await board.publish(AgentJoined(by=spec.agent, agent=spec.agent, role=spec.role, node=spec.node,
+                                    brain=brain.name if brain else None, devices=[spec.device] if spec.device else [],
+                                    pid=os.getpid()))  # fmt: skip
+    reason = "stopped"
+    tasks = [asyncio.create_task(_announce(bus, ctx)), asyncio.create_task(budget.refresh())]
+    try:
+        async with heartbeat:
+            work = asyncio.create_task(role_class(ctx).run(), name=f"{spec.role} {spec.agent}")
+            ending = asyncio.create_task(ctx.finished.wait())
+            try:
+                await asyncio.wait({work, ending}, return_when=asyncio.FIRST_COMPLETED)
+                if work.done():
+                    work.result()  # a role that returns or fails ends the agent; raise its error
+                reason = "burst complete" if ctx.finished.is_set() else "role ended"
+            except asyncio.CancelledError:
+                reason = "stopped by signal"
+                raise
+            finally:
+                for task in (work, ending):
+                    task.cancel()
+                await asyncio.gather(work, ending, return_exceptions=True)
+                await _release_all(ctx, reason)
+    except asyncio.CancelledError:
+        reason = "stopped by signal"
+        raise
+    except Exception as exc:
+        reason = f"failed: {type(exc).__name__}: {exc}"
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await asyncio.shield(board.publish(AgentLeft(by=spec.agent, agent=spec.agent, reason=reason[:500])))
+        finally:
+            if brain is not None:
+                await brain.aclose()  # the SDK's connection pool, closed while the loop still runs
+            await bus.close()
+    return ctx.done
+
+
+def run(spec: AgentSpec, settings: Settings) -> int | None:
+    """An agent process's main: the event loop, with SIGTERM/SIGINT as a clean stop."""
+    return aio.run(lambda: async_run(spec, settings))
+
+
+async def _release_all(ctx: Context, reason: str) -> None:
+    for claim in sorted(ctx.heartbeat.claims):
+        await asyncio.shield(ctx.release(claim, done=False, reason=f"agent {ctx.spec.agent}: {reason}", leaving=True))
+        log.info("%s: released %s back to the pool", ctx.spec.agent, claim)
+
+
+async def _announce(bus: Bus, ctx: Context) -> None:
+    """Say what this agent is doing every few seconds on core NATS (not stored: it is a view)."""
+    while True:
+        status = {"agent": ctx.spec.agent, "role": ctx.spec.role, "node": ctx.spec.node, "device": ctx.spec.device,
+                  "doing": ctx.doing, "since": ctx.since, "done": ctx.done, "at": time.time(),
+                  "claims": len(ctx.heartbeat.claims), "connected": bus.link.connected}  # fmt: skip
+        try:
+            await bus.send(f"{STATUS}.{ctx.spec.agent}", status)
+        except BusError as exc:  # a status line is best effort: the next one replaces it
+            log.debug("status: %s", exc)
+        await asyncio.sleep(STATUS_SECONDS)
+
+
+def _record(board: Board, agent: str, usage: Usage) -> None:
+    event = UsageRecorded(by=agent, agent=agent, provider=usage.provider, model=usage.model,
+                          input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=usage.cost_usd)  # fmt: skip
+    task = asyncio.get_running_loop().create_task(board.publish(event))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.warning("usage not recorded: %s", t.exception()))
+
+
+class _Budget:
+    """What is left of the swarm-wide LLM budget, from the board's usage totals (refreshed)."""
+
+    def __init__(self, board: Board, budget: float | None) -> None:
+        self.board, self.budget, self.spent = board, budget, 0.0
+
+    def left(self) -> float | None:
+        return None if self.budget is None else self.budget - self.spent
+
+    async def refresh(self) -> None:
+        while self.budget is not None:
+            try:
+                stats: dict[str, Any] = await self.board.stats()
+                self.spent = float(stats.get("usage", {}).get("cost_usd") or 0.0)
+            except BoardError as exc:
+                log.debug("budget refresh: %s", exc)
+            await asyncio.sleep(BUDGET_REFRESH_SECONDS)
+
+
+def _seed(agent: str) -> int:
+    return int.from_bytes(agent.encode()[-8:].rjust(8, b"\0"), "big") % (2**31)

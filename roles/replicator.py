@@ -1,0 +1,32 @@
+"""The replicator: re-runs candidates (and the arena's baseline) with other seeds, so the
+blackboard's promotion rule can tell a real gain from noise. It needs a device, not a brain."""
+
+from __future__ import annotations
+
+from agents.arena import describe_async, open_arena
+from agents.runtime import Role
+from roles.common import Job, run_job
+PURPOSES = {"baseline": "baseline", "replicate": "replicate", "promote": "promote"}
+
+
+class Replicator(Role):
+    name = "replicator"
+    uses_brain = False
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        ctx.say("preparing the data and opening the arena")
+        arena = await describe_async(ctx.settings.harness.tier, ctx.spec.device or "cpu", ctx.settings.harness)
+        await open_arena(ctx.board, arena)
+        while not ctx.stopping:
+            ctx.say("waiting for a baseline or a candidate to replicate")
+            claim = await ctx.board.claim(list(PURPOSES), [arena.id], wait=10)
+            if claim is None or claim.patch is None:
+                continue
+            ctx.heartbeat.hold(claim.claim)
+            title = (claim.hypothesis or {}).get("title", "baseline" if claim.kind == "baseline" else "")
+            job = Job(claim.patch["id"], claim.patch["code"], arena, claim.seed or 0, PURPOSES[claim.kind],  # type: ignore[arg-type]
+                      claim.work, title)  # fmt: skip
+            result = await run_job(ctx, job)
+            await ctx.release(claim.claim, done=True, reason=f"{claim.kind} seed {job.seed}: {result.status}")
+            ctx.count()

@@ -1,0 +1,150 @@
+"""A whole swarm driven by an LLM, through the real Anthropic and OpenAI SDKs against a fake server.
+
+The fake model plays every role from a script: the ideator proposes an idea that really improves
+the score, one whose patch crashes, one that games the metric, and the first one again; the
+implementer writes those patches (and repairs the crash); the reviewer approves. The sim tier
+scores patches in a fraction of a second, so the whole story takes a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agents.knobs import edit, read
+from blackboard.client import Board
+from harness import sim
+from swarm.bus import Bus
+from tests.fakellm import FakeLLM, Request, code_answer, ideas_answer, verdict_answer
+
+BASELINE = sim.BASELINE.read_text()
+SECRET = "sk-test-secret-never-logged"
+
+
+def improving_change() -> dict[str, float]:
+    """Knob changes that lower the sim's noise-free score by well over its noise."""
+    base = read(BASELINE)
+    numeric = [k for k, v in base.items() if isinstance(v, float) and v > 0]
+    chosen: dict[str, float] = {}
+    score = sim.loss(sim.knobs(BASELINE), sim.knobs(BASELINE))
+    for _ in range(3):
+        options = [(sim.loss(sim.knobs(edit(BASELINE, {**chosen, k: float(f"{base[k] * f:.3g}")})), sim.knobs(BASELINE)), k, f)
+                   for k in numeric if k not in chosen for f in (0.5, 0.7, 1.4, 2.0)]  # fmt: skip
+        best, knob, factor = min(options)
+        chosen[knob] = float(f"{base[knob] * factor:.3g}")
+        if score - best > 0.04:
+            break
+    return chosen
+
+
+GOOD = improving_change()
+IDEAS = {
+    "good": {"title": "Tune the most sensitive knobs", "rationale": "they matter most", "intent": {"knobs": GOOD}},
+    "crash": {"title": "Name the learning rate", "rationale": "readability", "intent": {"change": "make MATRIX_LR a word"}},
+    "cheat": {"title": "Peek at the validation data", "rationale": "more data", "intent": {"change": "read val"}},
+}
+CODE = {
+    IDEAS["good"]["title"]: edit(BASELINE, GOOD),
+    IDEAS["crash"]["title"]: edit(BASELINE, {"MATRIX_LR": "fast"}),
+    IDEAS["cheat"]["title"]: BASELINE.replace("import math\n", "import math\nVAL = open('/root/.cache/swarm/val.bin', 'rb').read()\n", 1),
+}
+REPAIRED = edit(BASELINE, {"MATRIX_LR": read(BASELINE)["MATRIX_LR"] * 3})  # runs fine, and is clearly worse
+
+
+def script(fake: FakeLLM) -> None:
+    """The model's answers: four ideas in turn (the last one a duplicate), then none; patches by idea."""
+    ideas = [ideas_answer([IDEAS[k]]) for k in ("good", "crash", "cheat", "good")]
+
+    def answer(request: Request) -> str:
+        if request.task == "ideas":
+            return ideas.pop(0) if ideas else ideas_answer([])
+        if request.task == "implement":
+            return code_answer(CODE[request.title or ""])
+        if request.task == "repair":  # the crash gets a fix; the cheat comes back unchanged
+            fixed = REPAIRED if request.title == IDEAS["crash"]["title"] else CODE[request.title or ""]
+            return code_answer(fixed, "MATRIX_LR must be a number")
+        return verdict_answer("approve", ["The diff changes only the knobs the hypothesis names."])
+
+    fake.answer_with(answer)
+
+
+async def board_state(url: str) -> dict[str, list[list[object]]]:
+    bus = await Bus.connect(url, name="e2e-check")
+    board = Board(bus, agent="e2e-check", retry_seconds=10)
+    try:
+        queries = {
+            "promoted": "SELECT b.patch, h.title FROM bests b JOIN patches p USING (patch) JOIN hypotheses h "
+                        "ON h.hypothesis = p.hypothesis WHERE b.previous IS NOT NULL",
+            "runs": "SELECT h.title, r.status, r.reason, r.purpose FROM runs r JOIN hypotheses h USING (hypothesis) "
+                    "ORDER BY r.updated_at",
+            "duplicates": "SELECT title, duplicate_of, reason FROM hypotheses WHERE status = 'rejected'",
+            "first": "SELECT hypothesis FROM hypotheses WHERE title = ? AND status = 'approved'",
+            "usage": "SELECT provider, count(*), sum(input_tokens), sum(output_tokens) FROM usage GROUP BY provider",
+            "leaks": f"SELECT count(*) FROM events WHERE payload LIKE '%{SECRET}%'",
+        }
+        return {name: (await board.query(sql.replace("?", f"'{IDEAS['good']['title']}'")))["rows"] for name, sql in queries.items()}
+    finally:
+        await bus.close()
+
+
+def story_complete(state: dict[str, list[list[object]]]) -> bool:
+    runs = state["runs"]
+    crash_title, cheat_title = IDEAS["crash"]["title"], IDEAS["cheat"]["title"]
+    return (bool(state["promoted"]) and bool(state["duplicates"])
+            and any(t == crash_title and s == "ok" for t, s, _, _ in runs)
+            and any(t == cheat_title and s == "rejected" for t, s, _, _ in runs))  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_an_llm_swarm_promotes_repairs_rejects_and_refuses(provider: str, tmp_path: Path) -> None:
+    with FakeLLM() as fake:
+        script(fake)
+        env = {**os.environ, "SWARM_HARNESS__SIM_SECONDS": "0.3", "SWARM_BOARD__LEASE_SECONDS": "5",
+               "SWARM_BRAIN__BASE_URL": fake.url if provider == "anthropic" else fake.openai_url,
+               "SWARM_BRAIN__MODEL": "fake-model", f"{provider.upper()}_API_KEY": SECRET}  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "swarm", "up", "--dir", str(tmp_path / "swarm"), "--tier", "sim", "--brain", provider,
+             "--no-view"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            first = process.stdout.readline()
+            url = re.search(r"NATS at (\S+),", first)
+            assert url, first
+            deadline, state = time.monotonic() + 240, {}
+            while time.monotonic() < deadline:
+                state = asyncio.run(board_state(url.group(1)))
+                if story_complete(state):
+                    break
+                assert process.poll() is None, process.stdout.read()
+                time.sleep(2)
+        finally:
+            process.send_signal(signal.SIGINT)
+            out = first + process.communicate(timeout=120)[0]
+    assert story_complete(state), (state, out[-3000:])
+    assert sim.loss(sim.knobs(REPAIRED), sim.knobs(BASELINE)) > sim.loss(sim.knobs(BASELINE), sim.knobs(BASELINE)) + 0.01
+    [(promoted, title)] = state["promoted"]
+    assert title == IDEAS["good"]["title"]
+    crash = [(s, r) for t, s, r, _ in state["runs"] if t == IDEAS["crash"]["title"]]
+    assert crash[0][0] == "crash" and "MATRIX_LR" in crash[0][1] and crash[-1][0] == "ok"  # crashed, then repaired
+    cheat = [r for t, s, r, _ in state["runs"] if t == IDEAS["cheat"]["title"] and s == "rejected"]
+    assert cheat and "open" in cheat[0]
+    [(dup_title, duplicate_of, reason)] = state["duplicates"]
+    assert dup_title == IDEAS["good"]["title"] and [[duplicate_of]] == state["first"] and duplicate_of in reason
+    [(used_provider, calls, tokens_in, tokens_out)] = state["usage"]
+    assert used_provider == provider and calls >= 6 and tokens_in > 0 and tokens_out > 0
+    assert state["leaks"] == [[0]]
+    paths = {r.path for r in fake.requests}
+    assert paths == ({"/v1/messages"} if provider == "anthropic" else {"/v1/chat/completions"})
+    assert all(SECRET in (r.headers.get("x-api-key", "") + r.headers.get("authorization", "")) for r in fake.requests)
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "swarm" / "logs").glob("*.log"))
+    assert SECRET not in logs and SECRET not in out

@@ -1,0 +1,110 @@
+"""Agent processes against a real service: killed mid-run, stopped mid-run, burst mode."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agents.arena import describe
+from agents.knobs import edit, read
+from blackboard.client import Board
+from blackboard.events import HypothesisProposed, new_id
+from blackboard.service import Service
+from harness import sim
+from swarm.bus import Bus
+from swarm.natsserver import NatsServer
+from swarm.settings import BoardSettings, HarnessSettings
+from tests.service.conftest import running_service, wait_leading
+
+LEASE = 3.0
+
+
+def agent(url: str, swarm_dir: Path, role: str, name: str, sim_seconds: float, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SWARM_HARNESS__SIM_SECONDS": str(sim_seconds), "SWARM_BOARD__LEASE_SECONDS": str(LEASE)}
+    args = [sys.executable, "-m", "swarm", "-v", "agent", "--role", role, "--url", url, "--dir", str(swarm_dir), "--id", name,
+            "--tier", "sim", "--device", "cpu", *extra]  # fmt: skip
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(swarm_dir / f"{name}.log", "wb"))
+
+
+async def until(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+async def propose_one(board: Board, service: Service) -> tuple[str, str]:
+    """An approved hypothesis in the sim arena; (hypothesis, arena)."""
+    arena = describe("sim", "cpu", HarnessSettings()).id
+    await until(lambda: arena in service.state.arenas)  # the first agent opens it
+    baseline = read(sim.BASELINE.read_text())
+    event = HypothesisProposed(by="test", hypothesis=new_id("h"), arena=arena, title="halve the head learning rate",
+                               intent={"knobs": {"HEAD_LR": baseline["HEAD_LR"] / 2}})  # fmt: skip
+    assert (await board.propose(event)).ok
+    return event.hypothesis, arena
+
+
+def runs_of(service: Service, hypothesis: str) -> list[tuple[str, str]]:
+    return [(run.purpose, run.status) for patch in service.state.patches.values() if patch.hypothesis == hypothesis
+            for run in patch.runs]  # fmt: skip
+
+
+async def test_an_implementer_killed_mid_run_has_its_hypothesis_run_by_another_once(
+    nats_server: NatsServer, bus: Bus, tmp_path: Path
+) -> None:
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(lease_seconds=LEASE)) as service:
+        await wait_leading(service)
+        board = Board(bus, agent="test")
+        first = agent(nats_server.url, tmp_path, "implementer", "impl-a", 60)
+        try:
+            hypothesis, _ = await propose_one(board, service)
+            await until(lambda: service.state.runs_started == 1)  # a is training it, for a minute
+            first.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(first.wait)
+            killed = time.monotonic()
+            second = agent(nats_server.url, tmp_path, "implementer", "impl-b", 0.2)
+            try:
+                await until(lambda: runs_of(service, hypothesis) == [("explore", "ok")], timeout=60)
+                took = time.monotonic() - killed
+            finally:
+                second.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(second.wait, 30)  # never block the loop: the service runs in it
+        finally:
+            first.kill()
+        patches = [p for p in service.state.patches.values() if p.hypothesis == hypothesis]
+        assert len(patches) == 1, "the second implementer must run the accepted patch, not write another"
+        assert runs_of(service, hypothesis) == [("explore", "ok")]  # recorded once, by the survivor
+        assert took < LEASE + 15
+        granted = (await board.query("SELECT agent FROM claims ORDER BY granted_at"))["rows"]
+        assert [row[0] for row in granted] == ["impl-a", "impl-b"], "the dead agent's waiting request was served"
+
+
+async def test_a_stopped_agent_releases_its_claim_at_once(nats_server: NatsServer, bus: Bus, tmp_path: Path) -> None:
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(lease_seconds=30)) as service:
+        await wait_leading(service)
+        board = Board(bus, agent="test")
+        first = agent(nats_server.url, tmp_path, "implementer", "impl-a", 60)
+        hypothesis, arena = await propose_one(board, service)
+        await until(lambda: service.state.runs_started == 1)
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(first.wait, 30) == 0
+        [(reason,)] = (await board.query("SELECT reason FROM claims WHERE agent = 'impl-a'"))["rows"]
+        assert "stopped by signal" in reason
+        claim = await Board(bus, agent="next").claim(["implement"], [arena], wait=2)  # no lease to wait out
+        assert claim is not None and claim.ref == hypothesis and claim.patch is not None
+        left = (await board.query("SELECT status, left_reason FROM agents WHERE agent = 'impl-a'"))["rows"]
+        assert left == [["left", "stopped by signal"]]
+
+
+async def test_burst_mode_does_n_pieces_of_work_and_exits(nats_server: NatsServer, bus: Bus, tmp_path: Path) -> None:
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(lease_seconds=LEASE)) as service:
+        await wait_leading(service)
+        replicator = agent(nats_server.url, tmp_path, "replicator", "rep", 0.1, "--burst", "3")
+        assert await asyncio.to_thread(replicator.wait, 120) == 0
+        arena = next(iter(service.state.arenas.values()))
+        assert service.state.arenas[arena.id].best == arena.baseline_patch  # its 3 baseline seeds made the best
+        assert service.state.runs_finished == 3 and not service.state.claims

@@ -1,0 +1,144 @@
+"""`swarm up` as a person runs it: a whole swarm of processes, on the sim tier so it takes seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+SIM = {"SWARM_HARNESS__SIM_SECONDS": "0.3", "SWARM_BOARD__LEASE_SECONDS": "5"}
+
+
+def up(directory: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "swarm", "up", "--dir", str(directory), "--tier", "sim", "--no-view", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **SIM, **(env or {})},
+    )  # fmt: skip
+
+
+def board(directory: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(directory / "board.duckdb"), read_only=True)
+
+
+def swarm_processes(directory: Path) -> list[int]:
+    """Processes still running with this swarm directory on their command line."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(directory).encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+class Output:
+    """The swarm's output, collected by a thread as it comes."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process, self.lines = process, []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for_runs(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(1 for line in self.lines if line.strip().startswith("run r-")) < count:
+            assert self.process.poll() is None, "\n".join(self.lines)
+            assert time.monotonic() < deadline, f"fewer than {count} runs in {timeout} s:\n" + "\n".join(self.lines[-30:])
+            time.sleep(0.2)
+
+    def finish(self, timeout: float) -> str:
+        self.process.wait(timeout)
+        self.thread.join(10)
+        return "\n".join(self.lines)
+
+
+def test_up_with_max_runs_ends_by_itself_with_every_run_recorded(tmp_path: Path) -> None:
+    directory = tmp_path / "swarm"
+    process = up(directory, "--max-runs", "12")
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    assert "promoted in" in out or "no promotion, because:" in out
+    explanation = out.split("no promotion, because:", 1)[-1]
+    assert "promoted in" in out or explanation.strip().startswith(("p-", "the baseline", "no exploratory")), out
+    with board(directory) as db:
+        statuses = db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
+        assert sum(n for _, n in statuses) >= 12 and "running" not in dict(statuses), statuses
+        twice = db.execute("""SELECT code_hash, count(*) FROM runs WHERE purpose = 'explore'
+                              GROUP BY code_hash HAVING count(*) > 1""").fetchall()  # fmt: skip
+        assert twice == [], "the same code was explored twice"
+        replicated = db.execute("""SELECT count(*) FROM runs r JOIN runs e ON e.patch = r.patch
+                                   WHERE r.purpose = 'replicate' AND e.purpose = 'explore'""").fetchone()[0]  # fmt: skip
+        assert replicated == db.execute("SELECT count(*) FROM runs WHERE purpose = 'replicate'").fetchone()[0]
+        held = db.execute("SELECT count(*) FROM claims WHERE status = 'held'").fetchone()[0]
+        assert held == 0, "a claim was left held after the swarm stopped"
+    assert swarm_processes(directory) == []
+
+
+def test_ctrl_c_drains_cleanly_and_the_swarm_resumes_where_it_stopped(tmp_path: Path) -> None:
+    directory = tmp_path / "swarm"
+    process = up(directory)
+    output = Output(process)
+    output.wait_for_runs(4)
+    process.send_signal(signal.SIGINT)
+    out = output.finish(timeout=120)
+    assert process.returncode == 0, out
+    assert "stopping: agents drain" in out and "runs:" in out
+    assert swarm_processes(directory) == []
+    with board(directory) as db:
+        before = db.execute("SELECT count(*) FROM runs WHERE status <> 'running'").fetchone()[0]
+        assert db.execute("SELECT count(*) FROM claims WHERE status = 'held'").fetchone()[0] == 0
+    assert before >= 4
+    again = up(directory, "--max-runs", str(before + 3))
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out
+    with board(directory) as db:
+        after = db.execute("SELECT count(*) FROM runs WHERE status <> 'running'").fetchone()[0]
+        arenas = db.execute("SELECT count(*) FROM arenas").fetchone()[0]
+    assert after >= before + 3 and arenas == 1, "the second swarm did not continue the first one's history"
+
+
+def test_a_second_ctrl_c_stops_at_once_without_corrupting_anything(tmp_path: Path) -> None:
+    directory = tmp_path / "swarm"
+    process = up(directory)
+    output = Output(process)
+    output.wait_for_runs(3)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    output.finish(timeout=30)
+    assert time.monotonic() - started < 10
+    assert process.returncode == 130
+    deadline = time.monotonic() + 30  # children get SIGTERM from the kernel when their parent dies
+    while swarm_processes(directory) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert swarm_processes(directory) == []
+    again = up(directory, "--max-runs", "1")  # the stream and the board open again, and the swarm goes on
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out
+    with board(directory) as db:
+        assert db.execute("SELECT count(*) FROM runs").fetchone()[0] >= 3
+        assert db.execute("SELECT count(*) FROM parked").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("bad", [["--tier", "huge"], ["--duration", "soon"], ["--devices", "cuda:7"]])
+def test_bad_options_are_one_clear_line_and_start_nothing(tmp_path: Path, bad: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "swarm", "up", "--dir", str(tmp_path / "s"), *bad],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("swarm:") and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
