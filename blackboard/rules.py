@@ -169,8 +169,8 @@ def promotion_verdict(
 
     Checked in this order, the first that fails decides the outcome: not rejected by a reviewer
     (rejected_in_review: its replications are cancelled, so this comes first), at least `seeds` ok
-    runs (failed), a gain of mean over the best's mean
-    greater than the threshold (not_better), a reviewer's approval (awaiting_review).
+    runs (failed), a gain of mean over the best's mean greater than the threshold (not_better),
+    a reviewer's approval (awaiting_review).
 
     `spread` is the arena's measured seed spread. When none was measured yet, the spread of these
     two codes' own seeds is used: both sets are repeats of one code with different seeds, which is

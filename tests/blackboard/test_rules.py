@@ -218,9 +218,10 @@ def test_too_few_ok_runs_fail() -> None:
     assert math.isnan(verdict([], BEST).mean)
 
 
-def test_the_review_decides_last() -> None:
+def test_a_rejection_decides_first_and_an_approval_last() -> None:
     assert verdict(GOOD, BEST, review=None).outcome == "awaiting_review"
     assert verdict(GOOD, BEST, review="reject").outcome == "rejected_in_review"
+    assert verdict([1.70], BEST, review="reject").outcome == "rejected_in_review"  # its replications were cancelled
     assert verdict([x + 0.01 for x in BEST], BEST, review=None).outcome == "not_better"  # no reviewer needed to say no
 
 
