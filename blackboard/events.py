@@ -21,7 +21,8 @@ The life of a piece of research, as events:
     BestPromoted | ReplicationDone(outcome=...)      the promotion rule's verdict, with its reason
 
 A work item is closed by a `ClaimReleased(done=True)` on it, by a fact naming it (`RunFinished`,
-`ReviewDone`) or by `WorkCancelled`; a claim released undone or expired returns its work to the pool.
+`ReviewDone`) or by `WorkCancelled`; a claim released undone or expired returns its work to the pool,
+and a run its holder had started on that work and not finished is then declared `RunLost`.
 
 Every event has a unique `id`, used as the JetStream message id so a retried publish is stored
 once. Decoding ignores unknown fields (an old node reads a newer event of the same major schema
@@ -242,6 +243,14 @@ class RunFinished(_RunEvent):
     log_tail: str = ""
 
 
+class RunLost(Decision):
+    """A run that will never report: its agent stopped or was lost, and its claim ended before it did."""
+
+    kind: Literal["run_lost"] = "run_lost"
+    run: str
+    reason: str
+
+
 class ReviewDone(Event):
     kind: Literal["review_done"] = "review_done"
     review: str
@@ -305,7 +314,7 @@ AnyEvent = Annotated[
         AgentJoined, AgentLeft, ArenaOpened,
         HypothesisProposed, HypothesisApproved, HypothesisRejected,
         WorkQueued, WorkCancelled, ClaimGranted, ClaimRenewed, ClaimReleased, ClaimExpired,
-        PatchSubmitted, PatchAccepted, PatchRefused, RunStarted, RunFinished, ReviewDone,
+        PatchSubmitted, PatchAccepted, PatchRefused, RunStarted, RunFinished, RunLost, ReviewDone,
         ReplicationDone, BestPromoted, UsageRecorded, LeaderElected,
     ],
     Field(discriminator="kind"),

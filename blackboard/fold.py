@@ -31,7 +31,8 @@ from blackboard import rules
 from blackboard.events import (
     AgentJoined, AgentLeft, ArenaOpened, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed,
     Event, HypothesisApproved, HypothesisProposed, HypothesisRejected, LeaderElected, PatchAccepted, PatchRefused,
-    PatchSubmitted, ReplicationDone, ReviewDone, RunFinished, RunStarted, UsageRecorded, WorkCancelled, WorkQueued,
+    PatchSubmitted, ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, UsageRecorded, WorkCancelled,
+    WorkQueued,
 )  # fmt: skip
 from blackboard.schema import APPENDED, KEYED
 
@@ -100,7 +101,9 @@ def _references(event: Event) -> list[tuple[str, str | None]]:
             return [("agents", event.agent)]
         case ArenaOpened():
             return [("arenas", event.arena), ("patches", event.baseline_patch)]
-        case HypothesisProposed() | HypothesisApproved() | HypothesisRejected():
+        case HypothesisProposed():
+            return [("hypotheses", event.hypothesis), ("arenas", event.arena)]
+        case HypothesisApproved() | HypothesisRejected():
             return [("hypotheses", event.hypothesis)]
         case WorkQueued() | WorkCancelled():
             return [("work", event.work)]
@@ -114,6 +117,8 @@ def _references(event: Event) -> list[tuple[str, str | None]]:
             return [("patches", event.patch)]
         case RunStarted() | RunFinished():
             return [("runs", event.run), ("patches", event.patch), ("work", event.work)]
+        case RunLost():
+            return [("runs", event.run)]
         case ReviewDone():
             return [("reviews", event.review), ("work", event.work)]
     return []
@@ -172,10 +177,13 @@ def _arena_opened(rows: Rows, seq: int, e: ArenaOpened) -> None:
 def _hypothesis_proposed(rows: Rows, seq: int, e: HypothesisProposed) -> None:
     if rows.get("hypotheses", e.hypothesis) is not None:
         return
+    arena = rows.get("arenas", e.arena)
+    # The baseline named or implied is one parent: an idea on it is the same idea either way.
+    parent = e.parent or (arena["baseline_patch"] if arena is not None else None)
     rows.put("hypotheses", e.hypothesis, {
         "hypothesis": e.hypothesis, "arena": e.arena, "parent": e.parent, "title": e.title,
         "rationale": e.rationale, "intent": to_json(e.intent),
-        "idea_key": rules.idea_key(e.arena, e.parent, e.title, e.intent),
+        "idea_key": rules.idea_key(e.arena, parent, e.title, e.intent),
         "proposed_by": e.by, "proposed_at": timestamp(e.at), "status": "proposed",
     })  # fmt: skip
 
@@ -322,6 +330,14 @@ def _run_finished(rows: Rows, seq: int, e: RunFinished) -> None:
     _close(rows, e.work, e)
 
 
+def _run_lost(rows: Rows, seq: int, e: RunLost) -> None:
+    """A run that will never report. A late RunFinished still wins: the run did finish after all."""
+    row = rows.get("runs", e.run)
+    if row is not None and row["status"] == "running":
+        row.update(status="lost", reason=e.reason, finished_at=timestamp(e.at))
+        rows.touch("runs", e.run)
+
+
 def _review_done(rows: Rows, seq: int, e: ReviewDone) -> None:
     rows.put("reviews", e.review, {
         "review": e.review, "patch": e.patch, "work": e.work, "reviewer": e.by, "verdict": e.verdict,
@@ -377,6 +393,7 @@ HANDLERS: dict[str, Callable[[Rows, int, Any], None]] = {
     "patch_refused": _patch_decided,
     "run_started": _run_started,
     "run_finished": _run_finished,
+    "run_lost": _run_lost,
     "review_done": _review_done,
     "best_promoted": _best_promoted,
     "replication_done": _replication_done,

@@ -19,7 +19,7 @@ from blackboard import rules
 from blackboard.events import (
     ArenaOpened, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Decision, Event,
     HypothesisApproved, HypothesisProposed, HypothesisRejected, PatchAccepted, PatchRefused, PatchSubmitted,
-    ReplicationDone, ReviewDone, RunFinished, RunStarted, WorkCancelled, WorkQueued, new_id,
+    ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, WorkCancelled, WorkQueued, new_id,
 )  # fmt: skip
 from swarm.errors import SwarmError
 from swarm.settings import BoardSettings
@@ -53,6 +53,7 @@ class Claim:
 
 @dataclass
 class Run:
+    id: str
     arena: str
     seed: int
     purpose: str
@@ -123,7 +124,8 @@ class State:
         self.pending: dict[tuple[str, str], None] = {}  # items that may need a decision, in order
         self.runs_started = 0
         self.runs_finished = 0
-        self.running: set[str] = set()
+        self.running: dict[str, tuple[str | None, str]] = {}  # run -> (its work, its agent)
+        self.lost: dict[str, str] = {}  # runs declared lost (or about to be) -> why
 
     # --- folding events ---------------------------------------------------------------------
 
@@ -148,7 +150,9 @@ class State:
     def _on_hypothesis_proposed(self, e: HypothesisProposed, seq: int) -> None:
         if e.hypothesis in self.hypotheses:
             return
-        key = rules.idea_key(e.arena, e.parent, e.title, e.intent)
+        # The baseline named or implied is one parent: an idea on it is the same idea either way.
+        parent = e.parent or (self.arenas[e.arena].baseline_patch if e.arena in self.arenas else None)
+        key = rules.idea_key(e.arena, parent, e.title, e.intent)
         self.hypotheses[e.hypothesis] = Hypothesis(e.hypothesis, e.arena, e.parent, key, e.title, e.rationale, e.intent)
         self._pend("hypothesis", e.hypothesis)
 
@@ -213,29 +217,42 @@ class State:
                 self._close(claim.work)
             else:
                 self._requeue(claim.work)
+                self._lose_runs(claim, f"its agent {claim.agent} stopped before it finished ({e.reason})")
 
     def _on_claim_expired(self, e: ClaimExpired, seq: int) -> None:
         claim = self._drop_claim(e.claim)
         if claim is not None:
             self._requeue(claim.work)
+            self._lose_runs(claim, f"its agent {claim.agent} stopped renewing its claim before the run finished")
+
+    def _lose_runs(self, claim: Claim, reason: str) -> None:
+        """Runs the claim's holder started on its work and never finished: each needs a RunLost."""
+        for run, (work, agent) in self.running.items():
+            if work == claim.work and agent == claim.agent:
+                self.lost.setdefault(run, reason)
+                self._pend("run", run)
 
     def _on_run_started(self, e: RunStarted, seq: int) -> None:
-        if e.run not in self.running:
+        if e.run not in self.running and e.run not in self.lost:
             self.runs_started += 1
-            self.running.add(e.run)
+            self.running[e.run] = (e.work, e.by)
+
+    def _on_run_lost(self, e: RunLost, seq: int) -> None:
+        self.running.pop(e.run, None)
+        self.lost[e.run] = e.reason
 
     def _on_run_finished(self, e: RunFinished, seq: int) -> None:
-        if e.run in self.running:
-            self.running.discard(e.run)
-        else:
-            self.runs_started += 1  # its RunStarted never came (or comes later: then it is not counted again)
+        patch = self.patches.get(e.patch)
+        if patch is not None and any(run.id == e.run for run in patch.runs):
+            return  # the same result again (republished under another event id): counted once
+        if self.running.pop(e.run, None) is None and e.run not in self.lost:
+            self.runs_started += 1  # its RunStarted never came
         self.runs_finished += 1
         if e.work is not None:
             self._close(e.work)
-        patch = self.patches.get(e.patch)
         if patch is None:
             return
-        patch.runs.append(Run(e.arena, e.seed, e.purpose, e.status, e.val_bpb, e.reason))
+        patch.runs.append(Run(e.run, e.arena, e.seed, e.purpose, e.status, e.val_bpb, e.reason))
         if e.status == "ok":
             self.hashes.setdefault((patch.arena, patch.code_hash), patch.id)
         item = "arena" if patch.id == self._baseline_of(patch.arena) else "candidate"
@@ -375,6 +392,8 @@ class State:
             return self._decide_patch(item)
         if kind == "candidate":
             return self._decide_candidate(item)
+        if kind == "run":
+            return RunLost(by=SERVICE, run=item, reason=self.lost[item]) if item in self.running else None
         raise ValueError(f"unknown pending item kind {kind!r}")
 
     def _queue(self, kind: str, arena: str, ref: str, seed: int | None = None, priority: int = 0) -> WorkQueued:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sysconfig
 import time
 from pathlib import Path
 
@@ -143,7 +144,8 @@ def test_guessing_the_validation_path_is_denied_by_the_sandbox(run_small, prepar
 
 
 def test_writing_outside_the_run_directory_is_denied(run_small) -> None:
-    target = Path(__file__).parent / "planted_by_train.pth"  # beside the harness, as a .pth would be
+    # A .pth in site-packages would run in every later Python process, the evaluator's included.
+    target = Path(sysconfig.get_paths()["purelib"]) / "planted_by_train.pth"
     source = f"def train(run):\n    open({str(target)!r}, 'w').write('import os')\n"
     try:
         result = run_small(source, guard=False)

@@ -167,3 +167,16 @@ async def test_a_decision_forged_on_a_fact_subject_is_parked_and_changes_nothing
     parked = (await board.query("SELECT seq, error FROM parked"))["rows"]
     assert parked == [[seq, "swarm: a claim_granted arrived on swarm.ev.claim_granted, but it belongs on swarm.dec.claim_granted"]]
     assert (await board.claim(["implement"], [ARENA], wait=5)) is not None  # the real work is still there
+
+
+async def test_an_idea_on_the_baseline_is_the_same_idea_whether_its_parent_is_named_or_not(
+    board: Board, service: Service
+) -> None:
+    baseline = await open_arena(board)
+    implied = hypothesis("lower the learning rate", LR=0.005)
+    named = hypothesis("lower the learning rate", parent=baseline, LR=0.005)
+    assert (await board.propose(implied)).ok
+    verdict = await board.propose(named)
+    assert verdict.status == "rejected" and verdict.duplicate_of == implied.hypothesis
+    keys = (await board.query("SELECT DISTINCT idea_key FROM hypotheses"))["rows"]
+    assert len(keys) == 1, "the projection must key both the same way as the service"

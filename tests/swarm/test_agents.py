@@ -81,6 +81,10 @@ async def test_an_implementer_killed_mid_run_has_its_hypothesis_run_by_another_o
         assert took < LEASE + 15
         granted = (await board.query("SELECT agent FROM claims ORDER BY granted_at"))["rows"]
         assert [row[0] for row in granted] == ["impl-a", "impl-b"], "the dead agent's waiting request was served"
+        await until(lambda: not service.state.running)  # the dead agent's run is declared lost
+        runs = (await board.query("SELECT agent, status, reason FROM runs ORDER BY started_at"))["rows"]
+        assert [(agent, status) for agent, status, _ in runs] == [("impl-a", "lost"), ("impl-b", "ok")]
+        assert "stopped renewing" in runs[0][2]
 
 
 async def test_a_stopped_agent_releases_its_claim_at_once(nats_server: NatsServer, bus: Bus, tmp_path: Path) -> None:
@@ -98,6 +102,9 @@ async def test_a_stopped_agent_releases_its_claim_at_once(nats_server: NatsServe
         assert claim is not None and claim.ref == hypothesis and claim.patch is not None
         left = (await board.query("SELECT status, left_reason FROM agents WHERE agent = 'impl-a'"))["rows"]
         assert left == [["left", "stopped by signal"]]
+        await until(lambda: not service.state.running)
+        [(status, why)] = (await board.query("SELECT status, reason FROM runs WHERE agent = 'impl-a'"))["rows"]
+        assert status == "lost" and "stopped before it finished" in why
 
 
 async def test_burst_mode_does_n_pieces_of_work_and_exits(nats_server: NatsServer, bus: Bus, tmp_path: Path) -> None:
