@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from agents.arena import ArenaInfo
-from agents.devices import DeviceSlot
+from agents.devices import PRIORITY, DeviceSlot
 from agents.runtime import Context
 from blackboard.events import Purpose, RunFinished, RunStarted, new_id
 from harness import contract, runner, tiers
@@ -52,7 +52,7 @@ async def run_job(ctx: Context, job: Job) -> RunResult:
                tier=tier.name, device=device, node=spec.node)  # fmt: skip
     what = f"{job.purpose} run of {job.patch} seed {job.seed}" + (f" ({job.title})" if job.title else "")
     ctx.say(f"waiting for {device} for the {what}")
-    async with DeviceSlot(spec.dir, device):
+    async with DeviceSlot(spec.dir, device, PRIORITY[job.purpose]):
         await ctx.board.publish(RunStarted(by=spec.agent, **ids))
         ctx.say(f"training the {what}")
 

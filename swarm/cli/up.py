@@ -34,6 +34,7 @@ def parse_duration(text: str | None) -> float | None:
 @click.option("--tier", default=None, help="Harness tier: tiny (CPU, ~1 min a run), standard, large, sim [default: tiny].")
 @click.option("--brain", type=click.Choice(["offline", "anthropic", "openai", "hybrid"]), default=None,
               help="What decides: offline needs no API key [default: offline].")
+@click.option("--corpus", default=None, help="Training data: shakespeare, sympy, or a path to text files or Parquet shards [default: the tier's].")
 @click.option("--devices", default=None, help="Devices for training: all, cpu, or a list like cuda:0,cuda:1 [default: all].")
 @click.option("--ideators", type=int, default=None, help="Ideator agents [default: 1].")
 @click.option("--implementers", type=int, default=None, help="Implementer agents [default: one per device].")
@@ -42,7 +43,7 @@ def parse_duration(text: str | None) -> float | None:
 @click.option("--no-view", is_flag=True, help="Print one line per change instead of the live view (for logs).")
 @click.pass_obj
 def up(ctx: Context, swarm_dir: Path | None, max_runs: int | None, duration: str | None, tier: str | None,
-       brain: str | None, devices: str | None, ideators: int | None, implementers: int | None,
+       brain: str | None, corpus: str | None, devices: str | None, ideators: int | None, implementers: int | None,
        reviewers: int | None, replicators: int | None, no_view: bool) -> None:  # fmt: skip
     """Start a research swarm on this machine and watch it work.
 
@@ -52,6 +53,7 @@ def up(ctx: Context, swarm_dir: Path | None, max_runs: int | None, duration: str
     --duration it runs until stopped. Everything is kept in --dir; `swarm history`, `swarm best`
     and `swarm report` read it afterwards.
     """
+    from agents.arena import describe
     from harness.devices import check_device, list_devices
     from harness.tiers import get as get_tier
     from swarm.up import Swarm, connect_watcher, summarize, watch
@@ -59,7 +61,7 @@ def up(ctx: Context, swarm_dir: Path | None, max_runs: int | None, duration: str
 
     seconds = parse_duration(duration)
     settings = ctx.settings(**{
-        "dir": swarm_dir, "harness.tier": tier, "brain.kind": brain, "board.max_runs": max_runs,
+        "dir": swarm_dir, "harness.tier": tier, "harness.corpus": corpus, "brain.kind": brain, "board.max_runs": max_runs,
         "agents.ideators": ideators, "agents.implementers": implementers, "agents.reviewers": reviewers,
         "agents.replicators": replicators,
     })  # fmt: skip
@@ -68,6 +70,11 @@ def up(ctx: Context, swarm_dir: Path | None, max_runs: int | None, duration: str
     console = Console(soft_wrap=True)  # lines are never cut for width: logs and scripts read them
     swarm = Swarm(settings, chosen, ctx.config)
     view = LogView(console) if no_view else LiveView(console, settings)
+
+    # The data first, in the open: the tiny tier downloads its corpus once, and agents must not wait silently.
+    with console.status(f"preparing the {settings.harness.tier} tier's data and tokenizer ..."):
+        arena = describe(settings.harness.tier, chosen[0], settings.harness, notify=lambda m: console.print(m, highlight=False))
+    console.print(f"arena {arena.id}", highlight=False)
 
     async def main() -> None:
         swarm.start()
