@@ -90,6 +90,11 @@ def works_of(claims: Iterable[Row]) -> set[str]:
     return {row["work"] for row in claims if row.get("work") is not None}
 
 
+def patches_of(runs: Iterable[Row]) -> set[str]:
+    """The patches of loaded runs: a run copies its hypothesis and parent from its patch."""
+    return {row["patch"] for row in runs if row.get("patch") is not None}
+
+
 def claims_of(work: Iterable[Row]) -> set[str]:
     """The claims holding loaded work: closing work ends its claim."""
     return {row["claim"] for row in work if row.get("claim") is not None}
@@ -133,7 +138,8 @@ def fold(rows: Rows, seq: int, event: Event) -> None:
 
 def finish(rows: Rows) -> None:
     """Copy each changed run's hypothesis and parent from its patch, whichever event came first
-    (None while its patch is unknown: they follow the run's patch, whatever it was before)."""
+    (None while its patch is unknown: they follow the run's patch, whatever it was before). The
+    projection loads the patch of every run it loads, so this holds however events are batched."""
     for key in rows.changed["runs"]:
         run = rows.keyed["runs"][key]
         patch = rows.get("patches", run["patch"]) or {}

@@ -171,13 +171,16 @@ class Projection:
         return int(row[0]) if row else 0
 
     def _load(self, events: Sequence[Event]) -> fold.Rows:
-        """The stored rows the events touch. Claims before work (a claim's end changes its work), then
-        the claims holding that work (closing work ends its claim)."""
+        """The stored rows the events touch. The patches of those runs (a run takes its hypothesis and
+        parent from its patch, even for an event that names only the run). Claims before work (a
+        claim's end changes its work), then the claims holding that work (closing work ends its claim)."""
         rows = fold.Rows()
         keys = fold.keys_to_load(events)
         order = ("agents", "arenas", "hypotheses", "patches", "runs", "reviews", "claims")
         for table in order:
             rows.keyed[table] = self._select(table, keys[table])
+        patches = fold.patches_of(rows.keyed["runs"].values()) - rows.keyed["patches"].keys()
+        rows.keyed["patches"].update(self._select("patches", patches))
         work = keys["work"] | fold.works_of(rows.keyed["claims"].values())
         rows.keyed["work"] = self._select("work", work)
         more = fold.claims_of(rows.keyed["work"].values()) - rows.keyed["claims"].keys()

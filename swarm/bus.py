@@ -27,6 +27,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageTy
 
 from blackboard.events import Event, Message, encode
 from swarm.constants import (
+    CONFIG_BUCKET,
+    CONFIG_KEY,
     DECISIONS,
     DUPLICATE_WINDOW_SECONDS,
     LEADER_BUCKET,
@@ -98,7 +100,8 @@ class Bus:
 
         async def reconnected() -> None:
             link.connected, link.last_change = True, time.time()
-            log.warning("%s: reconnected to NATS at %s", name, nc.connected_url.netloc if nc.connected_url else "?")
+            where = f"{nc.connected_url.hostname}:{nc.connected_url.port}" if nc.connected_url else "?"
+            log.warning("%s: reconnected to NATS at %s", name, where)  # never the netloc: it holds the password
 
         async def error(exc: Exception) -> None:
             # What the server said (say, 'Authorization Violation') explains more than the reset after it.
@@ -144,16 +147,38 @@ class Bus:
 
     # --- the stream ---------------------------------------------------------------------------
 
-    async def ensure_stream(self, replicas: int = 1) -> None:
-        """Create the event stream, or bring its config up to date; safe to call from every node."""
+    async def ensure_stream(self, replicas: int | None = None) -> None:
+        """Create the event stream if missing; with `replicas`, also make an existing one have that many.
+
+        Safe to call from every process: without `replicas`, an existing stream is left as it is."""
         config = StreamConfig(
-            name=STREAM, subjects=list(STREAM_SUBJECTS), storage=StorageType.FILE, num_replicas=replicas,
+            name=STREAM, subjects=list(STREAM_SUBJECTS), storage=StorageType.FILE, num_replicas=replicas or 1,
             duplicate_window=DUPLICATE_WINDOW_SECONDS, allow_msg_ttl=False,
         )  # fmt: skip
         try:
+            info = await self.js.stream_info(STREAM)
+        except nats.js.errors.NotFoundError:
             await self.js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await self.js.update_stream(config)  # exists with another config (say, fewer replicas)
+            return
+        if replicas is not None and info.config.num_replicas != replicas:
+            await self.js.update_stream(config)
+
+    async def swarm_config(self) -> dict[str, Any] | None:
+        """What the head recorded for every node to agree with, or None when nothing is recorded."""
+        try:
+            kv = await self.js.key_value(CONFIG_BUCKET)
+            entry = await kv.get(CONFIG_KEY)
+        except (nats.js.errors.BucketNotFoundError, nats.js.errors.KeyNotFoundError):
+            return None
+        body = msgpack.unpackb(entry.value, raw=False) if entry.value else None
+        return body if isinstance(body, dict) else None
+
+    async def set_swarm_config(self, config: dict[str, Any], replicas: int = 1) -> None:
+        try:
+            kv = await self.js.key_value(CONFIG_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            kv = await self.js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=1, replicas=replicas))
+        await kv.put(CONFIG_KEY, msgpack.packb(config, use_bin_type=True))
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(STREAM)
@@ -197,7 +222,10 @@ class Bus:
                 msg = await queue.get()
                 yield int(msg.metadata.sequence.stream), Message(msg.data, msg.subject)
         finally:
-            await sub.unsubscribe()
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass  # the connection is closing (or closed): the subscription goes with it
 
     # --- plain messages (not stored) ----------------------------------------------------------
 
@@ -221,6 +249,17 @@ class Bus:
 
         sub = await self.nc.subscribe(subject, cb=deliver)
         return sub.unsubscribe
+
+    async def stored(self) -> list[tuple[int, Message]]:
+        """Every message stored so far, in order (for checks and rebuilds; `tail` keeps following)."""
+        last = await self.last_seq()
+        found: list[tuple[int, Message]] = []
+        if last:
+            async for seq, message in self.tail(1):
+                found.append((seq, message))
+                if seq >= last:
+                    break
+        return found
 
     # --- the leader lease ----------------------------------------------------------------------
 

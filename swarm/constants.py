@@ -21,6 +21,8 @@ SERVICE_QUEUE = "blackboard"  # queue group of the services that answer requests
 
 STATUS = "swarm.status"  # swarm.status.<agent>: what an agent is doing now (core NATS, not stored)
 
+CONFIG_BUCKET = "swarm_config"  # KV: what every node must agree with (tier, harness fingerprint)
+CONFIG_KEY = "swarm"
 LEADER_BUCKET = "swarm_leader"  # KV bucket holding the leader lease
 LEADER_KEY = "service"
 LEADER_TTL_SECONDS = 6  # whole seconds (JetStream per-message and bucket TTLs are in seconds)

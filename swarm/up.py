@@ -1,10 +1,11 @@
-"""`swarm up`: a whole swarm on this machine, in one directory that keeps everything.
+"""Running a swarm from this machine: `swarm up` (everything here) and `swarm head` (the head here,
+nodes elsewhere) share this.
 
-It starts the bundled nats-server (JetStream, on loopback, its store under the swarm directory),
-a blackboard service and the node's agents, shows the live view, and stops by itself when the run
-budget is spent (`--max-runs`) or the time is up (`--duration`): agents drain first, so every
-run they started is finished and recorded, then the service and the server stop. Running it again
-on the same directory resumes the same swarm: the stream is the history.
+A head (nats-server(s), blackboard service(s)) and usually a node of agents beside it start in one
+directory that keeps everything; the watcher shows what happens and notices when to stop: the run
+budget is spent (`--max-runs`) or the time is up (`--duration`). Agents drain first, so every
+run they started is finished and recorded, then the services and servers stop. Starting again on
+the same directory resumes the same swarm: the stream is the history.
 """
 
 from __future__ import annotations
@@ -12,92 +13,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.arena import ArenaInfo
 from blackboard.client import Board
 from swarm.bus import Bus, Credentials
 from swarm.constants import STATUS
 from swarm.errors import BoardError, SwarmError
-from swarm.natsserver import NatsServer
+from swarm.head import Head, HeadOptions
+from swarm.node import ROLES, Node, child_env
 from swarm.settings import Settings
-from swarm.supervisor import Child, Supervisor, swarm_command
+from swarm.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 REVIEW_GRACE_SECONDS = 120.0  # after the last run, how long reviews still queued may take
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Who runs on this node."""
-
-    roles: list[tuple[str, str | None]]  # (role, device) per agent
-
-    @classmethod
-    def for_devices(cls, settings: Settings, devices: list[str]) -> Plan:
-        """One implementer per device slot, the other roles as the settings say (devices shared)."""
-        counts = settings.agents
-        roles: list[tuple[str, str | None]] = [("ideator", None)] * counts.ideators
-        implementers = counts.implementers if counts.implementers is not None else len(devices)
-        roles += [("implementer", devices[i % len(devices)]) for i in range(implementers)]
-        roles += [("reviewer", None)] * counts.reviewers
-        roles += [("replicator", devices[-1 - i % len(devices)]) for i in range(counts.replicators)]
-        return cls(roles)
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    """The settings a child process must share with us, as SWARM_* variables it reads back."""
-    env = {
-        "SWARM_HARNESS__TIER": settings.harness.tier,
-        "SWARM_HARNESS__CACHE_DIR": str(settings.harness.cache_dir),
-        "SWARM_HARNESS__CORPUS": settings.harness.corpus,
-        "SWARM_HARNESS__TOKENIZER": settings.harness.tokenizer,
-        "SWARM_BRAIN__KIND": settings.brain.kind,
-    }
-    optional = {
-        "SWARM_BOARD__MAX_RUNS": settings.board.max_runs,
-        "SWARM_HARNESS__SIM_SECONDS": settings.harness.sim_seconds,
-        "SWARM_HARNESS__MEMORY_CAP_MB": settings.harness.memory_cap_mb,
-    }
-    env.update({key: str(value) for key, value in optional.items() if value is not None})
-    return env
-
-
 class Swarm:
-    """The processes of a local swarm, and how to stop them in order."""
+    """A head, and a node beside it unless asked otherwise, on this machine; stopped in order."""
 
-    def __init__(self, settings: Settings, devices: list[str], config: Path | None = None) -> None:
-        self.settings, self.devices, self.config = settings, devices, config
-        self.dir = settings.dir.resolve()
-        self.server: NatsServer | None = None
+    def __init__(self, settings: Settings, devices: list[str], options: HeadOptions | None = None,
+                 node: bool = True, roles: tuple[str, ...] = ROLES, config: Path | None = None) -> None:  # fmt: skip
+        self.settings, self.devices, self.node, self.roles, self.config = settings, devices, node, roles, config
+        self.head = Head(settings, options or HeadOptions(host=settings.nats.host, port=settings.nats.port), config)
         self.supervisor = Supervisor()
-        self.url = settings.nats.url or ""
-        self.node = socket.gethostname()
+        self.dir = settings.dir.resolve()
+        self.url = ""
 
-    def start(self) -> None:
+    async def start(self, arena: ArenaInfo) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        if not self.settings.nats.url:
-            self.server = NatsServer(dir=self.dir / "nats", host=self.settings.nats.host, port=self.settings.nats.port).start()
-            self.url = self.server.url
-        env = child_env(self.settings)
-        base = ["--config", str(self.config)] if self.config else []
-        logs = self.dir / "logs"
-        self.supervisor.add(Child("service", swarm_command(*base, "-v", "service", "--url", self.url, "--db",
-                                                           str(self.dir / "board.duckdb"), "--instance", f"{self.node}-service"),
-                                  logs / "service.log", env, group="services"))  # fmt: skip
-        counts: dict[str, int] = {}
-        for role, device in Plan.for_devices(self.settings, self.devices).roles:
-            counts[role] = counts.get(role, 0) + 1
-            name = f"{role}-{counts[role]}"
-            args = [*base, "-v", "agent", "--role", role, "--url", self.url, "--dir", str(self.dir),
-                    "--id", f"{name}@{self.node}", "--node", self.node]  # fmt: skip
-            if device is not None:
-                args += ["--device", device]
-            self.supervisor.add(Child(name, swarm_command(*args), logs / f"{name}.log", env))
+        await asyncio.to_thread(self.head.start_servers)
+        self.url = ",".join(self.head.local_urls())
+        await self.head.configure(arena)
+        creds = self.head.local_credentials()
+        nats = self.settings.nats.model_copy(update={"user": creds.user, "password": creds.password,
+                                                     "nkey_seed_file": creds.nkey_seed_file, "tls_ca": creds.tls_ca})  # fmt: skip
+        children = self.settings.model_copy(update={"nats": nats})
+        self.head.start_services(self.supervisor, child_env(children))
+        if self.node:
+            Node(children, self.url, self.devices, self.roles, self.config).start(self.supervisor)
 
     async def stop_agents(self) -> None:
         """Agents first: they release their claims while the service still answers."""
@@ -106,13 +63,11 @@ class Swarm:
 
     async def stop_services(self) -> None:
         await self.supervisor.stop("services", timeout=30)
-        if self.server is not None:
-            await asyncio.to_thread(self.server.stop)
+        await asyncio.to_thread(self.head.stop)
 
     def kill(self) -> None:
         self.supervisor.kill()
-        if self.server is not None:
-            self.server.kill()
+        self.head.kill()
 
 
 class Watcher:
@@ -148,16 +103,17 @@ class Watcher:
         return bool(service.get("queues", {}).get("review", 0) or service.get("claimed", {}).get("review", 0))
 
 
-async def connect_watcher(swarm: Swarm) -> Watcher:
-    bus = await Bus.connect(swarm.url, name="swarm up", credentials=Credentials.from_settings(swarm.settings.nats), wait=30)
+async def connect_watcher(url: str, credentials: Credentials) -> Watcher:
+    bus = await Bus.connect(url.split(","), name="swarm watcher", credentials=credentials, wait=30)
     watcher = Watcher(bus)
     await watcher.start()
     return watcher
 
 
-async def watch(swarm: Swarm, watcher: Watcher, max_runs: int | None, duration: float | None, view: Any | None) -> None:
+async def watch(supervisor: Supervisor, watcher: Watcher, max_runs: int | None, duration: float | None,
+                view: Any | None) -> None:  # fmt: skip
     """Supervise and show the swarm until a stop condition; stopping it is the caller's."""
-    supervising = asyncio.create_task(swarm.supervisor.watch())
+    supervising = asyncio.create_task(supervisor.watch())
     started = time.monotonic()
     budget_spent_at: float | None = None
     try:

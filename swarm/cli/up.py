@@ -1,10 +1,12 @@
-"""`swarm up`: run a whole research swarm on this machine."""
+"""`swarm up` (a whole swarm on this machine) and `swarm head` (its head here, nodes elsewhere)."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -14,6 +16,7 @@ from swarm.cli import Context
 from swarm.errors import ConfigError, SwarmError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+ROLE_NAMES = ("ideator", "implementer", "reviewer", "replicator")
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -26,64 +29,80 @@ def parse_duration(text: str | None) -> float | None:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-@click.command("up")
-@click.option("--dir", "swarm_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Swarm directory: keeps the stream, the board, runs and logs; run again to resume [default: ./.swarm].")
-@click.option("--max-runs", type=int, default=None, help="Stop after this many training runs (they finish and are recorded).")
-@click.option("--duration", default=None, help="Stop after this long: 90s, 30m, 2h.")
-@click.option("--tier", default=None, help="Harness tier: tiny (CPU, ~1 min a run), standard, large, sim [default: tiny].")
-@click.option("--brain", type=click.Choice(["offline", "anthropic", "openai", "hybrid"]), default=None,
-              help="What decides: offline needs no API key [default: offline].")
-@click.option("--corpus", default=None, help="Training data: shakespeare, sympy, or a path to text files or Parquet shards [default: the tier's].")
-@click.option("--devices", default=None, help="Devices for training: all, cpu, or a list like cuda:0,cuda:1 [default: all].")
-@click.option("--ideators", type=int, default=None, help="Ideator agents [default: 1].")
-@click.option("--implementers", type=int, default=None, help="Implementer agents [default: one per device].")
-@click.option("--reviewers", type=int, default=None, help="Reviewer agents [default: 1].")
-@click.option("--replicators", type=int, default=None, help="Replicator agents [default: 1].")
-@click.option("--no-view", is_flag=True, help="Print one line per change instead of the live view (for logs).")
-@click.pass_obj
-def up(ctx: Context, swarm_dir: Path | None, max_runs: int | None, duration: str | None, tier: str | None,
-       brain: str | None, corpus: str | None, devices: str | None, ideators: int | None, implementers: int | None,
-       reviewers: int | None, replicators: int | None, no_view: bool) -> None:  # fmt: skip
-    """Start a research swarm on this machine and watch it work.
+def parse_roles(text: str) -> tuple[str, ...]:
+    roles = tuple(role.strip() for role in text.split(",") if role.strip())
+    unknown = [role for role in roles if role not in ROLE_NAMES]
+    if unknown or not roles:
+        raise ConfigError(f"--roles {text!r}: choose from {', '.join(ROLE_NAMES)}")
+    return roles
 
-    Starts the bundled nats-server, a blackboard service and agents (ideator, implementer, reviewer,
-    replicator) on this machine's devices, then shows what they do. Ctrl-C drains and exits
-    cleanly (claims go back to the pool); a second Ctrl-C stops at once. Without --max-runs or
-    --duration it runs until stopped. Everything is kept in --dir; `swarm history`, `swarm best`
-    and `swarm report` read it afterwards.
-    """
-    from agents.arena import describe
+
+def parse_devices(text: str | None) -> list[str]:
     from harness.devices import check_device, list_devices
+
+    return list_devices() if text in (None, "all") else [check_device(d.strip()) for d in text.split(",")]
+
+
+def swarm_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every command that runs a swarm or a node."""
+    options = [
+        click.option("--dir", "swarm_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Swarm directory: keeps the stream, the board, runs and logs; run again to resume [default: ./.swarm]."),
+        click.option("--tier", default=None, help="Harness tier: tiny (CPU, ~1 min a run), standard, large, sim [default: tiny]."),
+        click.option("--brain", type=click.Choice(["offline", "anthropic", "openai", "hybrid"]), default=None,
+                     help="What decides: offline needs no API key [default: offline]."),
+        click.option("--corpus", default=None,
+                     help="Training data: shakespeare, sympy, or a path to text files or Parquet shards [default: the tier's]."),
+        click.option("--devices", default=None, help="Devices for training: all, cpu, or a list like cuda:0,cuda:1 [default: all]."),
+        click.option("--roles", default=",".join(ROLE_NAMES), show_default=True, help="Roles of this machine's agents."),
+        click.option("--ideators", type=int, default=None, help="Ideator agents [default: 1]."),
+        click.option("--implementers", type=int, default=None, help="Implementer agents [default: one per device]."),
+        click.option("--reviewers", type=int, default=None, help="Reviewer agents [default: 1]."),
+        click.option("--replicators", type=int, default=None, help="Replicator agents [default: 1]."),
+        click.option("--no-view", is_flag=True, help="Print one line per change instead of the live view (for logs)."),
+    ]  # fmt: skip
+    return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
+
+
+def settings_for(ctx: Context, opts: dict[str, Any]) -> Any:
+    return ctx.settings(**{
+        "dir": opts.get("swarm_dir"), "harness.tier": opts.get("tier"), "harness.corpus": opts.get("corpus"),
+        "brain.kind": opts.get("brain"), "board.max_runs": opts.get("max_runs"), "agents.ideators": opts.get("ideators"),
+        "agents.implementers": opts.get("implementers"), "agents.reviewers": opts.get("reviewers"),
+        "agents.replicators": opts.get("replicators"),
+    })  # fmt: skip
+
+
+def run(ctx: Context, opts: dict[str, Any], head_options: Any | None = None, node: bool = True) -> None:
+    """Prepare, start a head (and a node), watch until a stop condition or Ctrl-C, drain, summarize."""
+    from agents.arena import describe
     from harness.tiers import get as get_tier
     from swarm.up import Swarm, connect_watcher, summarize, watch
     from swarm.view import LiveView, LogView
 
-    seconds = parse_duration(duration)
-    settings = ctx.settings(**{
-        "dir": swarm_dir, "harness.tier": tier, "harness.corpus": corpus, "brain.kind": brain, "board.max_runs": max_runs,
-        "agents.ideators": ideators, "agents.implementers": implementers, "agents.reviewers": reviewers,
-        "agents.replicators": replicators,
-    })  # fmt: skip
+    seconds = parse_duration(opts.get("duration"))
+    settings = settings_for(ctx, opts)
     get_tier(settings.harness.tier)  # an unknown tier is a clear error before anything starts
-    chosen = list_devices() if devices in (None, "all") else [check_device(d.strip()) for d in devices.split(",")]
+    roles, devices = parse_roles(opts["roles"]), parse_devices(opts.get("devices"))
     console = Console(soft_wrap=True)  # lines are never cut for width: logs and scripts read them
-    swarm = Swarm(settings, chosen, ctx.config)
-    view = LogView(console) if no_view else LiveView(console, settings)
+    swarm = Swarm(settings, devices, head_options, node=node, roles=roles, config=ctx.config)
+    view = LogView(console) if opts.get("no_view") else LiveView(console, settings)
 
     # The data first, in the open: the tiny tier downloads its corpus once, and agents must not wait silently.
     with console.status(f"preparing the {settings.harness.tier} tier's data and tokenizer ..."):
-        arena = describe(settings.harness.tier, chosen[0], settings.harness, notify=lambda m: console.print(m, highlight=False))
-    console.print(f"arena {arena.id}", highlight=False)
+        arena = describe(settings.harness.tier, devices[0], settings.harness, notify=lambda m: console.print(m, highlight=False))
 
     async def main() -> None:
-        swarm.start()
-        console.print(f"swarm up in {swarm.dir}: NATS at {swarm.url}, logs in {swarm.dir / 'logs'}", highlight=False)
         watcher = None
         try:
-            watcher = await connect_watcher(swarm)
+            await swarm.start(arena)
+            console.print(f"swarm in {swarm.dir}: NATS at {swarm.url}, arena {arena.id}, logs in {swarm.dir / 'logs'}",
+                          highlight=False)  # fmt: skip
+            if head_options is not None and not swarm.head.options.loopback:
+                console.print(f"to add a machine, run there:\n  {swarm.head.join_command()}", highlight=False)
+            watcher = await connect_watcher(swarm.url, swarm.head.local_credentials())
             with view:
-                await watch(swarm, watcher, settings.board.max_runs, seconds, view)
+                await watch(swarm.supervisor, watcher, settings.board.max_runs, seconds, view)
         finally:
             console.print("[bold]stopping:[/] agents drain and release their claims ...")
             await swarm.stop_agents()
@@ -96,7 +115,7 @@ def up(ctx: Context, swarm_dir: Path | None, max_runs: int | None, duration: str
                 finally:
                     await watcher.bus.close()
             await swarm.stop_services()
-            console.print(f"the swarm is stopped; everything is in {swarm.dir} (run `swarm up --dir {swarm.dir}` to resume)")
+            console.print(f"the swarm is stopped; everything is in {swarm.dir} (the same command resumes it)")
 
     try:
         aio.run(main)
@@ -105,4 +124,56 @@ def up(ctx: Context, swarm_dir: Path | None, max_runs: int | None, duration: str
         raise
 
 
-commands = [up]
+@click.command("up")
+@swarm_options
+@click.option("--max-runs", type=int, default=None, help="Stop after this many training runs (they finish and are recorded).")
+@click.option("--duration", default=None, help="Stop after this long: 90s, 30m, 2h.")
+@click.pass_obj
+def up(ctx: Context, **opts: Any) -> None:
+    """Start a research swarm on this machine and watch it work.
+
+    Starts the bundled nats-server, a blackboard service and agents (ideator, implementer, reviewer,
+    replicator) on this machine's devices, then shows what they do. Ctrl-C drains and exits
+    cleanly (claims go back to the pool); a second Ctrl-C stops at once. Without --max-runs or
+    --duration it runs until stopped. Everything is kept in --dir, and running it again resumes;
+    after it stops, --dir/board.duckdb answers SQL about every hypothesis, patch and run.
+    """
+    run(ctx, opts)
+
+
+@click.command("head")
+@swarm_options
+@click.option("--listen", default="0.0.0.0:4222", show_default=True, help="Where NATS listens for nodes: HOST:PORT.")
+@click.option("--advertise", default=None, help="The address nodes reach this machine at [default: its primary address].")
+@click.option("--servers", type=click.Choice(["1", "3"]), default="1", show_default=True,
+              help="3: a NATS cluster with the stream replicated three ways and a standby service.")
+@click.option("--auth", type=click.Choice(["password", "nkey", "none"]), default=None,
+              help="How nodes prove they belong [default: password, or none on loopback].")
+@click.option("--tls", is_flag=True, help="Serve TLS with a generated CA (nodes get the CA file).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="Your own server certificate.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="Its key.")
+@click.option("--node/--no-node", default=True, show_default=True, help="Also run agents on this machine.")
+@click.option("--max-runs", type=int, default=None, help="Stop after this many training runs, swarm-wide.")
+@click.option("--duration", default=None, help="Stop after this long: 90s, 30m, 2h.")
+@click.pass_obj
+def head(ctx: Context, listen: str, advertise: str | None, servers: str, auth: str | None, tls: bool,
+         tls_cert: Path | None, tls_key: Path | None, node: bool, **opts: Any) -> None:  # fmt: skip
+    """Start the head of a swarm that spans machines, and print how other machines join it.
+
+    The head runs NATS (one server, or a cluster of three with --servers 3), the blackboard
+    service (and a standby with three servers) and, unless --no-node, agents of its own. Off
+    loopback it requires credentials: a generated password (carried in the printed join URL) or
+    an nkey (a seed file to copy); --tls adds TLS with a generated CA. Other machines run the
+    printed `swarm join` command; Ctrl-C here drains this machine's agents and stops the head.
+    """
+    from swarm.head import HeadOptions
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--listen {listen!r}: give HOST:PORT, like 0.0.0.0:4222")
+    options = HeadOptions(host=host.strip("[]"), port=int(port), servers=int(servers), auth=auth, tls=tls,  # type: ignore[arg-type]
+                          tls_cert=tls_cert, tls_key=tls_key, advertise=advertise)  # fmt: skip
+    run(ctx, opts, options, node=node)
+
+
+commands = [up, head]

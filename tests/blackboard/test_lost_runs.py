@@ -6,6 +6,7 @@ from pathlib import Path
 
 from blackboard.events import RunFinished, RunLost, RunStarted
 from blackboard.projection import Projection
+from tests.blackboard.storyline import BASE, story
 
 IDS = dict(run="r-1", patch="p-1", arena="a", work="w-1", seed=0, purpose="explore", tier="sim", device="cpu", node="n")
 
@@ -33,3 +34,20 @@ def test_a_lost_declaration_after_the_result_changes_nothing(tmp_path: Path) -> 
     with Projection(tmp_path / "p.duckdb") as projection:
         projection.apply_many([(1, finished), (2, RunLost(by="s1", run="r-1", reason="gone"))])
         assert status(projection) == [("crash", "boom")]
+
+
+
+def test_how_events_fall_into_batches_never_changes_the_projection(tmp_path: Path) -> None:
+    """The service applies in batches of whatever arrived; a rebuild in batches of thousands."""
+    events = story().events
+    seq = events[-1][0]
+    run = next(e for _, e in events if isinstance(e, RunStarted) and e.patch != BASE)  # a patch with a hypothesis
+    lost = RunStarted(by="agent", **{**IDS, "patch": run.patch, "run": "r-lost", "work": run.work})
+    events = [*events, (seq + 1, lost), (seq + 2, RunLost(by="s1", run="r-lost", reason="its agent stopped"))]
+    with Projection(tmp_path / "all.duckdb") as whole:
+        whole.apply_many(events)
+        for size in (1, 2, 5):
+            with Projection(tmp_path / f"by{size}.duckdb") as batched:
+                for start in range(0, len(events), size):
+                    batched.apply_many(events[start : start + size])
+                assert batched.differences(whole) == [], f"batches of {size}"

@@ -36,15 +36,7 @@ async def establish_baseline(board: Board, values: tuple[float, ...] = (2.00, 2.
 
 
 async def decisions(bus: Bus, kind: type) -> list:
-    last = await bus.last_seq()
-    found = []
-    async for seq, message in bus.tail(1):
-        event = decode(message.data)
-        if isinstance(event, kind):
-            found.append(event)
-        if seq >= last:
-            return found
-    return found
+    return [event for _, message in await bus.stored() if isinstance(event := decode(message.data), kind)]
 
 
 async def wait_for(predicate, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]

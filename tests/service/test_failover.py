@@ -19,13 +19,7 @@ from tests.service.conftest import ARENA, ServiceProcess, hypothesis, open_arena
 
 
 async def stream(bus: Bus) -> list[tuple[int, Event]]:
-    last = await bus.last_seq()
-    events: list[tuple[int, Event]] = []
-    async for seq, message in bus.tail(1):
-        events.append((seq, decode(message.data)))
-        if seq >= last:
-            break
-    return events
+    return [(seq, decode(message.data)) for seq, message in await bus.stored()]
 
 
 async def settle(bus: Bus, quiet: float = 1.5, timeout: float = 60) -> None:

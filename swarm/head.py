@@ -1,0 +1,177 @@
+"""The head of a swarm: its nats-server(s), its blackboard service(s), and how nodes get in.
+
+One server by default; three (`servers=3`) form a cluster whose stream and buckets are replicated
+three ways, with a standby service beside the leader, so losing one server or one service loses
+nothing. Off loopback the head requires credentials (a password by default, or an nkey) and can
+serve TLS; it records the swarm's tier and harness fingerprint for joining nodes to check, and
+prints the exact command a person runs on another machine to join.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from agents.arena import ArenaInfo
+from swarm import credentials
+from swarm.bus import Bus, Credentials
+from swarm.constants import SCHEMA_VERSION
+from swarm.errors import ConfigError
+from swarm.natsserver import Auth, Cluster, NatsServer, Tls
+from swarm.settings import Settings
+from swarm.supervisor import Child, Supervisor, swarm_command
+
+AuthKind = Literal["password", "nkey", "none"]
+CLUSTER_PORT = 6222  # routes between the head's servers listen from here up
+
+
+@dataclass(frozen=True)
+class HeadOptions:
+    host: str = "127.0.0.1"  # where the servers listen
+    port: int = -1  # the first server's client port; -1: random (loopback only)
+    servers: int = 1  # 1, or 3 for a replicated cluster
+    auth: AuthKind | None = None  # None: none on loopback, a password elsewhere
+    tls: bool = False  # generate a CA and a server certificate
+    tls_cert: Path | None = None  # or bring your own
+    tls_key: Path | None = None
+    advertise: str | None = None  # the address nodes use (default: this machine's, when listening on all)
+
+    @property
+    def loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
+
+class Head:
+    def __init__(self, settings: Settings, options: HeadOptions, config: Path | None = None) -> None:
+        if options.servers not in (1, 3):
+            raise ConfigError(f"--servers {options.servers}: a head runs 1 server, or 3 as a replicated cluster")
+        if not options.loopback and options.port == -1:
+            raise ConfigError("a head that other machines reach needs a fixed port: --listen HOST:PORT")
+        if not options.loopback and options.auth == "none":
+            raise ConfigError("a head off loopback requires credentials: use --auth password or --auth nkey")
+        self.settings, self.options, self.config = settings, options, config
+        self.dir = settings.dir.resolve()
+        self.auth: AuthKind = options.auth or ("none" if options.loopback else "password")
+        self.servers: list[NatsServer] = []
+        self.secrets = credentials.Secrets()
+        self.urls: list[str] = []
+
+    # --- starting ----------------------------------------------------------------------------------
+
+    def start_servers(self) -> None:
+        opts, folder = self.options, self.dir / "credentials"
+        auth = None
+        if self.auth == "password":
+            self.secrets = credentials.Secrets(password=credentials.password(folder))
+            auth = Auth(user=credentials.USER, password=self.secrets.password)
+        elif self.auth == "nkey":
+            seed, public = credentials.nkey(folder)
+            self.secrets = credentials.Secrets(nkey_seed_file=seed, nkey_public=public)
+            auth = Auth(nkeys=(public,))
+        tls = None
+        if opts.tls_cert is not None or opts.tls:
+            if opts.tls_cert is not None:
+                cert, key, ca = opts.tls_cert, opts.tls_key, None
+            else:
+                cert, key, ca = credentials.tls(folder, sorted({self.advertised_host(), "127.0.0.1", "localhost"}))
+            if key is None:
+                raise ConfigError("--tls-cert needs --tls-key")
+            tls = Tls(cert=cert, key=key)
+            self.secrets = credentials.Secrets(**{**self.secrets.__dict__, "tls_cert": cert, "tls_key": key, "tls_ca": ca})
+        routes = tuple(f"nats-route://127.0.0.1:{CLUSTER_PORT + i}" for i in range(opts.servers))
+        for i in range(opts.servers):
+            cluster = Cluster("swarm", "127.0.0.1", CLUSTER_PORT + i, routes) if opts.servers > 1 else None
+            port = opts.port + i if opts.port > 0 else -1
+            server = NatsServer(dir=self.dir / ("nats" if i == 0 else f"nats-{i}"), host=opts.host, port=port,
+                                name=f"swarm-{i}", auth=auth, tls=tls, cluster=cluster)  # fmt: skip
+            self.servers.append(server.start())
+        self.urls = [server.url for server in self.servers]
+
+    async def configure(self, arena: ArenaInfo) -> None:
+        """Stream and buckets with the head's replication, and what joining nodes must agree with."""
+        bus = await Bus.connect(self.local_urls(), name="swarm head", credentials=self.local_credentials(), wait=30)
+        try:
+            replicas = self.options.servers
+            await bus.ensure_stream(replicas=replicas)
+            await bus.leader_lease(replicas=replicas)
+            await bus.set_swarm_config({"tier": arena.tier, "fingerprint": arena.fingerprint, "schema": SCHEMA_VERSION},
+                                       replicas=replicas)  # fmt: skip
+        finally:
+            await bus.close()
+
+    def start_services(self, supervisor: Supervisor, env: dict[str, str]) -> None:
+        """The blackboard service, and a standby beside it when there are several servers."""
+        base = ["--config", str(self.config)] if self.config else []
+        url = ",".join(self.local_urls())
+        for i in range(1 if self.options.servers == 1 else 2):
+            name = "service" if i == 0 else "service-standby"
+            db = self.dir / ("board.duckdb" if i == 0 else f"board-{i}.duckdb")
+            args = swarm_command(*base, "-v", "service", "--url", url, "--db", str(db), "--instance", f"{socket.gethostname()}-{name}")
+            supervisor.add(Child(name, args, self.dir / "logs" / f"{name}.log", env, group="services"))
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def kill(self) -> None:
+        for server in self.servers:
+            server.kill()
+
+    # --- how to reach it --------------------------------------------------------------------------
+
+    def local_urls(self) -> list[str]:
+        """The servers as this machine reaches them (listening on all interfaces means loopback too)."""
+        return [url.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]") for url in self.urls]
+
+    def local_credentials(self) -> Credentials:
+        s = self.secrets
+        return Credentials(user=credentials.USER if s.password else None, password=s.password,
+                           nkey_seed_file=s.nkey_seed_file, tls_ca=s.tls_ca)  # fmt: skip
+
+    def advertised_host(self) -> str:
+        if self.options.advertise:
+            return self.options.advertise
+        if self.options.host not in ("0.0.0.0", "::"):
+            return self.options.host
+        return _primary_address()
+
+    def node_urls(self) -> list[str]:
+        """The servers as other machines reach them."""
+        host = self.advertised_host()
+        return [f"nats://{host}:{url.rsplit(':', 1)[1]}" for url in self.urls]
+
+    def join_command(self) -> str:
+        """What a person runs on another machine, credentials and files to copy included."""
+        url = ",".join(self.node_urls())
+        if self.secrets.password is not None:
+            url = ",".join(credentials.with_password(u, self.secrets.password) for u in self.node_urls())
+        parts, copies = ["swarm", "join", url], []
+        if self.secrets.nkey_seed_file is not None:
+            copies.append(self.secrets.nkey_seed_file)
+            parts += ["--nkey", self.secrets.nkey_seed_file.name]
+        if self.secrets.tls_ca is not None:
+            copies.append(self.secrets.tls_ca)
+            parts += ["--tls-ca", self.secrets.tls_ca.name]
+        command = " ".join(parts)
+        if copies:
+            files = " ".join(f"{socket.gethostname()}:{path}" for path in copies)
+            command = f"scp {files} . && {command}"
+        return command
+
+
+def _primary_address() -> str:
+    """This machine's address on its default route (no packet is sent: UDP connect only picks a route)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere, only used to pick an interface
+        return probe.getsockname()[0]
+    except OSError:
+        return socket.gethostname()
+    finally:
+        probe.close()
