@@ -59,5 +59,5 @@ def _register() -> None:
             main.add_command(command)
 
 
-COMMAND_MODULES: list[str] = ["harness", "service", "agent", "up", "join"]
+COMMAND_MODULES: list[str] = ["harness", "service", "agent", "up", "join", "board", "report"]
 _register()

@@ -1,0 +1,187 @@
+"""What a person reads about a swarm's past: its runs, one thing in detail, each arena's best.
+
+Each view gathers its answer from a `swarm.reader.Reader` (so it is the same from a running swarm
+and from its directory) and prints it as a table, CSV or JSON (`swarm.output`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.text import Text
+
+from swarm import output
+from swarm.errors import BoardError, ConfigError
+from swarm.reader import Reader
+
+_AGO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])(?:\s+ago)?\s*")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+HISTORY_COLUMNS = ("run", "updated_at", "status", "val_bpb", "purpose", "seed", "title", "agent", "role", "node")
+LONG_FIELDS = ("code", "diff", "log_tail")  # shown on their own, not in a record's table
+GOOD = {"ok", "accepted", "approved", "approve", "promoted", "active"}
+PENDING = {"running", "submitted", "proposed", "held", "queued", "claimed"}
+BAD = {"crash", "timeout", "diverged", "oom", "rejected", "refused", "reject", "lost", "expired"}
+
+
+def parse_when(text: str | None, option: str, now: float | None = None) -> float | None:
+    """An ISO 8601 time ('2025-01-31T12:00', UTC unless it says otherwise) or an age ('2h', '30m ago')
+    as unix seconds."""
+    if text is None:
+        return None
+    if match := _AGO.fullmatch(text):
+        return (time.time() if now is None else now) - float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{option} {text!r}: give an ISO time (2025-01-31T12:00) or an age (2h, 30m, 90s)") from exc
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def when(value: Any) -> str:
+    """A board timestamp ('2025-01-31T12:00:00.000Z') as a person reads it, in UTC."""
+    return value.replace("T", " ").removesuffix("Z")[:19] if isinstance(value, str) else output.cell(value)
+
+
+def bpb(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def status_text(status: Any) -> Text:
+    style = "green" if status in GOOD else "yellow" if status in PENDING else "red" if status in BAD else ""
+    return Text(str(status or ""), style=style)
+
+
+# --- history ---------------------------------------------------------------------------------------
+
+
+def print_history(console: Console, runs: list[dict[str, Any]], fmt: str) -> None:
+    """Runs newest first; the table shows the columns a person scans, CSV and JSON every field."""
+    if fmt != "table":
+        columns = list(runs[0]) if runs else list(HISTORY_COLUMNS)
+        output.emit(console, columns, [[run.get(c) for c in columns] for run in runs], fmt)
+        return
+    rows = [[run["run"], when(run.get("updated_at")), status_text(run.get("status")), bpb(run.get("val_bpb")),
+             run.get("purpose"), run.get("seed"), run.get("title") or ("baseline" if run.get("purpose") == "baseline" else ""),
+             run.get("agent"), run.get("role"), run.get("node")] for run in runs]  # fmt: skip
+    console.print(output.table(HISTORY_COLUMNS, rows, title=f"{len(runs)} runs, newest first"))
+
+
+# --- show ------------------------------------------------------------------------------------------
+
+
+async def gather_show(reader: Reader, id: str) -> dict[str, Any]:
+    """A hypothesis, patch or run with what hangs off it, and its lineage back to the baseline."""
+    found = await reader.show(id)
+    if found is None:
+        raise BoardError(f"no hypothesis, patch or run has the id {id!r}")
+    start = await _lineage_start(reader, found)
+    found["lineage"] = await reader.lineage(start) if start else None
+    return found
+
+
+async def _lineage_start(reader: Reader, found: dict[str, Any]) -> str:
+    """Runs and patches have a lineage of their own; a hypothesis has its patch's, or its parent's."""
+    record = found["record"]
+    if found["kind"] != "hypothesis":
+        return record.get("run") or record["patch"]
+    patches = sorted(found.get("patches", []), key=lambda p: p.get("status") != "accepted")
+    if patches:
+        return patches[0]["patch"]
+    if record.get("parent"):
+        return record["parent"]
+    arena = str(record.get("arena") or "").replace("'", "''")
+    rows = (await reader.query(f"SELECT baseline_patch FROM arenas WHERE arena = '{arena}'"))["rows"]
+    return rows[0][0] if rows and rows[0][0] else ""
+
+
+def print_show(console: Console, found: dict[str, Any], fmt: str) -> None:
+    if fmt == "json":
+        console.print(output.to_json(found), markup=False, highlight=False, soft_wrap=True)
+        return
+    kind, record = found["kind"], found["record"]
+    id = record.get(kind)
+    head = Text(f"{kind} {id}", style="bold") + Text(f"  {record.get('status', '')}")
+    if kind == "run":
+        head += Text(f"  val_bpb {bpb(record.get('val_bpb'))}")
+    console.print(head)
+    fields = [[key, when(value) if key.endswith("_at") else value] for key, value in record.items()
+              if key not in LONG_FIELDS and key != kind]  # fmt: skip
+    console.print(output.table(("field", "value"), fields))
+    patch = record if kind == "patch" else found.get("patch") or {}
+    if patch.get("diff"):
+        console.print(Panel(Syntax(patch["diff"], "diff", theme="ansi_dark", word_wrap=True), expand=False,
+                            title=f"diff of {patch.get('patch')} against {patch.get('parent') or 'nothing'}",
+                            title_align="left"))  # fmt: skip
+    elif patch.get("patch"):
+        console.print(Text(f"patch {patch['patch']}: no diff (the baseline code)", style="dim"))
+    if record.get("log_tail"):
+        console.print(Panel(Text(record["log_tail"]), title="end of the run's log", title_align="left", expand=False))
+    for key in ("runs", "patches", "reviews", "claims", "promotions", "replications"):
+        if key in found:
+            _print_records(console, key, found[key])
+    _print_lineage(console, found.get("lineage"))
+
+
+def _print_records(console: Console, title: str, items: list[dict[str, Any]]) -> None:
+    if not items:
+        console.print(Text(f"{title}: none", style="dim"))
+        return
+    columns = [c for c in items[0] if c not in LONG_FIELDS]
+    rows = [[status_text(item[c]) if c == "status" else when(item[c]) if c.endswith("_at") else item[c]
+             for c in columns] for item in items]  # fmt: skip
+    console.print(output.table(columns, rows, title=title))
+
+
+def _print_lineage(console: Console, lineage: dict[str, Any] | None) -> None:
+    if not lineage:
+        console.print(Text("lineage: none (no patch yet)", style="dim"))
+        return
+    promoted = {p["patch"] for p in lineage.get("promotions", [])}
+    rows = []
+    for step in reversed(lineage["patches"]):  # from the baseline down to this one
+        title = step.get("title") or ("baseline" if not step.get("parent") else "")
+        rows.append([step["patch"], title, step.get("status"), step.get("runs") or 0, step.get("ok") or 0,
+                     bpb(step.get("mean_val_bpb")), "promoted" if step["patch"] in promoted else ""])  # fmt: skip
+    console.print(output.table(("patch", "idea", "status", "runs", "ok", "mean val_bpb", "best"), rows,
+                               title="lineage, from the baseline"))  # fmt: skip
+
+
+# --- best ------------------------------------------------------------------------------------------
+
+
+async def gather_bests(reader: Reader, arena: str | None = None) -> list[dict[str, Any]]:
+    """Each arena's best with its lineage (baseline first) and whether its results are synthetic."""
+    bests = [best for best in await reader.bests() if arena is None or best["arena"] == arena]
+    synthetic = dict((await reader.query("SELECT arena, synthetic FROM arenas ORDER BY arena"))["rows"])
+    for best in bests:
+        chain = (await reader.lineage(best["patch"]) or {}).get("patches", [])
+        best["synthetic"] = bool(synthetic.get(best["arena"]))
+        best["lineage"] = list(reversed(chain))
+    return bests
+
+
+def print_bests(console: Console, bests: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "json":
+        console.print(output.to_json(bests), markup=False, highlight=False, soft_wrap=True)
+        return
+    if fmt == "csv":
+        columns = ("arena", "synthetic", "mean", "std", "n", "patch", "idea", "promoted_at", "lineage")
+        output.emit(console, columns, [[best["arena"], best["synthetic"], best.get("mean"), best.get("std"), best.get("n"),
+                                        best["patch"], best.get("title"), best.get("promoted_at"), _chain(best)]
+                                       for best in bests], "csv")  # fmt: skip
+        return
+    rows = [[best["arena"] + (" (synthetic)" if best["synthetic"] else ""), f"{bpb(best.get('mean'))} ± {bpb(best.get('std'))}",
+             best.get("n"), best["patch"], best.get("title") or "baseline", when(best.get("promoted_at")), _chain(best)]
+            for best in bests]  # fmt: skip
+    title = "each arena's best: mean ± std of val_bpb over n seeds" if bests else "no arena has a best yet"
+    console.print(output.table(("arena", "val_bpb", "n", "patch", "idea", "promoted", "lineage"), rows, title=title))
+
+
+def _chain(best: dict[str, Any]) -> str:
+    return " > ".join(step.get("title") or "baseline" for step in best["lineage"])

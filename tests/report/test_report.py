@@ -1,0 +1,92 @@
+"""`swarm report`: a page a person opens in a browser, checked in a real headless Chromium."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.history.sim import Head, SimSwarm, count_runs, swarm
+from tests.report.chromium import Browser
+
+DOTS = "document.querySelectorAll('g[id^=\"runs-\"] use').length"  # one <use> per run in the scatter groups
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    chromium = Browser(tmp_path / "profile")
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+def svg_texts(page: str) -> list[str]:
+    """The texts of the figures: matplotlib draws glyphs as paths and keeps each text in a comment."""
+    return re.findall(r"<!-- (.*?) -->", page)
+
+
+def test_the_browser_check_catches_console_errors_failed_loads_and_requests(browser: Browser, tmp_path: Path) -> None:
+    """The checks below mean something: a page that breaks is caught."""
+    page = tmp_path / "broken.html"
+    page.write_text('<!doctype html><html><body><img src="missing.png"><script>console.error("boom"); nope();</script></body></html>')
+    browser.open(page)
+    errors = browser.errors()
+    assert any("boom" in e for e in errors) and any("nope" in e for e in errors) and any("missing.png" in e for e in errors)
+    assert browser.requests() == [page.resolve().as_uri(), (tmp_path / "missing.png").resolve().as_uri()]
+
+
+def test_report_of_a_running_swarm(live: SimSwarm, tmp_path: Path) -> None:
+    result = swarm("report", str(tmp_path / "live.html"), "--url", live.url())
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "live.html"), str(tmp_path / "live.png")]
+    page = (tmp_path / "live.html").read_text()
+    assert "read from the service at nats://" in page
+    assert sum(text.startswith(("explore run", "baseline run", "replicate run")) for text in svg_texts(page)) >= 2
+
+
+def test_report_renders_in_chromium_without_errors_and_plots_every_run(stopped: Path, browser: Browser, tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    result = swarm("report", str(page), "--dir", str(stopped))
+    assert result.exit_code == 0, result.stderr
+    browser.open(page)
+    assert browser.errors() == []
+    assert browser.requests() == [page.resolve().as_uri()]  # self-contained: nothing else is fetched
+    assert browser.evaluate(DOTS) == count_runs(stopped)
+    headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)")
+    assert headings == ["val_bpb over experiments", "runs per node and per hour", "lineage of each arena's best",
+                        "promotions", "candidates not promoted"]  # fmt: skip
+    assert browser.evaluate("document.querySelectorAll('figure svg').length") == 3
+    assert browser.evaluate("document.title") == "swarm report (synthetic results)"
+    promotions = browser.evaluate("document.querySelectorAll('h2 + table tbody tr').length")
+    assert promotions >= 1  # the baseline's, at least
+    browser.screenshot(tmp_path / "screenshot.png")
+    assert (tmp_path / "screenshot.png").stat().st_size > 50_000
+    texts = svg_texts(page.read_text())
+    assert "SYNTHETIC results (sim tier)" in texts  # the legend's title
+    assert any(text.startswith("SYNTHETIC results (sim tier): ") for text in texts)  # the plot's title
+    png = page.with_suffix(".png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+
+
+def test_report_is_the_same_from_a_running_swarm_and_from_its_directory(stopped: Path, tmp_path: Path) -> None:
+    head = Head(stopped)
+    try:
+        assert swarm("report", str(tmp_path / "running.html"), "--url", head.url).exit_code == 0
+    finally:
+        head.stop()
+    assert swarm("report", str(tmp_path / "stopped.html"), "--dir", str(stopped)).exit_code == 0
+
+    def content(name: str) -> str:  # all but the line that says where and when it was read
+        return re.sub(r"read from .* at \d{4}-\d\d-\d\d \d\d:\d\d UTC", "", (tmp_path / name).read_text())
+
+    assert content("running.html") == content("stopped.html")
+    assert (tmp_path / "running.png").read_bytes() == (tmp_path / "stopped.png").read_bytes()
+
+
+def test_report_of_a_missing_swarm_is_one_clear_line(tmp_path: Path) -> None:
+    result = swarm("report", str(tmp_path / "r.html"), "--dir", str(tmp_path / "none"))
+    assert result.exit_code == 2 and result.stderr.startswith("swarm: no swarm directory at ") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "r.html").exists()
