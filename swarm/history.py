@@ -22,7 +22,7 @@ from swarm.reader import Reader
 
 _AGO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])(?:\s+ago)?\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-HISTORY_COLUMNS = ("run", "updated_at", "status", "val_bpb", "purpose", "seed", "title", "agent", "role", "node")
+HISTORY_COLUMNS = ("run", "updated", "status", "val_bpb", "purpose", "seed", "idea", "agent", "role", "node")
 LONG_FIELDS = ("code", "diff", "log_tail")  # shown on their own, not in a record's table
 GOOD = {"ok", "accepted", "approved", "approve", "promoted", "active"}
 PENDING = {"running", "submitted", "proposed", "held", "queued", "claimed"}
@@ -63,7 +63,7 @@ def status_text(status: Any) -> Text:
 def print_history(console: Console, runs: list[dict[str, Any]], fmt: str) -> None:
     """Runs newest first; the table shows the columns a person scans, CSV and JSON every field."""
     if fmt != "table":
-        columns = list(runs[0]) if runs else list(HISTORY_COLUMNS)
+        columns = list(runs[0]) if runs else ["run", "updated_at", "status", "val_bpb", "purpose", "seed", "title"]
         output.emit(console, columns, [[run.get(c) for c in columns] for run in runs], fmt)
         return
     rows = [[run["run"], when(run.get("updated_at")), status_text(run.get("status")), bpb(run.get("val_bpb")),

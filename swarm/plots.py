@@ -123,8 +123,8 @@ def nodes_figure(runs: list[dict[str, Any]]) -> Figure:
     ax.set_xlabel("runs")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("runs per node", loc="left", fontsize=11)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     ax.invert_yaxis()
+    _legend_or_nothing(ax, runs)
     return fig
 
 
@@ -146,8 +146,15 @@ def hours_figure(runs: list[dict[str, Any]]) -> Figure:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("runs per hour (UTC)", loc="left", fontsize=11)
     ax.tick_params(axis="x", labelrotation=45, labelsize=8)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    _legend_or_nothing(ax, runs)
     return fig
+
+
+def _legend_or_nothing(ax: Any, runs: list[dict[str, Any]]) -> None:
+    if runs:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes)
 
 
 def svg(fig: Figure, salt: str) -> str:

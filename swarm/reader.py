@@ -189,9 +189,14 @@ async def open_reader(directory: Path, url: str | None, credentials: Credentials
     served: str | None = None
     if urls:
         try:
-            return await _connect(urls, credentials, f"the running swarm in {directory} (NATS at {', '.join(urls)})")
+            reader = await _connect(urls, credentials, f"the running swarm in {directory} (NATS at {', '.join(urls)})")
         except BusError as exc:
             served = str(exc).removeprefix("swarm: ")
+        else:
+            if await _answers(reader):
+                return reader
+            await reader.close()  # its server is up but its service is not: the file may be free
+            served = f"no blackboard service answers at {', '.join(urls)}"
     db = directory / "board.duckdb"
     if db.is_file():
         return FileReader(_open_file(db, served), f"{db}")
@@ -226,6 +231,17 @@ def _listening(url: str) -> bool:
         return False
 
 
+async def _answers(reader: ServiceReader) -> bool:
+    """Whether a blackboard service answers at all (one try: no waiting out a retry window)."""
+    try:
+        await reader.bus.request("query", {"sql": "SELECT 1", "limit": 1}, timeout=2.0)
+    except ServiceUnavailable:
+        return False
+    except BoardError:
+        return True  # it answered, if only to refuse
+    return True
+
+
 async def _connect(servers: str | list[str], credentials: Credentials, source: str) -> ServiceReader:
     urls = servers.split(",") if isinstance(servers, str) and "," in servers else servers
     bus = await Bus.connect(urls, name="swarm reader", credentials=credentials, wait=CONNECT_SECONDS)
@@ -238,7 +254,7 @@ def _open_file(db: Path, served: str | None) -> duckdb.DuckDBPyConnection:
     except duckdb.IOException as exc:
         if "lock" not in str(exc).lower():
             raise BoardError(f"cannot open {db}: {exc}") from exc
-        why = f"its nats-server does not answer ({served})" if served else "no nats-server of it is listening (no ports file)"
+        why = served or "no nats-server of it is listening (no ports file)"
         raise BoardError(f"cannot read {db}: another process holds it (a running swarm's service?) and {why}; "
                          "pass --url URL of its NATS server") from exc  # fmt: skip
     except duckdb.Error as exc:
