@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -91,6 +92,7 @@ class Bus:
         """Connect, trying for about `wait` seconds; once connected, reconnect forever."""
         creds = credentials or Credentials()
         link = LinkState()
+        untrusted = asyncio.Event()
 
         async def disconnected() -> None:
             link.connected, link.last_change = False, time.time()
@@ -108,6 +110,8 @@ class Bus:
             if isinstance(exc, nats.errors.Error) or link.last_error is None or "nats:" not in link.last_error:
                 link.last_error = f"{type(exc).__name__}: {exc}"
             log.debug("%s: NATS error: %s", name, link.last_error)
+            if isinstance(exc, ssl.SSLCertVerificationError) and not link.connected:
+                untrusted.set()  # no retry makes the certificate trusted: fail now
 
         options: dict[str, Any] = dict(
             servers=servers, name=name, ping_interval=2, max_outstanding_pings=2,
@@ -125,10 +129,14 @@ class Bus:
                 context.load_cert_chain(str(creds.tls_cert), str(creds.tls_key) if creds.tls_key else None)
             options["tls"] = context
         try:
-            nc = await nats.connect(**options)
+            # Bounded from outside as well: after a failed TLS handshake nats-py (2.16) waits forever
+            # for the broken transport to close, however few attempts it was given.
+            nc = await _first(nats.connect(**options), untrusted, timeout=wait + options["connect_timeout"] + 5)
         except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
             why = link.last_error or str(exc) or type(exc).__name__
-            raise BusError(f"cannot connect to NATS at {servers}: {why}") from exc
+            if "CERTIFICATE_VERIFY_FAILED" in why:
+                why += " (the server's certificate is not trusted here: pass the CA that signed it, --tls-ca FILE)"
+            raise BusError(f"cannot connect to NATS at {_safe(servers)}: {why}") from exc
         # Bounded attempts were for the first connect only: from now on a lost link is retried forever.
         nc.options["max_reconnect_attempts"] = -1
         link.last_error = None
@@ -146,6 +154,18 @@ class Bus:
                 await self.nc.close()
 
     # --- the stream ---------------------------------------------------------------------------
+
+    async def wait_jetstream(self, timeout: float = 60.0) -> None:
+        """Until JetStream answers: a fresh cluster has none until its servers elect a meta leader."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.js.account_info()
+                return
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise BusError(f"JetStream did not answer within {timeout:.0f} s: {exc!r}") from exc
+                await asyncio.sleep(0.25)
 
     async def ensure_stream(self, replicas: int | None = None) -> None:
         """Create the event stream if missing; with `replicas`, also make an existing one have that many.
@@ -389,3 +409,23 @@ class LeaderLease:
         if self.revision is not None:
             await self._write("", self.revision, ttl=1)
             self.revision = None
+
+
+def _safe(servers: str | list[str]) -> str:
+    """Server URLs as a person may see them: any user and password taken out."""
+    urls = servers.split(",") if isinstance(servers, str) else servers
+    return ", ".join(re.sub(r"//[^@/]*@", "//", url) for url in urls)
+
+
+async def _first(connecting: Awaitable[Client], failed: asyncio.Event, timeout: float) -> Client:
+    """The connection, unless `failed` is set or `timeout` passes first (then asyncio.TimeoutError)."""
+    attempt = asyncio.ensure_future(connecting)
+    gave_up = asyncio.ensure_future(failed.wait())
+    try:
+        await asyncio.wait([attempt, gave_up], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gave_up.cancel()
+    if attempt.done():
+        return attempt.result()
+    attempt.cancel()
+    raise asyncio.TimeoutError()

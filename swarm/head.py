@@ -25,7 +25,7 @@ from swarm.settings import Settings
 from swarm.supervisor import Child, Supervisor, swarm_command
 
 AuthKind = Literal["password", "nkey", "none"]
-CLUSTER_PORT = 6222  # routes between the head's servers listen from here up
+ROUTE_OFFSET = 2000  # routes between the head's servers listen at client port + 2000 (4222 -> 6222)
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,10 @@ class Head:
                 raise ConfigError("--tls-cert needs --tls-key")
             tls = Tls(cert=cert, key=key)
             self.secrets = credentials.Secrets(**{**self.secrets.__dict__, "tls_cert": cert, "tls_key": key, "tls_ca": ca})
-        routes = tuple(f"nats-route://127.0.0.1:{CLUSTER_PORT + i}" for i in range(opts.servers))
+        route_ports = [opts.port + ROUTE_OFFSET + i for i in range(opts.servers)] if opts.port > 0 else _free_ports(opts.servers)
+        routes = tuple(f"nats-route://127.0.0.1:{port}" for port in route_ports)
         for i in range(opts.servers):
-            cluster = Cluster("swarm", "127.0.0.1", CLUSTER_PORT + i, routes) if opts.servers > 1 else None
+            cluster = Cluster("swarm", "127.0.0.1", route_ports[i], routes) if opts.servers > 1 else None
             port = opts.port + i if opts.port > 0 else -1
             server = NatsServer(dir=self.dir / ("nats" if i == 0 else f"nats-{i}"), host=opts.host, port=port,
                                 name=f"swarm-{i}", auth=auth, tls=tls, cluster=cluster)  # fmt: skip
@@ -98,6 +99,7 @@ class Head:
         bus = await Bus.connect(self.local_urls(), name="swarm head", credentials=self.local_credentials(), wait=30)
         try:
             replicas = self.options.servers
+            await bus.wait_jetstream()
             await bus.ensure_stream(replicas=replicas)
             await bus.leader_lease(replicas=replicas)
             await bus.set_swarm_config({"tier": arena.tier, "fingerprint": arena.fingerprint, "schema": SCHEMA_VERSION},
@@ -163,6 +165,18 @@ class Head:
             files = " ".join(f"{socket.gethostname()}:{path}" for path in copies)
             command = f"scp {files} . && {command}"
         return command
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free on loopback now (the servers bind them a moment later)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _primary_address() -> str:

@@ -47,6 +47,8 @@ def main(ctx: click.Context, config: Path | None, verbose: int) -> None:
     """Run ML research with a swarm of agents: propose, implement, train, review, replicate, promote."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # asyncio's note on every TLS connection nats-py opens says nothing a user can act on
+    logging.getLogger("asyncio").addFilter(lambda record: "eof_received()" not in record.getMessage())
     ctx.obj = Context(config)
 
 

@@ -98,7 +98,7 @@ def run(ctx: Context, opts: dict[str, Any], head_options: Any | None = None, nod
             await swarm.start(arena)
             console.print(f"swarm in {swarm.dir}: NATS at {swarm.url}, arena {arena.id}, logs in {swarm.dir / 'logs'}",
                           highlight=False)  # fmt: skip
-            if head_options is not None and not swarm.head.options.loopback:
+            if head_options is not None:
                 console.print(f"to add a machine, run there:\n  {swarm.head.join_command()}", highlight=False)
             watcher = await connect_watcher(swarm.url, swarm.head.local_credentials())
             with view:
@@ -143,7 +143,8 @@ def up(ctx: Context, **opts: Any) -> None:
 
 @click.command("head")
 @swarm_options
-@click.option("--listen", default="0.0.0.0:4222", show_default=True, help="Where NATS listens for nodes: HOST:PORT.")
+@click.option("--listen", default="0.0.0.0:4222", show_default=True,
+              help="Where NATS listens for nodes: HOST:PORT (with --servers 3, PORT and the next two).")
 @click.option("--advertise", default=None, help="The address nodes reach this machine at [default: its primary address].")
 @click.option("--servers", type=click.Choice(["1", "3"]), default="1", show_default=True,
               help="3: a NATS cluster with the stream replicated three ways and a standby service.")
@@ -169,8 +170,8 @@ def head(ctx: Context, listen: str, advertise: str | None, servers: str, auth: s
     from swarm.head import HeadOptions
 
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--listen {listen!r}: give HOST:PORT, like 0.0.0.0:4222")
+    if not host or not (port.isdigit() or port == "-1"):
+        raise ConfigError(f"--listen {listen!r}: give HOST:PORT, like 0.0.0.0:4222 (-1: a random port, on loopback)")
     options = HeadOptions(host=host.strip("[]"), port=int(port), servers=int(servers), auth=auth, tls=tls,  # type: ignore[arg-type]
                           tls_cert=tls_cert, tls_key=tls_key, advertise=advertise)  # fmt: skip
     run(ctx, opts, options, node=node)
