@@ -18,6 +18,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from swarm.errors import ConfigError
@@ -37,7 +38,7 @@ class Secrets:
     tls_ca: Path | None = None
 
 
-def _private(path: Path, data: bytes) -> Path:
+def write_private(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -52,7 +53,7 @@ def password(folder: Path) -> str:
     if path.is_file():
         return path.read_text().strip()
     value = secrets.token_urlsafe(24)
-    _private(path, value.encode())
+    write_private(path, value.encode())
     return value
 
 
@@ -62,7 +63,7 @@ def nkey(folder: Path) -> tuple[Path, str]:
 
     path = folder / "node.nk"
     if not path.is_file():
-        _private(path, nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
+        write_private(path, nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
     return path, nkeys.from_seed(bytearray(path.read_bytes().strip())).public_key.decode()
 
 
@@ -96,10 +97,22 @@ def tls(folder: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))  # fmt: skip
     pem = serialization.Encoding.PEM
-    _private(key_path, key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    _private(cert_path, cert.public_bytes(pem))
-    _private(ca_path, ca.public_bytes(pem))
+    write_private(key_path, key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    write_private(cert_path, cert.public_bytes(pem))
+    write_private(ca_path, ca.public_bytes(pem))
     return cert_path, key_path, ca_path
+
+
+def left_by_head(folder: Path) -> dict[str, Any]:
+    """What a head keeps in `folder` that its own machine's readers may use: password, nkey seed, CA."""
+    found: dict[str, Any] = {}
+    if (folder / "password").is_file():
+        found.update(user=USER, password=(folder / "password").read_text().strip())
+    if (folder / "node.nk").is_file():
+        found["nkey_seed_file"] = folder / "node.nk"
+    if (folder / "ca.pem").is_file():
+        found["tls_ca"] = folder / "ca.pem"
+    return found
 
 
 def with_password(url: str, secret: str) -> str:

@@ -68,7 +68,8 @@ class Head:
         opts, folder = self.options, self.dir / "credentials"
         auth = None
         if self.auth == "password":
-            self.secrets = credentials.Secrets(password=credentials.password(folder))
+            given = self.settings.nats.password  # SWARM_NATS__PASSWORD: one the launcher shares with the nodes
+            self.secrets = credentials.Secrets(password=given or credentials.password(folder))
             auth = Auth(user=credentials.USER, password=self.secrets.password)
         elif self.auth == "nkey":
             seed, public = credentials.nkey(folder)
@@ -165,6 +166,12 @@ class Head:
             files = " ".join(f"{socket.gethostname()}:{path}" for path in copies)
             command = f"scp {files} . && {command}"
         return command
+
+    def write_join_command(self) -> Path:
+        """The join command in the swarm directory, private (it may hold the password), for launchers."""
+        path = self.dir / "credentials" / "join"
+        credentials.write_private(path, (self.join_command() + "\n").encode())
+        return path
 
 
 def _free_ports(count: int) -> list[int]:

@@ -17,6 +17,7 @@ import json
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from blackboard import queries, schema
 from blackboard.client import Board
 from swarm import aio
 from swarm.bus import Bus, Credentials
+from swarm.credentials import USER, left_by_head, split_url
 from swarm.errors import BoardError, BusError, ServiceUnavailable
 
 PAGE_ROWS = queries.MAX_ROWS
@@ -181,13 +183,22 @@ def read(directory: Path, url: str | None, credentials: Credentials, work: Calla
 async def open_reader(directory: Path, url: str | None, credentials: Credentials) -> Reader:
     """The service at `url`; else the swarm in `directory`: its service while it runs, its file after."""
     if url:
-        return await _connect(url, credentials, f"the service at {url}")
+        urls, user, password = [], credentials.user, credentials.password
+        for part in url.split(","):
+            clean, part_user, part_password = split_url(part.strip())  # the password is no part of what is shown
+            urls.append(clean)
+            user, password = part_user or user, part_password or password
+        credentials = replace(credentials, user=user or (USER if password else None), password=password)
+        return await _connect(urls, credentials, f"the service at {','.join(urls)}")
     directory = directory.expanduser()
     if not directory.is_dir():
         raise BoardError(f"no swarm directory at {directory}: pass --dir DIR of a swarm, or --url URL of a running one")
     urls = running_urls(directory)
     served: str | None = None
     if urls:
+        # a head's own directory: what it made for its nodes lets its machine in too
+        credentials = replace(credentials, **{key: value for key, value in left_by_head(directory / "credentials").items()
+                                              if getattr(credentials, key) is None})  # fmt: skip
         try:
             reader = await _connect(urls, credentials, f"the running swarm in {directory} (NATS at {', '.join(urls)})")
         except BusError as exc:

@@ -33,7 +33,7 @@ def join(ctx: Context, url: str, nkey: Path | None, tls_ca: Path | None, name: s
     """
     from agents.arena import describe
     from swarm.bus import Bus, Credentials
-    from swarm.credentials import split_url
+    from swarm.credentials import USER, split_url
     from swarm.node import Node
     from swarm.supervisor import Supervisor
     from swarm.up import connect_watcher, watch
@@ -45,6 +45,8 @@ def join(ctx: Context, url: str, nkey: Path | None, tls_ca: Path | None, name: s
         urls.append(clean)
         user, password = user or part_user, password or part_password
     settings = settings_for(ctx, opts)
+    password = password or settings.nats.password  # in the URL, or SWARM_NATS__PASSWORD
+    user = user or settings.nats.user or (USER if password else None)
     nats = settings.nats.model_copy(update={"user": user, "password": password, "nkey_seed_file": nkey or settings.nats.nkey_seed_file,
                                             "tls_ca": tls_ca or settings.nats.tls_ca})  # fmt: skip
     settings = settings.model_copy(update={"nats": nats})

@@ -99,7 +99,8 @@ def run(ctx: Context, opts: dict[str, Any], head_options: Any | None = None, nod
             console.print(f"swarm in {swarm.dir}: NATS at {swarm.url}, arena {arena.id}, logs in {swarm.dir / 'logs'}",
                           highlight=False)  # fmt: skip
             if head_options is not None:
-                console.print(f"to add a machine, run there:\n  {swarm.head.join_command()}", highlight=False)
+                written = swarm.head.write_join_command()
+                console.print(f"to add a machine, run there (also in {written}):\n  {swarm.head.join_command()}", highlight=False)
             watcher = await connect_watcher(swarm.url, swarm.head.local_credentials())
             with view:
                 await watch(swarm.supervisor, watcher, settings.board.max_runs, seconds, view)

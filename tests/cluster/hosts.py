@@ -26,15 +26,20 @@ class Host:
     name: str  # the namespace
     ip: str
     link: str  # the bridge side of its veth pair: down cuts the host off
+    hostname: str  # what its processes see as the machine's name (a UTS namespace of its own)
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def run(self, command: list[str], cwd: Path, log: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """A process on this host (in its namespace); output to `log`, or a pipe when None."""
         out = open(log, "w") if log is not None else subprocess.PIPE
-        process = subprocess.Popen(["ip", "netns", "exec", self.name, *command], cwd=cwd, text=True, stdout=out,
+        process = subprocess.Popen([*self.prefix(), *command], cwd=cwd, text=True, stdout=out,
                                    stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)  # fmt: skip
         self.processes.append(process)
         return process
+
+    def prefix(self) -> list[str]:
+        """What runs a command on this host: in its network namespace, under its own host name."""
+        return ["ip", "netns", "exec", self.name, "unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.hostname]
 
     def cut(self) -> None:
         sh("ip", "link", "set", self.link, "down")
@@ -53,6 +58,13 @@ class Host:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        # and whatever else runs there (detached by a launcher, say)
+        found = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout.split()
+        for pid in found:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @contextmanager
@@ -69,7 +81,7 @@ def hosts(names: list[str]) -> Iterator[dict[str, Host]]:
         for i, name in enumerate(names, start=1):
             namespace, link = f"sw{tag}{name}", f"sw{tag}v{i}"
             sh("ip", "netns", "add", namespace)
-            made[name] = Host(namespace, f"{subnet}.{i}", link)
+            made[name] = Host(namespace, f"{subnet}.{i}", link, name)
             sh("ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", namespace)
             sh("ip", "link", "set", link, "master", bridge)
             sh("ip", "link", "set", link, "up")
