@@ -8,7 +8,10 @@ undo it. It refuses, with PermissionError:
     the user's corpus: where the validation split lives);
   - writing, creating, renaming or deleting outside the allowed roots (the run directory, the
     temporary directory, the user's caches for compilers), so the process cannot plant code that a
-    later, trusted process would run (a .pth file in site-packages, an edit to the harness).
+    later, trusted process would run (a .pth file in site-packages, an edit to the harness);
+  - writing under a protected root (the Python installation, site-packages, the harness's source
+    tree) anywhere but in the run directory, even where an allowed root holds it: a virtualenv
+    or a checkout in the temporary directory stays read-only.
 Subprocesses are not blocked here: torch.compile spawns compilers. The guard refuses agent code
 that spawns them, and the runner kills every process the run started.
 =====================================================================================================
@@ -37,10 +40,13 @@ class Denied(PermissionError):
     pass
 
 
-def install(deny: Iterable[str | os.PathLike[str]], allow_write: Iterable[str | os.PathLike[str]]) -> None:
+def install(deny: Iterable[str | os.PathLike[str]], allow_write: Iterable[str | os.PathLike[str]],
+            protect: Iterable[str | os.PathLike[str]], run_dir: str | os.PathLike[str]) -> None:  # fmt: skip
     """Install the hook for the rest of this process's life."""
     denied = tuple(_real(p) for p in deny)
     writable = tuple(_real(p) for p in allow_write)
+    protected = tuple(_real(p) for p in protect)
+    home = (_real(run_dir),)
 
     def under(path: str, roots: tuple[str, ...]) -> bool:
         return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
@@ -55,7 +61,7 @@ def install(deny: Iterable[str | os.PathLike[str]], allow_write: Iterable[str | 
         if path is None:
             return
         check_read(raw, event)
-        if not under(path, writable):
+        if not under(path, home) and (under(path, protected) or not under(path, writable)):
             raise Denied(f"swarm sandbox: {event} {raw!r} refused: train.py may write only in its run directory")
 
     def hook(event: str, args: tuple[Any, ...]) -> None:

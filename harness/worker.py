@@ -59,6 +59,16 @@ def main() -> None:
     os._exit(0)
 
 
+def _protected() -> list[str]:
+    """Where code that trusted processes import lives: Python, its site-packages, this source tree."""
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return [sys.prefix, sys.exec_prefix, sys.base_prefix, paths["purelib"], paths["platlib"], paths["stdlib"],
+            site.getusersitepackages(), *site.getsitepackages(), str(Path(__file__).resolve().parent.parent)]  # fmt: skip
+
+
 def _train(spec: dict[str, Any], run_dir: Path, record: dict[str, Any], started: float) -> None:
     with os.fdopen(spec["data_fd"], "rb") as data:
         raw = bytearray(data.read())  # closes the descriptor: nothing later can reopen the file by it
@@ -72,7 +82,7 @@ def _train(spec: dict[str, Any], run_dir: Path, record: dict[str, Any], started:
     torch.manual_seed(spec["seed"])
     device = spec["device"]
     allow = [run_dir, tempfile.gettempdir(), Path.home() / ".cache", Path.home() / ".triton", "/dev"]
-    sandbox.install(spec["deny"], allow)
+    sandbox.install(spec["deny"], allow, _protected(), run_dir)
 
     record["phase"] = "import"
     module = _import_train(run_dir / TRAIN_FILE)

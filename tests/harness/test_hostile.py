@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import harness
 from harness import guard, tiers
 from harness.procs import marked_pids
 from harness.runner import RunResult, run
@@ -143,13 +144,17 @@ def test_guessing_the_validation_path_is_denied_by_the_sandbox(run_small, prepar
     assert "got the data" not in result.log_tail
 
 
-def test_writing_outside_the_run_directory_is_denied(run_small) -> None:
-    # A .pth in site-packages would run in every later Python process, the evaluator's included.
-    target = Path(sysconfig.get_paths()["purelib"]) / "planted_by_train.pth"
+@pytest.mark.parametrize("where", ["site-packages", "harness"])
+def test_writing_outside_the_run_directory_is_denied(run_small, where: str) -> None:
+    # A .pth in site-packages would run in every later Python process, the evaluator's included; a
+    # module beside the harness's own would be imported by it. Both are refused even where the
+    # temporary directory (which train.py may write) holds them: a virtualenv or a checkout in /tmp.
+    folder = Path(sysconfig.get_paths()["purelib"]) if where == "site-packages" else Path(harness.__file__).parent
+    target = folder / "planted_by_train.pth"
     source = f"def train(run):\n    open({str(target)!r}, 'w').write('import os')\n"
     try:
         result = run_small(source, guard=False)
-        assert result.status == "crash" and "may write only in its run directory" in result.reason
+        assert result.status == "crash" and "may write only in its run directory" in result.reason, result.reason
         assert not target.exists()
     finally:
         target.unlink(missing_ok=True)
