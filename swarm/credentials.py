@@ -133,3 +133,13 @@ def split_url(url: str) -> tuple[str, str | None, str | None]:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     clean = urlunsplit((parts.scheme, f"{host}:{parts.port or 4222}", "", "", ""))
     return clean, parts.username, parts.password
+
+
+def split_urls(urls: str) -> tuple[list[str], str | None, str | None]:
+    """`split_url` for a comma-separated list: (urls without credentials, user, password)."""
+    clean, user, password = [], None, None
+    for part in urls.split(","):
+        url, part_user, part_password = split_url(part.strip())
+        clean.append(url)
+        user, password = user or part_user, password or part_password
+    return clean, user, password

@@ -28,7 +28,7 @@ from blackboard import queries, schema
 from blackboard.client import Board
 from swarm import aio
 from swarm.bus import Bus, Credentials
-from swarm.credentials import USER, left_by_head, split_url
+from swarm.credentials import USER, left_by_head, split_urls
 from swarm.errors import BoardError, BusError, ServiceUnavailable
 
 PAGE_ROWS = queries.MAX_ROWS
@@ -183,12 +183,9 @@ def read(directory: Path, url: str | None, credentials: Credentials, work: Calla
 async def open_reader(directory: Path, url: str | None, credentials: Credentials) -> Reader:
     """The service at `url`; else the swarm in `directory`: its service while it runs, its file after."""
     if url:
-        urls, user, password = [], credentials.user, credentials.password
-        for part in url.split(","):
-            clean, part_user, part_password = split_url(part.strip())  # the password is no part of what is shown
-            urls.append(clean)
-            user, password = part_user or user, part_password or password
-        credentials = replace(credentials, user=user or (USER if password else None), password=password)
+        urls, user, password = split_urls(url)  # the password is no part of what is shown
+        password = password or credentials.password
+        credentials = replace(credentials, user=user or credentials.user or (USER if password else None), password=password)
         return await _connect(urls, credentials, f"the service at {','.join(urls)}")
     directory = directory.expanduser()
     if not directory.is_dir():

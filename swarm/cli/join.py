@@ -33,17 +33,13 @@ def join(ctx: Context, url: str, nkey: Path | None, tls_ca: Path | None, name: s
     """
     from agents.arena import describe
     from swarm.bus import Bus, Credentials
-    from swarm.credentials import USER, split_url
+    from swarm.credentials import USER, split_urls
     from swarm.node import Node
     from swarm.supervisor import Supervisor
     from swarm.up import connect_watcher, watch
     from swarm.view import LiveView, LogView
 
-    urls, user, password = [], None, None
-    for part in url.split(","):
-        clean, part_user, part_password = split_url(part.strip())
-        urls.append(clean)
-        user, password = user or part_user, password or part_password
+    urls, user, password = split_urls(url)
     settings = settings_for(ctx, opts)
     password = password or settings.nats.password  # in the URL, or SWARM_NATS__PASSWORD
     user = user or settings.nats.user or (USER if password else None)
