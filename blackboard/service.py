@@ -6,6 +6,13 @@ answers the requests that decide (claim, renew, release, verdict), decides what 
 call for, and expires claims whose heartbeats stopped. Each decision is published with the
 expected-sequence guard and applied back from the stream before the next one is made, so a second
 leader (a partitioned old one, say) can never write over a decision it has not seen.
+
+Requests that decide are batched: while one batch is being stored, the next queues up, and the
+writer decides it whole under the lock, each decision taking nothing that an earlier one in the
+batch took (work, a claim's release). On a stream of one server the batch is stored in one round
+trip as a chain (`Bus.publish_chain`): the first decision carries the expected-sequence guard, each
+later one the id of the one before it as the stream's expected last message, so nothing, and no
+other writer's decision, is stored between two links.
 """
 
 from __future__ import annotations
@@ -16,13 +23,14 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from blackboard import queries
 from blackboard.events import (
-    AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Decision, DecodeError, HypothesisApproved,
-    HypothesisRejected, LeaderElected, PatchAccepted, PatchRefused, WorkQueued, decode, new_id,
+    AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Decision, DecodeError, Event, HypothesisApproved,
+    HypothesisRejected, LeaderElected, Message, PatchAccepted, PatchRefused, WorkQueued, decode, new_id,
 )  # fmt: skip
 from blackboard.projection import Projection
 from blackboard.state import DEVICE_WORK, State, Work
@@ -36,7 +44,21 @@ log = logging.getLogger(__name__)
 MAX_WAIT = 30.0  # longest a claim or verdict request is held open
 FLUSH_SECONDS = 0.05  # projection lag behind the decision state, at most about this
 EXPIRY_CHECK_SECONDS = 0.5
+MAX_BATCH = 64  # decisions stored in one round trip; more wait for the next one
 _VERDICTS = (HypothesisApproved, HypothesisRejected, PatchAccepted, PatchRefused)
+
+
+@dataclass
+class _Batch:
+    """What the decisions chosen so far in one batch take, so that later ones in it do not take it too."""
+
+    works: set[str] = field(default_factory=set)  # granted
+    grants: dict[str, int] = field(default_factory=dict)  # agent -> claims granted to it
+    device_grants: int = 0
+    released: set[str] = field(default_factory=set)  # claims
+
+
+Choose = Callable[[_Batch], Decision | None]  # a request's decision given its batch so far, or None: none needed
 
 
 class Service:
@@ -46,7 +68,7 @@ class Service:
         self.leader = False
         self.lock = asyncio.Lock()  # one decision at a time: choose, publish, see it applied
         self.seen_seq = 0  # last stream sequence received (decoded or parked)
-        self.buffer: list[tuple[int, bytes]] = []  # received, not yet in the projection
+        self.buffer: list[tuple[int, Event | Message]] = []  # received, not yet in the projection
         self.flushing = asyncio.Lock()
         self.grace_until = 0.0  # no claim expires before this (a new leader gives holders one lease)
         self._seq_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -55,6 +77,9 @@ class Service:
         self._work_generation = 0  # bumped whenever work may have become claimable
         self._work_waiters: list[asyncio.Future[None]] = []
         self._lease: LeaderLease | None = None
+        self._chained = False  # store a batch as one chain (the stream has one replica)
+        self._jobs: list[tuple[Choose, asyncio.Future[tuple[Decision | None, int | None]]]] = []
+        self._jobs_queued = asyncio.Event()
         self._decided: dict[str, int] = {}  # recent decisions' event ids -> stream sequence
         self._gone: dict[str, float] = {}  # agent -> when it left, or one of its claims expired
         self._kick = asyncio.Event()
@@ -106,8 +131,9 @@ class Service:
 
     async def _tail(self) -> None:
         async for seq, message in self.bus.tail(self.state.applied_seq + 1):
+            item: Event | Message = message  # the projection parks what does not decode, with the reason
             try:
-                event = decode(message.data, message.subject)
+                event = item = decode(message.data, message.subject)
             except DecodeError as exc:
                 log.warning("%s: event %d parked: %s", self.instance, seq, exc)
             else:
@@ -129,7 +155,7 @@ class Service:
                 if self.leader and self.state.pending:
                     self._kick.set()
             self.seen_seq = seq
-            self.buffer.append((seq, message))
+            self.buffer.append((seq, item))
             while self._seq_waiters and self._seq_waiters[0][0] <= seq:
                 future = heapq.heappop(self._seq_waiters)[2]
                 future.done() or future.set_result(None)
@@ -166,6 +192,7 @@ class Service:
                         await self._become_leader()
                 elif await lease.refresh(self.instance):
                     last_refresh = time.monotonic()
+                    self._chained = await self.bus.stream_replicas() == 1
                 else:
                     await self._step_down("the leader lease was taken over")
             except BusError as exc:  # the bus is down or reconnecting: try again in a second
@@ -175,6 +202,7 @@ class Service:
             await asyncio.sleep(1.0)
 
     async def _become_leader(self) -> None:
+        self._chained = await self.bus.stream_replicas() == 1
         await self._wait_applied(await self.bus.last_seq())
         self.grace_until = time.time() + self.settings.lease_seconds
         async with self.lock:
@@ -185,7 +213,8 @@ class Service:
         log.warning("%s: leading the blackboard", self.instance)
         for verb, handler in self._decision_handlers().items():
             self._leader_stops.append(await self.bus.serve(verb, handler))
-        self._leader_tasks = [asyncio.create_task(self._decide_loop()), asyncio.create_task(self._expiry_loop())]
+        self._leader_tasks = [asyncio.create_task(self._decide_loop()), asyncio.create_task(self._expiry_loop()),
+                              asyncio.create_task(self._write_loop())]  # fmt: skip
         self._kick.set()
 
     async def _step_down(self, why: str) -> None:
@@ -202,6 +231,9 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._leader_tasks, return_exceptions=True)
         self._leader_stops, self._leader_tasks = [], []
+        jobs, self._jobs = self._jobs, []
+        for _, future in jobs:
+            future.done() or future.set_exception(BoardError("this service stopped leading; ask again"))
 
     async def _publish(self, decision: Decision) -> int | None:
         """Publish one decision (the lock held) and wait until the state has applied it.
@@ -219,6 +251,73 @@ class Service:
             return None
         await self._wait_applied(seq)
         return seq
+
+    async def _publish_batch(self, decisions: list[Decision]) -> list[int | None]:
+        """Publish decisions chosen together (the lock held) and wait until the state has applied them;
+        each one's sequence, or None where it was not stored: decide that one afresh."""
+        if len(decisions) < 2 or not self._chained:
+            return [await self._publish(decision) for decision in decisions]
+        seqs = await self.bus.publish_chain(decisions, expect_decision_seq=self.state.decision_seq)
+        if None not in seqs:
+            await self._wait_applied(max(s for s in seqs if s is not None))
+            return seqs
+        # The chain broke (a fact came between, or another writer decided first) or an acknowledgement
+        # was lost: what the stream holds says which of ours are stored.
+        await self._wait_applied(await self.bus.last_seq())
+        stored = [seq if seq is not None else self._decided.get(decision.id) for decision, seq in zip(decisions, seqs)]
+        log.debug("%s: %d of %d chained decisions stored; deciding the rest again", self.instance,
+                  len(stored) - stored.count(None), len(stored))  # fmt: skip
+        return stored
+
+    async def _decide(self, choose: Choose) -> tuple[Decision | None, int | None]:
+        """Have the writer `choose` this request's decision in its next batch and store it.
+
+        (None, None) when `choose` found no decision to make; (decision, None) when it was not
+        stored (another writer decided first, or a fact came between): choose again."""
+        if not self.leader:
+            raise BoardError("this service stopped leading; ask again")
+        future: asyncio.Future[tuple[Decision | None, int | None]] = asyncio.get_running_loop().create_future()
+        self._jobs.append((choose, future))
+        self._jobs_queued.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        """Decide and store the queued requests a batch at a time: while one is stored, the next queues."""
+        while self.leader:
+            await self._jobs_queued.wait()
+            self._jobs_queued.clear()
+            while self._jobs:
+                jobs, self._jobs = self._jobs[:MAX_BATCH], self._jobs[MAX_BATCH:]
+                try:
+                    async with self.lock:
+                        try:
+                            await self._write_batch(jobs)
+                        finally:
+                            self.state.put_back()
+                except Exception as exc:  # the bus failed, say: these requesters get the error, the next batch is tried
+                    for _, future in jobs:
+                        future.done() or future.set_exception(exc)
+                finally:
+                    for _, future in jobs:
+                        future.done() or future.set_exception(BoardError("this service stopped leading; ask again"))
+
+    async def _write_batch(self, jobs: list[tuple[Choose, asyncio.Future[tuple[Decision | None, int | None]]]]) -> None:
+        batch, chosen = _Batch(), []
+        for choose, future in jobs:
+            if future.done():
+                continue  # its requester is gone
+            try:
+                decision = choose(batch)
+            except BoardError as exc:
+                future.set_exception(exc)
+                continue
+            if decision is None:
+                future.set_result((None, None))
+            else:
+                chosen.append((decision, future))
+        seqs = await self._publish_batch([decision for decision, _ in chosen])
+        for (decision, future), seq in zip(chosen, seqs):
+            future.done() or future.set_result((decision, seq))
 
     async def _decide_loop(self) -> None:
         while self.leader:
@@ -259,21 +358,12 @@ class Service:
         while True:
             if self._gone.get(agent, 0.0) > asked:
                 return None  # asked before it left or its claim expired: nobody is waiting for the answer
-            if len(self.state.held.get(agent, ())) >= self.settings.max_claims_per_agent:
-                raise BoardError(f"{agent} already holds {self.settings.max_claims_per_agent} claims")
             generation = self._work_generation
-            async with self.lock:
-                if not self.leader:
-                    raise BoardError("this service stopped leading; ask again")
-                allowed = kinds if self.state.device_work_left(self.settings.max_runs) else [
-                    kind for kind in kinds if kind not in DEVICE_WORK]  # the run budget is spent  # fmt: skip
-                work = self.state.next_work(allowed, arenas)
-                if work is not None:
-                    grant = ClaimGranted(by=self.instance, claim=new_id("c"), work=work.id, agent=agent,
-                                         expires_at=time.time() + self.settings.lease_seconds)  # fmt: skip
-                    if await self._publish(grant) is not None and grant.claim in self.state.claims:
-                        return self._describe(work, grant)
-                    continue  # the grant lost a race with a fact closing that work: choose again
+            grant, seq = await self._decide(lambda batch: self._choose_grant(batch, agent, kinds, arenas))
+            if isinstance(grant, ClaimGranted):
+                if seq is not None and grant.claim in self.state.claims:
+                    return self._describe(self.state.work[grant.work], grant)
+                continue  # the grant lost a race with another writer or a fact closing that work: choose again
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -286,28 +376,60 @@ class Service:
             except asyncio.TimeoutError:
                 return None
 
+    def _choose_grant(self, batch: _Batch, agent: str, kinds: list[str], arenas: list[str]) -> ClaimGranted | None:
+        if not self.leader:
+            raise BoardError("this service stopped leading; ask again")
+        if len(self.state.held.get(agent, ())) + batch.grants.get(agent, 0) >= self.settings.max_claims_per_agent:
+            raise BoardError(f"{agent} already holds {self.settings.max_claims_per_agent} claims")
+        allowed = kinds if self.state.device_work_left(self.settings.max_runs, batch.device_grants) else [
+            kind for kind in kinds if kind not in DEVICE_WORK]  # the run budget is spent  # fmt: skip
+        work = self.state.next_work(allowed, arenas, taken=batch.works)
+        if work is None:
+            return None
+        batch.works.add(work.id)
+        batch.grants[agent] = batch.grants.get(agent, 0) + 1
+        batch.device_grants += work.kind in DEVICE_WORK
+        return ClaimGranted(by=self.instance, claim=new_id("c"), work=work.id, agent=agent,
+                            expires_at=time.time() + self.settings.lease_seconds)  # fmt: skip
+
+    def _held(self, batch: _Batch, agent: str, claim_id: str) -> bool:
+        """Whether `agent` holds the claim and no decision earlier in the batch releases it."""
+        claim = self.state.claims.get(claim_id)
+        return claim is not None and claim.agent == agent and claim_id not in batch.released
+
     async def _renew(self, body: dict[str, Any]) -> dict[str, bool]:
-        agent, result = _text(body, "agent"), {}
-        for claim_id in _texts(body, "claims"):
-            async with self.lock:
-                claim = self.state.claims.get(claim_id)
-                held = claim is not None and claim.agent == agent
-                if held:
-                    expires = time.time() + self.settings.lease_seconds
-                    held = await self._publish(ClaimRenewed(by=self.instance, claim=claim_id, expires_at=expires)) is not None
-                result[claim_id] = held and claim_id in self.state.claims
-        return result
+        agent = _text(body, "agent")
+        claims = list(dict.fromkeys(_texts(body, "claims")))
+
+        def choose(batch: _Batch, claim_id: str) -> ClaimRenewed | None:
+            if not self._held(batch, agent, claim_id):
+                return None
+            return ClaimRenewed(by=self.instance, claim=claim_id, expires_at=time.time() + self.settings.lease_seconds)
+
+        async def renew(claim_id: str) -> bool:
+            while True:  # not stored (a fact came between, say): decide again
+                event, seq = await self._decide(lambda batch: choose(batch, claim_id))
+                if event is None or seq is not None:
+                    return event is not None and claim_id in self.state.claims
+
+        return dict(zip(claims, await asyncio.gather(*(renew(claim_id) for claim_id in claims))))
 
     async def _release(self, body: dict[str, Any]) -> bool:
         agent, claim_id = _text(body, "agent"), _text(body, "claim")
         if body.get("leaving"):
             self._gone[agent] = time.time()  # its pending claim requests must not take the work back
-        async with self.lock:
-            claim = self.state.claims.get(claim_id)
-            if claim is None or claim.agent != agent:
-                return False
-            event = ClaimReleased(by=self.instance, claim=claim_id, done=bool(body.get("done")), reason=str(body.get("reason", ""))[:2000])
-            return await self._publish(event) is not None
+        done, reason = bool(body.get("done")), str(body.get("reason", ""))[:2000]
+
+        def choose(batch: _Batch) -> ClaimReleased | None:
+            if not self._held(batch, agent, claim_id):
+                return None
+            batch.released.add(claim_id)
+            return ClaimReleased(by=self.instance, claim=claim_id, done=done, reason=reason)
+
+        while True:  # not stored (a fact came between, say): decide again
+            event, seq = await self._decide(choose)
+            if event is None or seq is not None:
+                return event is not None
 
     async def _verdict(self, body: dict[str, Any]) -> dict[str, Any]:
         """The decision on a proposed hypothesis or a submitted patch, waiting for it if need be."""

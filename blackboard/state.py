@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Container, Iterable
 
 from blackboard import rules
 from blackboard.events import (
@@ -122,6 +122,7 @@ class State:
         self.held: dict[str, set[str]] = {}  # agent -> its claims
         self.queues: dict[tuple[str, str], list[tuple[int, int, str]]] = {}  # (arena, kind) -> heap
         self.pending: dict[tuple[str, str], None] = {}  # items that may need a decision, in order
+        self.set_aside: list[tuple[int, int, str]] = []  # queue entries of taken work (see next_work)
         self.runs_started = 0
         self.runs_finished = 0
         self.running: dict[str, tuple[str | None, str]] = {}  # run -> (its work, its agent)
@@ -323,20 +324,30 @@ class State:
 
     # --- questions the service asks -----------------------------------------------------------------
 
-    def next_work(self, kinds: Iterable[str], arenas: Iterable[str]) -> Work | None:
-        """The first queued work of the first kind that has some, over the given arenas ("*": any)."""
+    def next_work(self, kinds: Iterable[str], arenas: Iterable[str], taken: Container[str] = ()) -> Work | None:
+        """The first queued work of the first kind that has some, over the given arenas ("*": any),
+        passing over `taken` (granted by decisions not yet applied)."""
         arenas = list(self.arenas) if "*" in arenas else list(arenas)
         for kind in kinds:
             best: tuple[int, int, str] | None = None
             for arena in arenas:
                 heap = self.queues.get((arena, kind), [])
-                while heap and self.work[heap[0][2]].status != "queued":
-                    heapq.heappop(heap)  # stale: claimed or closed since it was pushed
+                while heap and (self.work[heap[0][2]].status != "queued" or heap[0][2] in taken):
+                    entry = heapq.heappop(heap)  # stale: claimed or closed since it was pushed
+                    if self.work[entry[2]].status == "queued":
+                        self.set_aside.append(entry)  # taken: back with `put_back` unless its grant is applied
                 if heap and (best is None or heap[0] < best):
                     best = heap[0]
             if best is not None:
                 return self.work[best[2]]
         return None
+
+    def put_back(self) -> None:
+        """Work that `next_work` passed over as taken, to its queue again if its grant never came."""
+        for entry in self.set_aside:
+            if self.work[entry[2]].status == "queued":
+                heapq.heappush(self.queues[(self.work[entry[2]].arena, self.work[entry[2]].kind)], entry)
+        self.set_aside.clear()
 
     def queue_depths(self, arena: str | None = None) -> dict[str, int]:
         depths: dict[str, int] = {}
@@ -362,12 +373,12 @@ class State:
                          "val_bpb": _mean(values) if values else None, "best": patch_id == found.best})  # type: ignore[union-attr]  # fmt: skip
         return rows
 
-    def device_work_left(self, max_runs: int | None) -> bool:
-        """Whether another run may be granted under the swarm's run budget."""
+    def device_work_left(self, max_runs: int | None, granting: int = 0) -> bool:
+        """Whether another run may be granted under the swarm's run budget, `granting` more on the way."""
         if max_runs is None:
             return True
         granted = sum(1 for c in self.claims.values() if self.work[c.work].kind in DEVICE_WORK)
-        return self.runs_started + granted < max_runs
+        return self.runs_started + granted + granting < max_runs
 
     def expired(self, now: float) -> list[Claim]:
         return [claim for claim in self.claims.values() if claim.expires_at <= now]

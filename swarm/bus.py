@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import itertools
+import json
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from swarm.settings import NatsSettings
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code when an expected-sequence header does not hold
+WRONG_LAST_MSG_ID = 10070  # ... and when an expected-last-message-id header does not hold
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -84,6 +87,9 @@ class Bus:
         self.nc = nc
         self.js = nc.jetstream()
         self.link = LinkState(connected=nc.is_connected)
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}  # publish_chain's replies by token
+        self._ack_prefix: str | None = None
+        self._ack_tokens = itertools.count()
 
     @classmethod
     async def connect(
@@ -231,6 +237,80 @@ class Bus:
                     raise BusError(f"publish of {event.kind} {event.id} failed for {timeout:.0f} s: {exc}") from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    async def publish_chain(self, events: Sequence[Event], expect_decision_seq: int, timeout: float = 5.0) -> list[int | None]:
+        """Store `events` in this order, back to back, in one round trip; each one's stream sequence,
+        or None where it was not stored.
+
+        The first carries `publish`'s expected-decision-sequence guard. Each later one carries the id
+        of the one before it as the stream's expected last message id: the server stores it only if
+        nothing at all was stored in between, so no other writer's decision can come between two
+        links, and a fact that comes between breaks the chain there (the rest is not stored).
+        A single server checks each message as it stores it, in the order they arrived; a replicated
+        stream checks some headers before its replicas agree, so callers chain only on a stream of
+        one replica (`stream_replicas`). None also when no acknowledgement came within `timeout`
+        (it may be stored all the same: read the stream to know). BusError if the server refused a
+        message for any other reason than a broken chain.
+        """
+        datas = [encode(event) for event in events]  # too large: DecodeError before anything is sent
+        if self._ack_prefix is None:
+            self._ack_prefix = self.nc.new_inbox()
+            await self.nc.subscribe(f"{self._ack_prefix}.*", cb=self._on_ack)
+        loop = asyncio.get_running_loop()
+        tokens: list[str] = []
+        previous: str | None = None
+        try:
+            for event, data in zip(events, datas):
+                headers = {"Nats-Msg-Id": event.id}
+                if previous is None:
+                    headers["Nats-Expected-Last-Subject-Sequence"] = str(expect_decision_seq)
+                    headers["Nats-Expected-Last-Subject-Sequence-Subject"] = f"{DECISIONS}.>"
+                else:
+                    headers["Nats-Expected-Last-Msg-Id"] = previous
+                token = str(next(self._ack_tokens))
+                self._acks[token] = loop.create_future()
+                tokens.append(token)
+                try:
+                    await self.nc.publish(event.subject, data, reply=f"{self._ack_prefix}.{token}", headers=headers)
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                        nats.errors.OutboundBufferLimitError) as exc:  # fmt: skip
+                    log.debug("publish_chain: %s; the rest of the chain is not sent", exc)
+                    break
+                previous = event.id
+            futures = [self._acks[token] for token in tokens]
+            if futures:
+                await asyncio.wait(futures, timeout=timeout)
+        finally:
+            replies = [self._acks.pop(token) for token in tokens]
+        seqs: list[int | None] = []
+        refused: list[str] = []
+        for event, reply in zip(events, replies + [None] * (len(events) - len(replies))):
+            body = reply.result() if reply is not None and reply.done() and not reply.cancelled() else {}
+            error = body.get("error")
+            if isinstance(error, dict) and error.get("err_code") not in (WRONG_LAST_SEQUENCE, WRONG_LAST_MSG_ID):
+                refused.append(f"{event.kind} {event.id}: {error.get('description')}")
+            seqs.append(int(body["seq"]) if isinstance(body.get("seq"), int) and not error else None)
+        if refused:
+            raise BusError(f"publish refused: {'; '.join(refused)}")
+        return seqs
+
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self._acks.get(msg.subject.rpartition(".")[2])
+        if future is None or future.done():
+            return  # too late: the chain gave up on it
+        try:
+            body = json.loads(msg.data)
+        except ValueError:
+            body = None
+        future.set_result(body if isinstance(body, dict) else {})
+
+    async def stream_replicas(self) -> int:
+        """How many servers hold the event stream."""
+        try:
+            info = await self.js.stream_info(STREAM)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BusError(f"stream info: {type(exc).__name__}: {exc}") from exc
+        return int(info.config.num_replicas or 1)
 
     async def tail(self, start_seq: int = 1) -> AsyncIterator[tuple[int, Message]]:
         """Every message of the stream from `start_seq` on, in order, forever (an ordered consumer)."""

@@ -43,6 +43,38 @@ async def test_a_stale_writer_cannot_decide(bus: Bus) -> None:
     assert await bus.last_seq() == second
 
 
+async def test_a_chain_of_decisions_is_stored_back_to_back_or_not_at_all_past_a_break(tmp_path: Path) -> None:
+    with NatsServer(dir=tmp_path / "nats") as server:
+        writer = await Bus.connect(server.url, name="writer")
+        other = await Bus.connect(server.url, name="other")
+        try:
+            await writer.ensure_stream()
+            first = await writer.publish(LeaderElected(by="s1", instance="s1"), expect_decision_seq=0)
+            assert await writer.publish_chain([LeaderElected(by="s1", instance="s1") for _ in range(3)], 0) == [None] * 3
+            decided = first
+            stop = asyncio.Event()
+
+            async def facts() -> None:  # another writer's facts, interleaving with the chains
+                i = 0
+                while not stop.is_set():
+                    await other.publish(joined(i))
+                    i += 1
+
+            interleaving = asyncio.create_task(facts())
+            for _ in range(40):  # some of these chains break where a fact came between two links
+                seqs = await writer.publish_chain([LeaderElected(by="s1", instance="s1") for _ in range(5)], decided)
+                stored = [seq for seq in seqs if seq is not None]
+                assert seqs[: len(stored)] == stored, "a link stored after one that was not"
+                assert all(b == a + 1 for a, b in zip(stored, stored[1:])), "something came between two links"
+                decided = stored[-1] if stored else decided
+            stop.set()
+            await interleaving
+            assert await writer.publish_chain([LeaderElected(by="s1", instance="s1")], first) == [None], "a stale chain was stored"
+        finally:
+            await writer.close()
+            await other.close()
+
+
 async def test_tail_reads_in_order_from_a_sequence(bus: Bus) -> None:
     events = [joined(i) for i in range(20)]
     for event in events:

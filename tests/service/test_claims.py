@@ -79,3 +79,15 @@ async def test_claims_are_served_fifo_to_waiting_agents_and_capped_per_agent(boa
         raise AssertionError("an agent got more claims than allowed")
     except Exception as exc:
         assert "already holds" in str(exc)
+
+
+async def test_claims_decided_in_one_batch_take_distinct_work_and_releases_return_it(board: Board, service: Service) -> None:
+    work = await queue_implement_work(board, service, 5)
+    agents = [Board(board.bus, agent=f"crowd-{i}") for i in range(20)]
+    claims = await asyncio.gather(*(agent.claim(["implement"], [ARENA], wait=1) for agent in agents))
+    granted = [(agent, c) for agent, c in zip(agents, claims) if c is not None]
+    assert sorted(c.work for _, c in granted) == sorted(work), "each piece once, and none left behind"
+    assert all(await asyncio.gather(*(agent.release(c.claim, done=False) for agent, c in granted)))
+    assert service.state.queue_depths()["implement"] == 5
+    again = await asyncio.gather(*(agent.claim(["implement"], [ARENA], wait=1) for agent in agents))
+    assert sorted(c.work for c in again if c is not None) == sorted(work)
