@@ -63,7 +63,7 @@ class Event(BaseModel):
     kind: str
     v: int = SCHEMA_VERSION
     id: str = Field(default_factory=lambda: new_id("e"))
-    at: float = Field(default_factory=time.time)  # unix seconds when it happened
+    at: float = Field(default_factory=time.time, allow_inf_nan=False)  # unix seconds when it happened
     by: str  # the agent, or the service instance, that published it
 
     @property
@@ -160,13 +160,13 @@ class ClaimGranted(Decision):
     claim: str
     work: str
     agent: str
-    expires_at: float
+    expires_at: float = Field(allow_inf_nan=False)
 
 
 class ClaimRenewed(Decision):
     kind: Literal["claim_renewed"] = "claim_renewed"
     claim: str
-    expires_at: float
+    expires_at: float = Field(allow_inf_nan=False)
 
 
 class ClaimReleased(Decision):

@@ -276,12 +276,12 @@ def test_the_story_projects_to_the_expected_rows(told: Projection) -> None:
 def test_values_a_column_cannot_hold_are_stored_as_null_not_a_failed_batch(projection: Projection) -> None:
     applied(
         projection,
-        AgentJoined(by="a", at=math.inf, agent="a", role="r", node="n", pid=2**64 - 1),
-        HypothesisProposed(by="i", at=math.nan, hypothesis="h", arena=ARENA, title="t", intent={"b": b"\xff", "x": math.nan}),
+        AgentJoined(by="a", at=T0, agent="a", role="r", node="n", pid=2**64 - 1),
+        HypothesisProposed(by="i", at=T0, hypothesis="h", arena=ARENA, title="t", intent={"b": b"\xff", "x": math.nan}),
         finished(val_bpb=math.nan, seed=2**64 - 1, tokens=-(2**63) - 1),
-    )
-    assert rows(projection, "SELECT pid, joined_at FROM agents") == [(None, fold.timestamp(math.inf))]
-    assert rows(projection, "SELECT intent, proposed_at FROM hypotheses") == [('{"b":"_w==","x":null}', fold.timestamp(0))]
+    )  # (a time that is not finite never gets this far: decoding refuses it)
+    assert rows(projection, "SELECT pid FROM agents") == [(None,)]
+    assert rows(projection, "SELECT intent FROM hypotheses") == [('{"b":"_w==","x":null}',)]
     assert rows(projection, "SELECT val_bpb, seed, tokens FROM runs") == [(None, None, None)]
 
 

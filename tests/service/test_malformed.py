@@ -6,9 +6,12 @@ import asyncio
 from pathlib import Path
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from blackboard.client import Board
+from blackboard.events import ClaimGranted, decode, encode
+from swarm.errors import DecodeError
 from swarm.bus import Bus
 from swarm.constants import MAX_EVENT_BYTES, SCHEMA_VERSION
 from swarm.natsserver import NatsServer
@@ -31,7 +34,7 @@ events = st.one_of(
     st.binary(max_size=300),
     st.fixed_dictionaries({"v": st.sampled_from([SCHEMA_VERSION, SCHEMA_VERSION + 1, 0, "1", None]),
                            "kind": st.sampled_from(["run_finished", "claim_granted", "hypothesis_proposed", "bogus"]) | values,
-                           "id": values, "by": values, "patch": values, "val_bpb": values}).map(
+                           "id": values, "by": values, "patch": values, "val_bpb": values, "at": st.floats()}).map(
         lambda d: msgpack.packb(d, use_bin_type=True)),
 )  # fmt: skip
 
@@ -96,3 +99,12 @@ def test_malformed_requests_and_events_get_errors_and_the_service_keeps_serving(
         await bus.close()
 
     asyncio.run(still_serving())
+
+
+@pytest.mark.parametrize("field", ["at", "expires_at"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_time_that_is_not_a_finite_number_is_refused(field: str, value: float) -> None:
+    event = ClaimGranted(by="s1", claim="c-1", work="w-1", agent="a-1", expires_at=1.0)
+    record = {**msgpack.unpackb(encode(event), raw=False), field: value}
+    with pytest.raises(DecodeError, match=field):
+        decode(msgpack.packb(record), event.subject)
