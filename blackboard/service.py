@@ -281,6 +281,13 @@ class Service:
         self._jobs_queued.set()
         return await future
 
+    async def _decide_stored(self, choose: Choose) -> Decision | None:
+        """`_decide` until the decision is stored (or none is needed: None)."""
+        while True:  # not stored (a fact came between, say): decide again
+            decision, seq = await self._decide(choose)
+            if decision is None or seq is not None:
+                return decision
+
     async def _write_loop(self) -> None:
         """Decide and store the queued requests a batch at a time: while one is stored, the next queues."""
         while self.leader:
@@ -407,10 +414,7 @@ class Service:
             return ClaimRenewed(by=self.instance, claim=claim_id, expires_at=time.time() + self.settings.lease_seconds)
 
         async def renew(claim_id: str) -> bool:
-            while True:  # not stored (a fact came between, say): decide again
-                event, seq = await self._decide(lambda batch: choose(batch, claim_id))
-                if event is None or seq is not None:
-                    return event is not None and claim_id in self.state.claims
+            return await self._decide_stored(lambda batch: choose(batch, claim_id)) is not None and claim_id in self.state.claims
 
         return dict(zip(claims, await asyncio.gather(*(renew(claim_id) for claim_id in claims))))
 
@@ -426,10 +430,7 @@ class Service:
             batch.released.add(claim_id)
             return ClaimReleased(by=self.instance, claim=claim_id, done=done, reason=reason)
 
-        while True:  # not stored (a fact came between, say): decide again
-            event, seq = await self._decide(choose)
-            if event is None or seq is not None:
-                return event is not None
+        return await self._decide_stored(choose) is not None
 
     async def _verdict(self, body: dict[str, Any]) -> dict[str, Any]:
         """The decision on a proposed hypothesis or a submitted patch, waiting for it if need be."""

@@ -135,11 +135,13 @@ def split_url(url: str) -> tuple[str, str | None, str | None]:
     return clean, parts.username, parts.password
 
 
-def split_urls(urls: str) -> tuple[list[str], str | None, str | None]:
-    """`split_url` for a comma-separated list: (urls without credentials, user, password)."""
-    clean, user, password = [], None, None
+def split_urls(urls: str, user: str | None = None, password: str | None = None) -> tuple[list[str], str | None, str | None]:
+    """`split_url` for a comma-separated list: (urls without credentials, user, password). What the
+    URLs carry wins over the `user` and `password` given; with a password, the user is at least USER."""
+    clean, found_user, found_password = [], None, None
     for part in urls.split(","):
         url, part_user, part_password = split_url(part.strip())
         clean.append(url)
-        user, password = user or part_user, password or part_password
-    return clean, user, password
+        found_user, found_password = found_user or part_user, found_password or part_password
+    password = found_password or password
+    return clean, found_user or user or (USER if password else None), password

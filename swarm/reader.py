@@ -28,7 +28,7 @@ from blackboard import queries, schema
 from blackboard.client import Board
 from swarm import aio
 from swarm.bus import Bus, Credentials
-from swarm.credentials import USER, left_by_head, split_urls
+from swarm.credentials import left_by_head, split_urls
 from swarm.errors import BoardError, BusError, ServiceUnavailable
 
 PAGE_ROWS = queries.MAX_ROWS
@@ -183,9 +183,8 @@ def read(directory: Path, url: str | None, credentials: Credentials, work: Calla
 async def open_reader(directory: Path, url: str | None, credentials: Credentials) -> Reader:
     """The service at `url`; else the swarm in `directory`: its service while it runs, its file after."""
     if url:
-        urls, user, password = split_urls(url)  # the password is no part of what is shown
-        password = password or credentials.password
-        credentials = replace(credentials, user=user or credentials.user or (USER if password else None), password=password)
+        urls, user, password = split_urls(url, credentials.user, credentials.password)  # the shown URL has no password
+        credentials = replace(credentials, user=user, password=password)
         return await _connect(urls, credentials, f"the service at {','.join(urls)}")
     directory = directory.expanduser()
     if not directory.is_dir():

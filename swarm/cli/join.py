@@ -33,16 +33,14 @@ def join(ctx: Context, url: str, nkey: Path | None, tls_ca: Path | None, name: s
     """
     from agents.arena import describe
     from swarm.bus import Bus, Credentials
-    from swarm.credentials import USER, split_urls
+    from swarm.credentials import split_urls
     from swarm.node import Node
     from swarm.supervisor import Supervisor
     from swarm.up import connect_watcher, watch
     from swarm.view import LiveView, LogView
 
-    urls, user, password = split_urls(url)
     settings = settings_for(ctx, opts)
-    password = password or settings.nats.password  # in the URL, or SWARM_NATS__PASSWORD
-    user = user or settings.nats.user or (USER if password else None)
+    urls, user, password = split_urls(url, settings.nats.user, settings.nats.password)  # or SWARM_NATS__PASSWORD
     nats = settings.nats.model_copy(update={"user": user, "password": password, "nkey_seed_file": nkey or settings.nats.nkey_seed_file,
                                             "tls_ca": tls_ca or settings.nats.tls_ca})  # fmt: skip
     settings = settings.model_copy(update={"nats": nats})
