@@ -18,7 +18,7 @@ from blackboard.events import ArenaOpened
 from blackboard.rules import code_hash
 from harness import fingerprint, prepare, tiers
 from harness.devices import hardware_class
-from swarm.settings import HarnessSettings
+from harness.settings import HarnessSettings
 
 
 @dataclass(frozen=True)

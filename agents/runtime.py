@@ -22,11 +22,11 @@ from agents.brains import make_brain
 from agents.brains.base import Accounting, Brain, Usage
 from blackboard.client import Board, Heartbeat
 from blackboard.events import AgentJoined, AgentLeft, UsageRecorded
-from swarm import aio
-from swarm.bus import Bus, Credentials
-from swarm.constants import STATUS
-from swarm.errors import BoardError, BusError, ConfigError
-from swarm.settings import Settings
+from swarm.ground import aio
+from swarm.ground.bus import Bus, Credentials
+from swarm.ground.constants import STATUS
+from swarm.ground.errors import BoardError, BusError, ConfigError
+from swarm.ground.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from blackboard.events import Event, HypothesisProposed, PatchSubmitted
-from swarm.bus import Bus
-from swarm.errors import BoardError, ServiceUnavailable
+from blackboard.events import Event, HypothesisProposed, PatchSubmitted, envelope
+from swarm.ground.bus import Bus
+from swarm.ground.errors import BoardError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Board:
 
     async def publish(self, event: Event) -> int:
         """Store a fact on the stream (retried through reconnects; stored once)."""
-        return await self.bus.publish(event)
+        return await self.bus.publish(envelope(event))
 
     async def ask(self, verb: str, body: dict[str, Any], timeout: float = 10.0) -> Any:
         """A request to the service, retried while no service answers, up to `retry_seconds`."""

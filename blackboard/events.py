@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from swarm.constants import DECISIONS, FACTS, MAX_EVENT_BYTES, SCHEMA_VERSION
-from swarm.errors import DecodeError
+from swarm.ground.bus import Envelope, Message
+from swarm.ground.constants import DECISIONS, FACTS, MAX_EVENT_BYTES, SCHEMA_VERSION
+from swarm.ground.errors import DecodeError
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -332,11 +333,9 @@ def encode(event: Event) -> bytes:
     return data
 
 
-class Message(NamedTuple):
-    """A message as read from the stream: its bytes, and the subject it was stored under."""
-
-    data: bytes
-    subject: str
+def envelope(event: Event) -> Envelope:
+    """The event as the bus stores it: its subject, its bytes, its id as the message id."""
+    return Envelope(event.subject, encode(event), event.id)
 
 
 def decode(data: bytes, subject: str | None = None) -> Event:

@@ -29,7 +29,7 @@ import duckdb
 
 from blackboard import fold, schema
 from blackboard.events import Event, Message, decode
-from swarm.errors import DecodeError
+from swarm.ground.errors import DecodeError
 
 Item = tuple[int, Event | Message | bytes]  # a Message is decoded against the subject it came on
 

@@ -22,7 +22,7 @@ import msgpack
 
 from blackboard import fold, schema
 from blackboard.readonly import QueryRefused, check_read_only
-from swarm.errors import BoardError
+from swarm.ground.errors import BoardError
 
 __all__ = ["QueryRefused", "QueryFailed", "check_read_only", "run_query", "history", "lineage", "best_per_arena",
            "show", "stats", "export_parquet", "open_export"]  # fmt: skip

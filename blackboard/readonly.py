@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 
 from blackboard import schema
-from swarm.errors import BoardError
+from swarm.ground.errors import BoardError
 
 TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 REFUSED_FUNCTIONS = frozenset({

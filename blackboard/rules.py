@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from swarm.errors import BoardError
+from swarm.ground.errors import BoardError
 
 Outcome = Literal["promoted", "not_better", "rejected_in_review", "awaiting_review", "failed"]
 Review = Literal["approve", "reject"]

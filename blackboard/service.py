@@ -30,14 +30,14 @@ from typing import Any
 from blackboard import queries
 from blackboard.events import (
     AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Decision, DecodeError, Event, HypothesisApproved,
-    HypothesisRejected, LeaderElected, Message, PatchAccepted, PatchRefused, WorkQueued, decode, new_id,
+    HypothesisRejected, LeaderElected, Message, PatchAccepted, PatchRefused, WorkQueued, decode, envelope, new_id,
 )  # fmt: skip
 from blackboard.projection import Projection
 from blackboard.state import DEVICE_WORK, State, Work
-from swarm.bus import Bus, Credentials, LeaderLease, SequenceConflict
-from swarm.constants import LEADER_TTL_SECONDS
-from swarm.errors import BoardError, BusError
-from swarm.settings import BoardSettings, Settings
+from swarm.ground.bus import Bus, Credentials, LeaderLease, SequenceConflict
+from swarm.ground.constants import LEADER_TTL_SECONDS
+from swarm.ground.errors import BoardError, BusError
+from swarm.ground.settings import BoardSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class Service:
         if decision.by != self.instance:  # the state's decisions are signed by whoever publishes them
             decision = decision.model_copy(update={"by": self.instance})
         try:
-            seq = await self.bus.publish(decision, expect_decision_seq=self.state.decision_seq)
+            seq = await self.bus.publish(envelope(decision), expect_decision_seq=self.state.decision_seq)
         except SequenceConflict as exc:
             await self._wait_applied(await self.bus.last_seq())
             if (seq := self._decided.get(decision.id)) is not None:
@@ -257,7 +257,7 @@ class Service:
         each one's sequence, or None where it was not stored: decide that one afresh."""
         if len(decisions) < 2 or not self._chained:
             return [await self._publish(decision) for decision in decisions]
-        seqs = await self.bus.publish_chain(decisions, expect_decision_seq=self.state.decision_seq)
+        seqs = await self.bus.publish_chain([envelope(d) for d in decisions], expect_decision_seq=self.state.decision_seq)
         if None not in seqs:
             await self._wait_applied(max(s for s in seqs if s is not None))
             return seqs

@@ -21,8 +21,8 @@ from blackboard.events import (
     HypothesisApproved, HypothesisProposed, HypothesisRejected, PatchAccepted, PatchRefused, PatchSubmitted,
     ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, WorkCancelled, WorkQueued, new_id,
 )  # fmt: skip
-from swarm.errors import SwarmError
-from swarm.settings import BoardSettings
+from swarm.ground.errors import SwarmError
+from swarm.ground.settings import BoardSettings
 
 SERVICE = "service"
 MAX_BASELINE_RETRIES = 2

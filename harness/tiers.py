@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from swarm.errors import HarnessError
+from harness.errors import HarnessError
 
 
 @dataclass(frozen=True)

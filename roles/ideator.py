@@ -14,7 +14,7 @@ from agents.knobs import read as read_knobs
 from agents.runtime import Role
 from blackboard.events import HypothesisProposed, new_id
 from roles.common import program
-from swarm.errors import SwarmError
+from swarm.ground.errors import SwarmError
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 2.0

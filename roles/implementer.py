@@ -19,7 +19,7 @@ from blackboard.events import PatchSubmitted, new_id
 from blackboard.rules import code_hash
 from harness.runner import RunResult
 from roles.common import Job, contract_text, program, run_job, unified_diff
-from swarm.errors import BoardError
+from swarm.ground.errors import BoardError
 
 log = logging.getLogger(__name__)
 REPAIRABLE = ("crash", "rejected")

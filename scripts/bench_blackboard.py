@@ -35,7 +35,7 @@ from blackboard.client import Board  # noqa: E402
 from blackboard.events import ArenaOpened, HypothesisProposed, new_id  # noqa: E402
 from blackboard.projection import Projection  # noqa: E402
 from blackboard.rules import code_hash  # noqa: E402
-from swarm.bus import Bus  # noqa: E402
+from swarm.ground.bus import Bus  # noqa: E402
 from swarm.natsserver import NatsServer  # noqa: E402
 
 ARENA = "bench/cpu/000000000000"

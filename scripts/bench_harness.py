@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import tiers  # noqa: E402
 from harness.devices import hardware_class  # noqa: E402
 from harness.runner import run_sync  # noqa: E402
-from swarm.settings import Settings  # noqa: E402
+from swarm.ground.settings import Settings  # noqa: E402
 
 BASELINE = Path(__file__).resolve().parent.parent / "harness" / "train.py"
 

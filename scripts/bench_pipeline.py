@@ -31,9 +31,9 @@ from agents.knobs import edit, read  # noqa: E402
 from blackboard.client import Board  # noqa: E402
 from blackboard.events import HypothesisProposed, new_id  # noqa: E402
 from harness import sim  # noqa: E402
-from swarm.bus import Bus  # noqa: E402
+from swarm.ground.bus import Bus  # noqa: E402
 from swarm.natsserver import NatsServer  # noqa: E402
-from swarm.settings import HarnessSettings  # noqa: E402
+from harness.settings import HarnessSettings  # noqa: E402
 from tests.fakellm import FakeLLM, Request, code_answer  # noqa: E402
 
 

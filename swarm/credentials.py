@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from swarm.errors import ConfigError
+from swarm.ground.errors import ConfigError
 
 USER = "swarm"
 

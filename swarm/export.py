@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 
 from blackboard import schema
-from swarm.errors import BoardError
+from swarm.ground.errors import BoardError
 from swarm.reader import FileReader, Reader
 
 # The runs with what a person asks of them next: the idea's title, the parent patch, the agent's role.

@@ -17,11 +17,11 @@ from typing import Literal
 
 from agents.arena import ArenaInfo
 from swarm import credentials
-from swarm.bus import Bus, Credentials
-from swarm.constants import SCHEMA_VERSION
-from swarm.errors import ConfigError
+from swarm.ground.bus import Bus, Credentials
+from swarm.ground.constants import SCHEMA_VERSION
+from swarm.ground.errors import ConfigError
 from swarm.natsserver import Auth, Cluster, NatsServer, Tls
-from swarm.settings import Settings
+from swarm.ground.settings import Settings
 from swarm.supervisor import Child, Supervisor, swarm_command
 
 AuthKind = Literal["password", "nkey", "none"]

@@ -17,7 +17,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from swarm import output
-from swarm.errors import BoardError, ConfigError
+from swarm.ground.errors import BoardError, ConfigError
 from swarm.reader import Reader
 
 _AGO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])(?:\s+ago)?\s*")

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm.errors import BusError
+from swarm.ground.errors import BusError
 
 log = logging.getLogger(__name__)
 

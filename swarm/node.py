@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarm.settings import NatsSettings, Settings
+from swarm.ground.settings import NatsSettings, Settings
 from swarm.supervisor import Child, Supervisor, swarm_command
 
 ROLES = ("ideator", "implementer", "reviewer", "replicator")

@@ -26,10 +26,10 @@ import msgpack
 
 from blackboard import queries, schema
 from blackboard.client import Board
-from swarm import aio
-from swarm.bus import Bus, Credentials
+from swarm.ground import aio
+from swarm.ground.bus import Bus, Credentials
 from swarm.credentials import left_by_head, split_urls
-from swarm.errors import BoardError, BusError, ServiceUnavailable
+from swarm.ground.errors import BoardError, BusError, ServiceUnavailable
 
 PAGE_ROWS = queries.MAX_ROWS
 CONNECT_SECONDS = 3.0  # a wrong URL is said soon; a server restarting is waited for a little
@@ -94,7 +94,7 @@ class ServiceReader(Reader):
             raise
         except BoardError as exc:
             # The bus prefixes the verb to the service's message; the file backend's errors have none.
-            raise BoardError(str(exc).removeprefix("swarm: ").removeprefix(f"{verb}: ")) from exc
+            raise BoardError(str(exc).removeprefix(f"{verb}: ")) from exc
 
     async def query(self, sql: str, limit: int = queries.MAX_ROWS) -> queries.Result:
         return await self._ask("query", lambda: self.board.query(sql, limit=limit))
@@ -198,7 +198,7 @@ async def open_reader(directory: Path, url: str | None, credentials: Credentials
         try:
             reader = await _connect(urls, credentials, f"the running swarm in {directory} (NATS at {', '.join(urls)})")
         except BusError as exc:
-            served = str(exc).removeprefix("swarm: ")
+            served = str(exc)
         else:
             if await _answers(reader):
                 return reader

@@ -21,7 +21,7 @@ from rich.text import Text
 
 from blackboard.queries import FAILED
 from swarm import output, view
-from swarm.constants import STATUS
+from swarm.ground.constants import STATUS
 from swarm.history import gather_bests, when
 from swarm.reader import Reader, ServiceReader
 

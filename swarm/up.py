@@ -19,12 +19,12 @@ from typing import Any
 
 from agents.arena import ArenaInfo
 from blackboard.client import Board
-from swarm.bus import Bus, Credentials
-from swarm.constants import STATUS
-from swarm.errors import BoardError, SwarmError
+from swarm.ground.bus import Bus, Credentials
+from swarm.ground.constants import STATUS
+from swarm.ground.errors import BoardError, SwarmError
 from swarm.head import Head, HeadOptions
 from swarm.node import ROLES, Node, child_env
-from swarm.settings import Settings
+from swarm.ground.settings import Settings
 from swarm.supervisor import Supervisor
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from swarm.settings import Settings
+from swarm.ground.settings import Settings
 
 STALE_SECONDS = 10.0  # an agent silent for longer is shown as gone quiet
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.bus import Bus
+from swarm.ground.bus import Bus
 from swarm.natsserver import NatsServer
 
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.errors import ConfigError
-from swarm.settings import Settings
+from swarm.ground.errors import ConfigError
+from swarm.ground.settings import Settings
 
 
 def test_file_then_environment_then_overrides_take_precedence(tmp_path: Path) -> None:

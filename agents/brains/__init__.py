@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agents.brains.base import Accounting, Brain
-from swarm.errors import ConfigError
-from swarm.settings import BrainSettings
+from swarm.ground.errors import ConfigError
+from swarm.ground.settings import BrainSettings
 
 if TYPE_CHECKING:
     from agents.brains.llm import LLMBrain

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from swarm.errors import SwarmError
+from swarm.ground.errors import SwarmError
 
 
 class BrainError(SwarmError):

@@ -96,7 +96,7 @@ class LLMBrain(Brain):
                                       "tokens; answer more briefly")  # fmt: skip
                 return parse(completion.text)
             except AnswerError as exc:
-                error = str(exc).removeprefix("swarm: ")
+                error = str(exc)
                 log.info("%s: unusable answer (attempt %d of %d): %s", self.name, attempt + 1, ATTEMPTS, error)
                 messages += [{"role": "assistant", "content": completion.text or "(empty)"},
                              {"role": "user", "content": prompts.retry(error)}]  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from swarm.settings import BrainSettings
+from swarm.ground.settings import BrainSettings
 
 DEFAULT_MODELS = {
     "anthropic": "claude-sonnet-5-5",  # the current Sonnet: good code at a fifth of the flagship's price

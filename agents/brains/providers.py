@@ -19,8 +19,8 @@ import openai
 
 from agents.brains.base import BrainError
 from agents.brains.prices import model_name
-from swarm.errors import ConfigError
-from swarm.settings import BrainSettings
+from swarm.ground.errors import ConfigError
+from swarm.ground.settings import BrainSettings
 
 KEY_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY")
 LOCAL_KEY = "unused"  # what a keyless OpenAI-compatible server gets: the SDK insists on some key

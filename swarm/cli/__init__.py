@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 
 from swarm import __version__
-from swarm.errors import SwarmError
-from swarm.settings import Settings
+from harness.errors import HarnessError
+from swarm.ground.errors import SwarmError, printable
+from swarm.ground.settings import Settings
 
 
 class Context:
@@ -33,8 +34,8 @@ class SwarmGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except SwarmError as exc:
-            click.echo(str(exc), err=True)
+        except (SwarmError, HarnessError) as exc:
+            click.echo(printable(exc), err=True)
             sys.exit(2)
 
 

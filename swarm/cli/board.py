@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 
 from swarm.cli import Context
-from swarm.errors import ConfigError
+from swarm.ground.errors import ConfigError
 from swarm.output import FORMATS
 
 T = TypeVar("T")
@@ -37,7 +37,7 @@ def format_option(*formats: str) -> Callable[[Callable[..., Any]], Callable[...,
 
 def read(ctx: Context, swarm_dir: Path | None, url: str | None, work: Callable[[Any], Awaitable[T]]) -> T | None:
     """Settings (directory, credentials) from the usual places, then `work` with the chosen reader."""
-    from swarm.bus import Credentials
+    from swarm.ground.bus import Credentials
     from swarm.reader import read as read_with
 
     settings = ctx.settings(dir=swarm_dir)

@@ -8,10 +8,10 @@ from typing import Any
 import click
 from rich.console import Console
 
-from swarm import aio
+from swarm.ground import aio
 from swarm.cli import Context
 from swarm.cli.up import parse_devices, parse_roles, settings_for, swarm_options
-from swarm.errors import ConfigError, SwarmError
+from swarm.ground.errors import ConfigError, SwarmError
 
 
 @click.command("join")
@@ -32,7 +32,7 @@ def join(ctx: Context, url: str, nkey: Path | None, tls_ca: Path | None, name: s
     results. Ctrl-C drains: claims go back to the pool, and the node can join again later.
     """
     from agents.arena import describe
-    from swarm.bus import Bus, Credentials
+    from swarm.ground.bus import Bus, Credentials
     from swarm.credentials import split_urls
     from swarm.node import Node
     from swarm.supervisor import Supervisor

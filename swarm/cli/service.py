@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from swarm import aio
+from swarm.ground import aio
 
 
 @click.command("service")

@@ -11,9 +11,9 @@ from typing import Any
 import click
 from rich.console import Console
 
-from swarm import aio
+from swarm.ground import aio
 from swarm.cli import Context
-from swarm.errors import ConfigError, SwarmError
+from swarm.ground.errors import ConfigError, SwarmError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 ROLE_NAMES = ("ideator", "implementer", "reviewer", "replicator")

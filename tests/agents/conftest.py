@@ -9,7 +9,7 @@ import pytest
 
 from agents.brains import make_brain
 from agents.brains.base import Accounting, Brain
-from swarm.settings import BrainSettings
+from swarm.ground.settings import BrainSettings
 from tests.agents.helpers import ANTHROPIC_KEY, OPENAI_KEY
 from tests.fakellm import fake_llm  # noqa: F401  (a fixture)
 

@@ -9,7 +9,7 @@ import pytest
 
 from agents import knobs
 from agents.brains.base import Accounting, Brain, ImplementTask, ReviewTask
-from swarm.settings import BrainSettings
+from swarm.ground.settings import BrainSettings
 from tests.agents.helpers import BASELINE, baseline_trial, context
 from tests.fakellm import FakeLLM, code_answer, ideas_answer, verdict_answer
 

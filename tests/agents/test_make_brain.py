@@ -11,8 +11,8 @@ from agents.brains.base import Accounting, Brain
 from agents.brains.hybrid import HybridBrain
 from agents.brains.offline import OfflineBrain
 from agents.brains.prices import price
-from swarm.errors import ConfigError
-from swarm.settings import BrainSettings, Settings
+from swarm.ground.errors import ConfigError
+from swarm.ground.settings import BrainSettings, Settings
 from tests.agents.helpers import context
 from tests.fakellm import FakeLLM, ideas_answer
 

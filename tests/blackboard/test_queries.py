@@ -18,7 +18,7 @@ from storyline import ARENA, BASE, OTHER, T0
 from blackboard import queries, schema
 from blackboard.projection import Projection
 from blackboard.queries import QueryFailed, QueryRefused, check_read_only, run_query
-from swarm.errors import BoardError
+from swarm.ground.errors import BoardError
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_statements_that_write_or_read_outside_the_board_are_refused_and_change_
     (tmp_path / "secret.csv").write_text("password\nhunter2\n")
     sql = REFUSALS[name].format(tmp=tmp_path)
     before, files = contents(told), sorted(tmp_path.iterdir())
-    with pytest.raises(QueryRefused, match="swarm: query refused"):
+    with pytest.raises(QueryRefused, match="^query refused"):
         run_query(cursor, sql)
     assert contents(told) == before
     assert sorted(tmp_path.iterdir()) == files  # nothing written, attached or exported

@@ -21,7 +21,7 @@ import pytest
 
 from blackboard.events import Event, RunFinished, RunStarted
 from blackboard.projection import Projection
-from swarm.bus import Bus
+from swarm.ground.bus import Bus
 from swarm.natsserver import NatsServer
 from tests.cluster.hosts import Host, hosts
 from tests.service.test_failover import check_no_decision_doubled, stream

@@ -22,7 +22,7 @@ import pytest
 from agents.knobs import edit, read
 from blackboard.client import Board
 from harness import sim
-from swarm.bus import Bus
+from swarm.ground.bus import Bus
 from tests.fakellm import FakeLLM, Request, code_answer, ideas_answer, verdict_answer
 
 BASELINE = sim.BASELINE.read_text()

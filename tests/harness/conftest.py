@@ -14,7 +14,7 @@ import pytest
 
 from harness import prepare, tiers
 from harness.runner import RunResult, run
-from swarm.settings import HarnessSettings
+from swarm.ground.settings import HarnessSettings
 
 BASELINE = (Path(prepare.__file__).parent / "train.py").read_text()
 # A few seconds of training; the eval batch and length match the tiny tier's model family.

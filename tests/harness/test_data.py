@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from harness import corpora, fingerprint, prepare, tiers
-from swarm.errors import HarnessError
+from harness.errors import HarnessError
 
 TEXTS = ["plain ascii text number %d, with some words repeated words repeated.\n" % i for i in range(25)]
 TEXTS[3] = "héllo wörld: ünïcödé, 日本語のテキスト, emoji 🙂🚀 and Ελληνικά.\n" * 20

@@ -14,7 +14,7 @@ import harness
 from harness import guard, tiers
 from harness.procs import marked_pids
 from harness.runner import RunResult, run
-from swarm.settings import HarnessSettings
+from swarm.ground.settings import HarnessSettings
 from tests.harness.conftest import SMALL, SMALL_TRAIN
 
 SHORT = tiers.Tier(name="test-short", budget_tokens=8_192, train_limit_seconds=8, eval_limit_seconds=60,

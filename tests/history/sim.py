@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from blackboard.client import Board
-from swarm.bus import Bus
+from swarm.ground.bus import Bus
 from swarm.cli import main
 from swarm.natsserver import NatsServer
 from tests.swarm.test_up import SIM, Output, up

@@ -6,7 +6,7 @@ import asyncio
 import sys
 
 from blackboard.client import Board
-from swarm.bus import Bus
+from swarm.ground.bus import Bus
 
 
 async def main(url: str, agent: str, arena: str, hold: str) -> None:

@@ -18,9 +18,9 @@ from blackboard.events import ArenaOpened, HypothesisProposed, new_id
 from blackboard.projection import Projection
 from blackboard.rules import code_hash
 from blackboard.service import Service
-from swarm.bus import Bus
+from swarm.ground.bus import Bus
 from swarm.natsserver import NatsServer
-from swarm.settings import BoardSettings
+from swarm.ground.settings import BoardSettings
 
 ARENA = "tiny/test-cpu/0123456789ab"
 BASELINE = "LR = 0.01  # the baseline's one knob\n"

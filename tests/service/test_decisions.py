@@ -14,7 +14,7 @@ from blackboard.events import (
 )  # fmt: skip
 from blackboard.rules import code_hash
 from blackboard.service import Service
-from swarm.bus import Bus
+from swarm.ground.bus import Bus
 from tests.service.conftest import ARENA, BASELINE, hypothesis, open_arena
 
 
@@ -157,7 +157,7 @@ async def test_a_decision_forged_on_a_fact_subject_is_parked_and_changes_nothing
     await wait_for(lambda: service.seen_seq >= seq)
     assert work.status == "queued" and "c-forged" not in service.state.claims
     parked = (await board.query("SELECT seq, error FROM parked"))["rows"]
-    assert parked == [[seq, "swarm: a claim_granted arrived on swarm.ev.claim_granted, but it belongs on swarm.dec.claim_granted"]]
+    assert parked == [[seq, "a claim_granted arrived on swarm.ev.claim_granted, but it belongs on swarm.dec.claim_granted"]]
     assert (await board.claim(["implement"], [ARENA], wait=5)) is not None  # the real work is still there
 
 

@@ -13,7 +13,7 @@ from blackboard.events import (
     LeaderElected, WorkCancelled, WorkQueued, decode,
 )  # fmt: skip
 from blackboard.projection import Projection
-from swarm.bus import Bus
+from swarm.ground.bus import Bus
 from swarm.natsserver import NatsServer
 from tests.service.conftest import ARENA, ServiceProcess, hypothesis, open_arena
 

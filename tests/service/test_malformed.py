@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from blackboard.client import Board
 from blackboard.events import ClaimGranted, decode, encode
-from swarm.errors import DecodeError
-from swarm.bus import Bus
-from swarm.constants import MAX_EVENT_BYTES, SCHEMA_VERSION
+from swarm.ground.errors import DecodeError
+from swarm.ground.bus import Bus
+from swarm.ground.constants import MAX_EVENT_BYTES, SCHEMA_VERSION
 from swarm.natsserver import NatsServer
 from tests.service.conftest import ARENA, ServiceProcess, hypothesis, open_arena
 

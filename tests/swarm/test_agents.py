@@ -16,9 +16,9 @@ from blackboard.client import Board
 from blackboard.events import HypothesisProposed, new_id
 from blackboard.service import Service
 from harness import sim
-from swarm.bus import Bus
+from swarm.ground.bus import Bus
 from swarm.natsserver import NatsServer
-from swarm.settings import BoardSettings, HarnessSettings
+from swarm.ground.settings import BoardSettings, HarnessSettings
 from tests.service.conftest import running_service, wait_leading
 
 LEASE = 3.0

@@ -1,9 +1,10 @@
-"""The bus: the one module that imports nats-py.
+"""The bus: the one module that imports nats-py. It carries bytes; what they mean is not its business.
 
-Connections notice a dead peer within seconds (short pings) and reconnect forever; publishes of an
-event carry its id as the JetStream message id, so a publish retried across a reconnect or a
-server restart is stored once. Requests and replies are msgpack maps; a reply is `{"ok": ...}` or
-`{"error": "..."}`.
+Connections notice a dead peer within seconds (short pings) and reconnect forever; a stored
+message (an `Envelope`: subject, bytes, id) carries its id as the JetStream message id, so a
+publish retried across a reconnect or a server restart is stored once. Encoding the board's events
+into envelopes is the board's business (`blackboard.events.envelope`). Requests and replies are
+msgpack maps; a reply is `{"ok": ...}` or `{"error": "..."}`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import nats
@@ -28,8 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType, StreamConfig
 
-from blackboard.events import Event, Message, encode
-from swarm.constants import (
+from swarm.ground.constants import (
     CONFIG_BUCKET,
     CONFIG_KEY,
     DECISIONS,
@@ -42,14 +42,34 @@ from swarm.constants import (
     STREAM,
     STREAM_SUBJECTS,
 )
-from swarm.errors import BoardError, BusError, ServiceUnavailable
-from swarm.settings import NatsSettings
+from swarm.ground.errors import BoardError, BusError, ServiceUnavailable
+from swarm.ground.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code when an expected-sequence header does not hold
 WRONG_LAST_MSG_ID = 10070  # ... and when an expected-last-message-id header does not hold
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Envelope(NamedTuple):
+    """Something to store in the stream: where, the bytes, and the id that makes a retry a no-op."""
+
+    subject: str
+    data: bytes
+    msg_id: str
+
+    @property
+    def name(self) -> str:
+        """For messages to people: the subject's last token (the record's kind) and the id."""
+        return f"{self.subject.rpartition('.')[2]} {self.msg_id}"
+
+
+class Message(NamedTuple):
+    """A message as read from the stream: its bytes, and the subject it was stored under."""
+
+    data: bytes
+    subject: str
 
 
 class SequenceConflict(BusError):
@@ -210,36 +230,35 @@ class Bus:
         info = await self.js.stream_info(STREAM)
         return int(info.state.last_seq)
 
-    async def publish(self, event: Event, expect_decision_seq: int | None = None, timeout: float = 30.0) -> int:
-        """Store `event` once; its stream sequence. Retries through reconnects until `timeout`.
+    async def publish(self, envelope: Envelope, expect_decision_seq: int | None = None, timeout: float = 30.0) -> int:
+        """Store `envelope` once; its stream sequence. Retries through reconnects until `timeout`.
 
         `expect_decision_seq`: the sequence of the last decision this writer has seen; the server
         refuses the write (SequenceConflict) if any decision was stored after it.
         """
-        headers = {"Nats-Msg-Id": event.id}
+        headers = {"Nats-Msg-Id": envelope.msg_id}
         if expect_decision_seq is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expect_decision_seq)
             headers["Nats-Expected-Last-Subject-Sequence-Subject"] = f"{DECISIONS}.>"
-        data = encode(event)
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
             try:
-                ack = await self.js.publish(event.subject, data, headers=headers, timeout=2.0)
+                ack = await self.js.publish(envelope.subject, envelope.data, headers=headers, timeout=2.0)
                 return int(ack.seq)
             except nats.js.errors.APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
-                    raise SequenceConflict(f"{event.kind} {event.id}: {exc.description}") from exc
-                raise BusError(f"publish of {event.kind} {event.id} refused: {exc.description}") from exc
+                    raise SequenceConflict(f"{envelope.name}: {exc.description}") from exc
+                raise BusError(f"publish of {envelope.name} refused: {exc.description}") from exc
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
                     nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:  # fmt: skip
                 if time.monotonic() + delay > deadline:
-                    raise BusError(f"publish of {event.kind} {event.id} failed for {timeout:.0f} s: {exc}") from exc
+                    raise BusError(f"publish of {envelope.name} failed for {timeout:.0f} s: {exc}") from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def publish_chain(self, events: Sequence[Event], expect_decision_seq: int, timeout: float = 5.0) -> list[int | None]:
-        """Store `events` in this order, back to back, in one round trip; each one's stream sequence,
+    async def publish_chain(self, envelopes: Sequence[Envelope], expect_decision_seq: int, timeout: float = 5.0) -> list[int | None]:
+        """Store `envelopes` in this order, back to back, in one round trip; each one's stream sequence,
         or None where it was not stored.
 
         The first carries `publish`'s expected-decision-sequence guard. Each later one carries the id
@@ -252,7 +271,6 @@ class Bus:
         (it may be stored all the same: read the stream to know). BusError if the server refused a
         message for any other reason than a broken chain.
         """
-        datas = [encode(event) for event in events]  # too large: DecodeError before anything is sent
         if self._ack_prefix is None:
             self._ack_prefix = self.nc.new_inbox()
             await self.nc.subscribe(f"{self._ack_prefix}.*", cb=self._on_ack)
@@ -260,8 +278,8 @@ class Bus:
         tokens: list[str] = []
         previous: str | None = None
         try:
-            for event, data in zip(events, datas):
-                headers = {"Nats-Msg-Id": event.id}
+            for envelope in envelopes:
+                headers = {"Nats-Msg-Id": envelope.msg_id}
                 if previous is None:
                     headers["Nats-Expected-Last-Subject-Sequence"] = str(expect_decision_seq)
                     headers["Nats-Expected-Last-Subject-Sequence-Subject"] = f"{DECISIONS}.>"
@@ -271,12 +289,12 @@ class Bus:
                 self._acks[token] = loop.create_future()
                 tokens.append(token)
                 try:
-                    await self.nc.publish(event.subject, data, reply=f"{self._ack_prefix}.{token}", headers=headers)
+                    await self.nc.publish(envelope.subject, envelope.data, reply=f"{self._ack_prefix}.{token}", headers=headers)
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
                         nats.errors.OutboundBufferLimitError) as exc:  # fmt: skip
                     log.debug("publish_chain: %s; the rest of the chain is not sent", exc)
                     break
-                previous = event.id
+                previous = envelope.msg_id
             futures = [self._acks[token] for token in tokens]
             if futures:
                 await asyncio.wait(futures, timeout=timeout)
@@ -284,11 +302,11 @@ class Bus:
             replies = [self._acks.pop(token) for token in tokens]
         seqs: list[int | None] = []
         refused: list[str] = []
-        for event, reply in zip(events, replies + [None] * (len(events) - len(replies))):
+        for envelope, reply in zip(envelopes, replies + [None] * (len(envelopes) - len(replies))):
             body = reply.result() if reply is not None and reply.done() and not reply.cancelled() else {}
             error = body.get("error")
             if isinstance(error, dict) and error.get("err_code") not in (WRONG_LAST_SEQUENCE, WRONG_LAST_MSG_ID):
-                refused.append(f"{event.kind} {event.id}: {error.get('description')}")
+                refused.append(f"{envelope.name}: {error.get('description')}")
             seqs.append(int(body["seq"]) if isinstance(body.get("seq"), int) and not error else None)
         if refused:
             raise BusError(f"publish refused: {'; '.join(refused)}")
@@ -406,7 +424,7 @@ class Bus:
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 reply = {"error": f"unreadable request: {exc}"}
             except BoardError as exc:
-                reply = {"error": str(exc).removeprefix("swarm: ")}
+                reply = {"error": str(exc)}
             except Exception as exc:  # the service keeps serving; the requester learns what broke
                 log.exception("%s: handler failed", verb)
                 reply = {"error": f"internal error: {type(exc).__name__}: {exc}"}

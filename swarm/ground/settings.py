@@ -16,7 +16,8 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from swarm.errors import ConfigError
+from harness.settings import HarnessSettings
+from swarm.ground.errors import ConfigError
 
 ENV_PREFIX = "SWARM_"
 FILE_NAME = "swarm.toml"
@@ -36,15 +37,6 @@ class NatsSettings(Frozen):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
-
-
-class HarnessSettings(Frozen):
-    tier: str = "tiny"
-    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "swarm")
-    corpus: str = "default"  # a named corpus, or a path to text files / Parquet shards
-    memory_cap_mb: int | None = None  # None: half of the machine's memory
-    tokenizer: Literal["bpe", "byte"] = "bpe"  # bpe: trained locally with rustbpe; byte: raw UTF-8 bytes
-    sim_seconds: float | None = None  # duration of a sim-tier run; None: the tier's own (2 s)
 
 
 class BoardSettings(Frozen):

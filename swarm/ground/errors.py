@@ -1,8 +1,9 @@
 """One root for every error the swarm raises on purpose.
 
 Outcomes of experiments are data (`harness.runner.RunResult`), never exceptions; these classes are
-for misuse, bad input and broken infrastructure. Messages start with "swarm:" so a person can tell
-our errors from a library's at a glance.
+for misuse, bad input and broken infrastructure. A message is data, passed on as it is (a reply, a
+parked event's reason); only where a person reads it does the printer add "swarm: " (`printable`),
+so they can tell our errors from a library's at a glance. The harness owns its own error class.
 """
 
 from __future__ import annotations
@@ -11,17 +12,14 @@ from __future__ import annotations
 class SwarmError(Exception):
     """Root of every error raised by this project."""
 
-    def __str__(self) -> str:
-        text = super().__str__()
-        return text if text.startswith("swarm:") else f"swarm: {text}"
+    @property
+    def message(self) -> str:
+        """The message as data: no prefix (a command that prints it adds "swarm: ")."""
+        return str(self.args[0]) if self.args else ""
 
 
 class ConfigError(SwarmError):
     """A setting is missing, malformed or contradicts another."""
-
-
-class HarnessError(SwarmError):
-    """The harness cannot do what was asked (no data, bad tier, unusable device)."""
 
 
 class BusError(SwarmError):
@@ -38,3 +36,11 @@ class ServiceUnavailable(BoardError):
 
 class DecodeError(SwarmError):
     """A message or event could not be decoded into a known record."""
+
+
+PREFIX = "swarm: "
+
+
+def printable(exc: BaseException) -> str:
+    """One line for a person: our errors (and the harness's) with the "swarm: " prefix."""
+    return f"{PREFIX}{exc}"
