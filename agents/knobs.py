@@ -1,22 +1,22 @@
-"""The knobs of a train.py: its module-level UPPER_CASE constants whose values are plain literals.
+"""Reading and editing the knobs of a train.py (what a knob is: harness.knobs, the one definition).
 
 `read` finds them, `edit` rewrites their literals in place and leaves every other byte of the file
 (comments, spacing, the model code) as it was, and `changes` tells whether one file differs from
 another only in knob values. The offline brain edits code with these, and the reviewer's static
 rules use them to see whether a patch did more than turn knobs.
 
-A knob value is an int, float, bool or str literal (a leading minus sign allowed), or a tuple of
-those. Anything else (an expression, a list, None) is not a knob: a tool may not rewrite it.
+Errors here are the brains' (KnobError is a BrainError): a brain that cannot turn a knob says so.
 """
 
 from __future__ import annotations
 
-import ast
 from typing import Any
 
 from agents.brains.base import BrainError
+from harness import knobs as definition
+from harness.knobs import Knob, is_knob_value
 
-Knob = int | float | bool | str | tuple[Any, ...]
+__all__ = ["Knob", "KnobError", "changes", "edit", "is_knob_value", "read", "render"]
 
 
 class KnobError(BrainError):
@@ -25,7 +25,10 @@ class KnobError(BrainError):
 
 def read(source: str) -> dict[str, Knob]:
     """The knobs of a train.py source, in file order; KnobError when it does not parse."""
-    return {name: value for name, (value, _node) in _knob_nodes(_parse(source)).items()}
+    try:
+        return definition.read(source)
+    except definition.KnobError as exc:
+        raise KnobError(str(exc)) from exc
 
 
 def edit(source: str, changes: dict[str, Any]) -> str:
@@ -33,7 +36,10 @@ def edit(source: str, changes: dict[str, Any]) -> str:
 
     Lists given for tuple knobs are taken as tuples (JSON has no tuples, and LLM answers are JSON).
     """
-    found = _knob_nodes(_parse(source))
+    try:
+        found = definition.nodes(definition.parse(source))
+    except definition.KnobError as exc:
+        raise KnobError(str(exc)) from exc
     unknown = sorted(set(changes) - set(found))
     if unknown:
         raise KnobError(f"no knob named {', '.join(unknown)} in train.py; its knobs are {', '.join(found) or 'none'}")
@@ -87,13 +93,6 @@ def render(value: Knob, original: str = "") -> str:
     return f"({items},)" if len(value) == 1 else f"({items})"
 
 
-def is_knob_value(value: Any) -> bool:
-    """Whether `value` is a plain literal a knob may hold."""
-    if isinstance(value, (bool, int, float, str)):
-        return True
-    return isinstance(value, tuple) and all(is_knob_value(item) and not isinstance(item, tuple) for item in value)
-
-
 def _as_knob(name: str, value: Any) -> Knob:
     if isinstance(value, list):
         value = tuple(value)
@@ -107,39 +106,6 @@ def _same(a: Knob, b: Knob) -> bool:
     if isinstance(a, tuple) and isinstance(b, tuple):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return type(a) is type(b) and a == b
-
-
-def _parse(source: str) -> ast.Module:
-    try:
-        return ast.parse(source)
-    except SyntaxError as exc:
-        raise KnobError(f"train.py does not parse: {exc.msg} (line {exc.lineno})") from exc
-
-
-def _knob_nodes(tree: ast.Module) -> dict[str, tuple[Knob, ast.expr]]:
-    """Name -> (value, the value's node) for every module-level knob; a later assignment wins."""
-    found: dict[str, tuple[Knob, ast.expr]] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            target, value = node.target, node.value
-        else:
-            continue
-        if isinstance(target, ast.Name) and target.id.isupper() and _is_literal(value):
-            found[target.id] = (ast.literal_eval(value), value)
-    return found
-
-
-def _is_literal(node: ast.expr) -> bool:
-    """A plain literal by its syntax: `1e-3`, `-2`, `"cuda"`, `(0.8, 0.95)`; not `2 ** 10` nor `[1]`."""
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        return isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)
-    if isinstance(node, ast.Constant):
-        return type(node.value) in (int, float, bool, str)
-    if isinstance(node, ast.Tuple):
-        return all(not isinstance(item, ast.Tuple) and _is_literal(item) for item in node.elts)
-    return False
 
 
 def _line_starts(data: bytes) -> list[int]:

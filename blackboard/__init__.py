@@ -1,1 +1,4 @@
-"""The blackboard: events on a JetStream stream, a DuckDB projection, and the service that decides."""
+"""The blackboard: events on a JetStream stream, the DuckDB projection, the rules and the service that decides.
+
+May import the ground (swarm.ground) and the harness; never agents, roles or the face.
+"""

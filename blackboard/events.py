@@ -38,6 +38,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from harness.runner import Status
 from swarm.ground.bus import Envelope, Message
 from swarm.ground.constants import DECISIONS, FACTS, MAX_EVENT_BYTES, SCHEMA_VERSION
 from swarm.ground.errors import DecodeError
@@ -54,7 +55,9 @@ def new_id(prefix: str) -> str:
 
 Purpose = Literal["explore", "replicate", "baseline", "promote"]
 WorkKind = Literal["implement", "baseline", "replicate", "review", "promote"]
-RunStatus = Literal["ok", "crash", "timeout", "diverged", "oom", "rejected"]
+RunStatus = Status  # the runner owns the outcomes of a run
+Review = Literal["approve", "reject"]  # a reviewer's verdict
+Outcome = Literal["promoted", "not_better", "rejected_in_review", "awaiting_review", "failed"]  # of a candidate
 
 
 class Event(BaseModel):
@@ -257,7 +260,7 @@ class ReviewDone(Event):
     review: str
     patch: str
     work: str | None = None
-    verdict: Literal["approve", "reject"]
+    verdict: Review
     reasons: list[str] = []
 
 
@@ -273,7 +276,7 @@ class ReplicationDone(Decision):
     n: int
     mean: float
     std: float
-    outcome: Literal["promoted", "not_better", "rejected_in_review", "awaiting_review", "failed"]
+    outcome: Outcome
     explanation: str
 
 

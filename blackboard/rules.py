@@ -24,12 +24,11 @@ import statistics
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from blackboard.events import Outcome, Review
 from swarm.ground.errors import BoardError
 
-Outcome = Literal["promoted", "not_better", "rejected_in_review", "awaiting_review", "failed"]
-Review = Literal["approve", "reject"]
 
 # A token of text: a number (kept whole, with its decimal point and exponent) or a run of letters.
 # Everything else (punctuation, symbols, underscores, spaces) only separates tokens.

@@ -1,4 +1,4 @@
-"""The fixed training harness: data, tokenizer, evaluation, runner, guard and tiers.
+"""The fixed training harness: data, tokenizer, runner, sandbox, guard, evaluation and tiers; only train.py is editable.
 
-Only `harness/train.py` is editable; everything else here is fixed.
+It stands alone: it imports nothing of swarm, agents, blackboard or roles, so its fingerprint covers all it runs.
 """

@@ -2,7 +2,7 @@
 
 =====================================================================================================
 For benchmarks and tests of coordination only: it never imports torch nor runs train.py. It
-parses the UPPER_CASE constants (the knobs) of the candidate and of the baseline harness/train.py,
+reads the knobs (harness.knobs: UPPER_CASE constants that are plain literals) of the candidate and of the baseline harness/train.py,
 waits the tier's duration, and reports
 
     val_bpb = FLOOR + sum over the baseline's numeric knobs of weight(k) * distance(k)^2 + noise
@@ -18,7 +18,6 @@ knob, or a file that does not parse, crashes. Every result is labelled synthetic
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import math
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.knobs import Knob, KnobError, read
 from harness.procs import die_with_parent
 
 BASELINE = Path(__file__).resolve().parent / "train.py"
@@ -37,29 +37,8 @@ NOISE = 0.004  # standard deviation of the seed noise: about what a small GPU ti
 SPREAD = math.log(2.0)  # optima lie within a factor of 2 of the baseline's value
 DIVERGE = math.log(100.0)  # farther than x100 from the optimum: the run diverges
 
-Knob = int | float | bool | str | tuple
-
-
 class SimError(ValueError):
     """The candidate cannot be simulated: reported as a crash."""
-
-
-def knobs(source: str) -> dict[str, Knob]:
-    """The module-level `UPPER_CASE = literal` assignments of a train.py source."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise SimError(f"train.py does not parse: {exc}") from exc
-    found: dict[str, Knob] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            name = node.targets[0].id
-            if name.isupper():
-                try:
-                    found[name] = ast.literal_eval(node.value)
-                except ValueError:
-                    continue  # an expression, not a literal: not a knob
-    return found
 
 
 def _unit(*parts: object) -> float:
@@ -113,10 +92,10 @@ def loss(candidate: dict[str, Knob], baseline: dict[str, Knob]) -> float:
 
 def simulate(source: str, seed: int, baseline_source: str | None = None) -> dict[str, Any]:
     """The record the runner reads: status, reason, val_bpb (noise included), synthetic."""
-    baseline = knobs(baseline_source if baseline_source is not None else BASELINE.read_text())
+    baseline = read(baseline_source if baseline_source is not None else BASELINE.read_text())
     try:
-        value = loss(knobs(source), baseline)
-    except SimError as exc:
+        value = loss(read(source), baseline)
+    except (SimError, KnobError) as exc:
         return {"status": "crash", "reason": f"synthetic: {exc}", "synthetic": True}
     except ArithmeticError as exc:
         return {"status": "diverged", "reason": f"synthetic: {exc}", "synthetic": True}

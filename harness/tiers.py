@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from harness.errors import HarnessError
+from harness.settings import HarnessSettings
 
 
 @dataclass(frozen=True)
@@ -116,3 +117,11 @@ def get(name: str) -> Tier:
         return TIERS[name]
     except KeyError:
         raise HarnessError(f"no tier {name!r}; the tiers are {', '.join(TIERS)}") from None
+
+
+def for_settings(name: str, settings: HarnessSettings) -> Tier:
+    """The tier `name` as these settings run it: a sim tier takes `sim_seconds` as its duration."""
+    tier = get(name)
+    if tier.synthetic and settings.sim_seconds is not None:
+        return tier.with_duration(settings.sim_seconds)
+    return tier

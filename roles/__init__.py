@@ -1,4 +1,7 @@
-"""Roles: what each kind of agent claims and produces; each has its program in roles/<role>.md."""
+"""Roles: the one registry of what each kind of agent claims and produces; each has its program in roles/<role>.md.
+
+May import agents, the blackboard, the ground and the harness; never the face (swarm's CLI, up, head, node).
+"""
 
 from __future__ import annotations
 

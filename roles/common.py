@@ -45,9 +45,7 @@ async def run_job(ctx: Context, job: Job) -> RunResult:
     """Train and score `job` on this agent's device; RunStarted and RunFinished say so on the board."""
     spec, device = ctx.spec, ctx.spec.device or "cpu"
     run_id = new_id("r")
-    tier = tiers.get(job.arena.tier)
-    if tier.synthetic and ctx.settings.harness.sim_seconds is not None:
-        tier = tier.with_duration(ctx.settings.harness.sim_seconds)
+    tier = tiers.for_settings(job.arena.tier, ctx.settings.harness)
     ids = dict(run=run_id, patch=job.patch, arena=job.arena.id, work=job.work, seed=job.seed, purpose=job.purpose,
                tier=tier.name, device=device, node=spec.node)  # fmt: skip
     what = f"{job.purpose} run of {job.patch} seed {job.seed}" + (f" ({job.title})" if job.title else "")

@@ -75,9 +75,7 @@ def run_command(ctx: Context, train_file: Path | None, tier: str | None, seed: i
     130 when interrupted. Ctrl-C or SIGTERM kills the run and every process it started.
     """
     settings = ctx.settings(**{"harness.tier": tier, "harness.corpus": corpus}).harness
-    chosen = tiers.get(settings.tier)
-    if chosen.synthetic and settings.sim_seconds is not None:
-        chosen = chosen.with_duration(settings.sim_seconds)
+    chosen = tiers.for_settings(settings.tier, settings)
     device = check_device(device or list_devices()[0])
     source = (train_file or BASELINE).read_text()
     runs_dir = ctx.settings().dir / "runs"

@@ -11,6 +11,7 @@ from agents.brains.base import ImplementTask, Trial
 from agents.brains.offline import OfflineBrain
 from agents.brains.optimiser import Optimiser
 from harness import sim
+from harness.knobs import read as read_knobs
 from tests.agents.helpers import BASELINE, baseline_trial, context
 
 ROUNDS = 30
@@ -99,7 +100,7 @@ async def test_the_offline_brain_finds_better_knobs_on_the_sim_tier() -> None:
     mean beats the best's by MIN_DELTA. The best found must be clearly better than the baseline
     in the sim's noise-free value (its noise is 0.004 per run; the baseline is 0.097 above the
     sim's floor)."""
-    brain, baseline = OfflineBrain(seed=0), sim.knobs(BASELINE)
+    brain, baseline = OfflineBrain(seed=0), read_knobs(BASELINE)
     first = sim.simulate(BASELINE, 0, BASELINE)["val_bpb"]
     trials = [baseline_trial(first).model_copy(update={"n": 1})]
     codes, best, configs, started = {"p0": BASELINE}, "p0", [space.key(knobs.read(BASELINE))], time.perf_counter()
@@ -124,7 +125,7 @@ async def test_the_offline_brain_finds_better_knobs_on_the_sim_tier() -> None:
                             val_bpb=mean, n=len(values), reason=result.get("reason") or None,
                             best=patch == best))  # fmt: skip
     per_round = (time.perf_counter() - started) / ROUNDS
-    gain = sim.loss(baseline, baseline) - sim.loss(sim.knobs(codes[best]), baseline)
+    gain = sim.loss(baseline, baseline) - sim.loss(read_knobs(codes[best]), baseline)
     assert len(set(configs)) == len(configs), "a configuration was proposed twice"
     assert best != "p0" and gain > 0.02, f"best {best} gains only {gain:.4f} on the baseline"
     assert per_round < 0.5

@@ -22,6 +22,7 @@ import pytest
 from agents.knobs import edit, read
 from blackboard.client import Board
 from harness import sim
+from harness.knobs import read as read_knobs
 from swarm.ground.bus import Bus
 from tests.fakellm import FakeLLM, Request, code_answer, ideas_answer, verdict_answer
 
@@ -34,9 +35,9 @@ def improving_change() -> dict[str, float]:
     base = read(BASELINE)
     numeric = [k for k, v in base.items() if isinstance(v, float) and v > 0]
     chosen: dict[str, float] = {}
-    score = sim.loss(sim.knobs(BASELINE), sim.knobs(BASELINE))
+    score = sim.loss(read_knobs(BASELINE), read_knobs(BASELINE))
     for _ in range(3):
-        options = [(sim.loss(sim.knobs(edit(BASELINE, {**chosen, k: float(f"{base[k] * f:.3g}")})), sim.knobs(BASELINE)), k, f)
+        options = [(sim.loss(read_knobs(edit(BASELINE, {**chosen, k: float(f"{base[k] * f:.3g}")})), read_knobs(BASELINE)), k, f)
                    for k in numeric if k not in chosen for f in (0.5, 0.7, 1.4, 2.0)]  # fmt: skip
         best, knob, factor = min(options)
         chosen[knob] = float(f"{base[knob] * factor:.3g}")
@@ -131,7 +132,7 @@ def test_an_llm_swarm_promotes_repairs_rejects_and_refuses(provider: str, tmp_pa
             process.send_signal(signal.SIGINT)
             out = first + process.communicate(timeout=120)[0]
     assert story_complete(state), (state, out[-3000:])
-    assert sim.loss(sim.knobs(REPAIRED), sim.knobs(BASELINE)) > sim.loss(sim.knobs(BASELINE), sim.knobs(BASELINE)) + 0.01
+    assert sim.loss(read_knobs(REPAIRED), read_knobs(BASELINE)) > sim.loss(read_knobs(BASELINE), read_knobs(BASELINE)) + 0.01
     [(promoted, title)] = state["promoted"]
     assert title == IDEAS["good"]["title"]
     crash = [(s, r) for t, s, r, _ in state["runs"] if t == IDEAS["crash"]["title"]]
