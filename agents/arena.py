@@ -31,8 +31,9 @@ class ArenaInfo:
     baseline_patch: str
 
 
-def baseline_code() -> str:
-    return fingerprint.BASELINE.read_text()
+def baseline_code(tier_name: str) -> str:
+    """The code an arena of this tier starts from: the tier's baseline in the harness."""
+    return tiers.get(tier_name).baseline_path.read_text()
 
 
 def describe(tier_name: str, device: str, settings: HarnessSettings, notify: Callable[[str], None] | None = None) -> ArenaInfo:
@@ -49,7 +50,7 @@ def describe(tier_name: str, device: str, settings: HarnessSettings, notify: Cal
 
 
 async def open_arena(board: Board, info: ArenaInfo) -> None:
-    code = baseline_code()
+    code = baseline_code(info.tier)
     await board.publish(ArenaOpened(
         id=f"e-arena-{_short(info.id)}", by=board.agent, arena=info.id, baseline_patch=info.baseline_patch,
         fingerprint=info.fingerprint, tier=info.tier, hardware=info.hardware, synthetic=info.synthetic,

@@ -1,9 +1,10 @@
 """The harness fingerprint: which fixed code, data and tokenizer produced a result.
 
-Results with different fingerprints are never compared. The hash covers exactly the files that
-can change a score: the fixed modules listed in FIXED_FILES, and the prepared data and tokenizer
-(or, for the synthetic tier, the baseline train.py its optimum is derived from). Not the runner,
-guard, CLI or an agent's train.py: changing those must not split the history.
+Results with different fingerprints are never compared. The hash covers everything the harness
+runs or trusts: every module of harness/ but the editable baselines (the runner, the guard and the
+sandbox decide outcomes and budgets too, and the harness imports nothing from outside itself), and
+the prepared data and tokenizer (or, for the synthetic tier, the baseline its optimum is derived
+from). Not an agent's train.py, nor the swarm around the harness.
 """
 
 from __future__ import annotations
@@ -13,20 +14,24 @@ from functools import lru_cache
 from pathlib import Path
 
 from harness.prepare import Prepared
-from harness.tiers import Tier
+from harness.tiers import Tier, baselines
 
 HARNESS_DIR = Path(__file__).resolve().parent
-FIXED_FILES = ("corpora.py", "prepare.py", "contract.py", "worker.py", "sandbox.py", "evaluate.py", "tiers.py", "sim.py")
-BASELINE = HARNESS_DIR / "train.py"
+
+
+
+def fixed_files(harness_dir: Path = HARNESS_DIR) -> list[str]:
+    """Every module of the harness but the editable baselines: all that a run executes or trusts."""
+    return sorted(p.name for p in harness_dir.glob("*.py") if p.name not in baselines())
 
 
 def fingerprint(prepared: Prepared | None, tier: Tier | None = None, harness_dir: Path = HARNESS_DIR) -> str:
     """16 hex digits of sha256 over the fixed code and the data (or the sim's baseline)."""
     digest = hashlib.sha256()
-    for name in FIXED_FILES:
+    for name in fixed_files(harness_dir):
         digest.update(f"code {name}\0".encode() + bytes.fromhex(_file_hash(harness_dir / name)))
     if tier is not None and tier.synthetic:
-        digest.update(b"synthetic\0" + bytes.fromhex(_file_hash(harness_dir / BASELINE.name)))
+        digest.update(b"synthetic\0" + bytes.fromhex(_file_hash(harness_dir / tier.baseline)))
     elif prepared is not None:
         for path in (prepared.train_path, prepared.val_path, prepared.tokenizer_path):
             digest.update(f"data {path.name}\0".encode() + bytes.fromhex(_file_hash(path)))

@@ -13,10 +13,13 @@ always means one configuration. Tests may build their own `Tier` under another n
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from harness.errors import HarnessError
 from harness.settings import HarnessSettings
+
+HARNESS_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Tier:
     eval_batch: int = 32  # sequences per evaluation forward pass (the exported batch shape)
     eval_tokens: int = 65_536  # validation target tokens scored; a multiple of eval_batch x context_len
     corpus: str = "shakespeare"  # what `corpus = "default"` means on this tier
+    baseline: str = "train.py"  # the tier's editable baseline, a file in harness/: its arena starts from it
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -44,6 +48,10 @@ class Tier:
     @property
     def synthetic(self) -> bool:
         return self.kind == "sim"
+
+    @property
+    def baseline_path(self) -> Path:
+        return HARNESS_DIR / self.baseline
 
     @property
     def eval_windows(self) -> int:
@@ -84,6 +92,7 @@ TIERS: dict[str, Tier] = {
             eval_tokens=131_072,
             # 1.4M shakespeare tokens would be repeated hundreds of times in 300 s on a GPU.
             corpus="sympy",
+            baseline="train_gpu.py",
             description="one GPU, 300 s of training: the familiar setting",
         ),
         Tier(
@@ -95,7 +104,8 @@ TIERS: dict[str, Tier] = {
             eval_batch=16,
             eval_tokens=131_072,
             corpus="sympy",
-            description="one GPU, 30 min of training: where small-tier winners are promoted",
+            baseline="train_gpu.py",
+            description="one GPU, 30 min of training",
         ),
         Tier(
             name="sim",
@@ -125,3 +135,8 @@ def for_settings(name: str, settings: HarnessSettings) -> Tier:
     if tier.synthetic and settings.sim_seconds is not None:
         return tier.with_duration(settings.sim_seconds)
     return tier
+
+
+def baselines() -> set[str]:
+    """The editable files of the harness: every tier's baseline. Everything else in harness/ is fixed."""
+    return {tier.baseline for tier in TIERS.values()}

@@ -19,7 +19,6 @@ from harness.runner import Progress as RunProgress
 from harness.runner import RunResult, run
 from swarm.cli import Context
 
-BASELINE = Path(prepare.__file__).resolve().parent / "train.py"
 BLOCK_KEYS = ("val_bpb", "training_seconds", "total_seconds", "tokens", "steps", "params", "peak_memory_mb",
               "status", "tier", "device", "fingerprint")
 
@@ -77,7 +76,7 @@ def run_command(ctx: Context, train_file: Path | None, tier: str | None, seed: i
     settings = ctx.settings(**{"harness.tier": tier, "harness.corpus": corpus}).harness
     chosen = tiers.for_settings(settings.tier, settings)
     device = check_device(device or list_devices()[0])
-    source = (train_file or BASELINE).read_text()
+    source = (train_file or chosen.baseline_path).read_text()
     runs_dir = ctx.settings().dir / "runs"
     try:
         result = _run_with_progress(source, chosen, seed, device, settings, runs_dir)

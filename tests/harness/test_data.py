@@ -123,8 +123,9 @@ def test_fingerprint_changes_with_fixed_code_data_or_tokenizer(copies: tuple[Pat
     code, data = copies
     before = fingerprint.fingerprint(data, harness_dir=code)
     seen = {before}
-    for path in [code / "evaluate.py", code / "prepare.py", code / "contract.py", code / "tiers.py", code / "sim.py",
-                 data.val_path, data.train_path, data.tokenizer_path]:
+    fixed = [code / name for name in fingerprint.fixed_files(code)]
+    assert {"runner.py", "guard.py", "evaluate.py", "worker.py", "procs.py"} <= {p.name for p in fixed}
+    for path in [*fixed, data.val_path, data.train_path, data.tokenizer_path]:
         with path.open("ab") as handle:
             handle.write(b"\n")
         now = fingerprint.fingerprint(data, harness_dir=code)
@@ -132,10 +133,10 @@ def test_fingerprint_changes_with_fixed_code_data_or_tokenizer(copies: tuple[Pat
         seen.add(now)
 
 
-def test_fingerprint_ignores_runner_guard_cli_and_train_py(copies: tuple[Path, prepare.Prepared]) -> None:
+def test_fingerprint_ignores_the_editable_baselines(copies: tuple[Path, prepare.Prepared]) -> None:
     code, data = copies
     before = fingerprint.fingerprint(data, harness_dir=code)
-    for name in ("runner.py", "guard.py", "train.py", "procs.py", "devices.py"):
+    for name in tiers.baselines():
         with (code / name).open("a") as handle:
             handle.write("\n# an edit that cannot change a score\n")
     (data.dir / "manifest.json").touch()
