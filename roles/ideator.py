@@ -13,6 +13,7 @@ from agents.brains.base import BrainError, IdeaContext, Trial
 from agents.knobs import read as read_knobs
 from agents.runtime import Role
 from blackboard.events import HypothesisProposed, new_id
+from harness import tiers
 from roles.common import program
 from swarm.ground.errors import SwarmError
 
@@ -81,7 +82,8 @@ class Ideator(Role):
         return IdeaContext(
             arena=arena, tier=arena.split("/", 1)[0], program=self.program, best_patch=best.get("patch", ""),
             best_code=best.get("code", ""), best_mean=best.get("mean"), spread=best.get("spread"),
-            trials=[_trial(t, self.codes.get(t["patch"], "")) for t in trials], refused=list(self.refused), n=1,
+            trials=[_trial(t, self.codes.get(t["patch"], "")) for t in trials], refused=list(self.refused),
+            context_len=tier.context_len if (tier := tiers.TIERS.get(arena.split("/", 1)[0])) else None, n=1,
         )  # fmt: skip
 
 

@@ -46,6 +46,7 @@ class Trial(Record):
     n: int = 0  # ok runs
     reason: str | None = None  # why it failed, when it did
     best: bool = False  # the arena's current best
+    code_change: bool = False  # it changed code, not only knob values: no evidence about knobs
 
 
 class IdeaContext(Record):
@@ -58,6 +59,7 @@ class IdeaContext(Record):
     spread: float | None = None  # the arena's measured seed spread of val_bpb
     trials: list[Trial] = []  # everything tried here, oldest first
     refused: list[str] = []  # titles recently refused as duplicates: do not propose them again
+    context_len: int | None = None  # the tier's evaluation length: training sequences below it waste a run
     n: int = 1  # how many ideas are wanted
 
 

@@ -1,9 +1,12 @@
-"""The hybrid brain: the optimiser proposes every trial; on a share of them the LLM proposes instead.
+"""The hybrid brain: the optimiser proposes every trial; after its warm-up, the LLM takes a share.
 
-For each idea asked for, the optimiser's proposal is ready first. With probability
-`hybrid_share` that slot goes to the LLM, which sees the optimiser's state (the best
-configurations, the recent trials and what the optimiser would propose) and may do better: a
-move the optimiser does not see, or a code change it cannot make. Implementation is mechanical
+After the design that beat both TPE and an LLM alone on this benchmark (arXiv 2603.24647): for each
+idea asked for, the optimiser's proposal is ready first. Until TPE has finished its random start-up
+(N_STARTUP knob trials) every slot is the optimiser's: an LLM guessing before there is evidence
+only spends money. After it, with probability `hybrid_share` a slot goes to the LLM, which sees the
+search space, the optimiser's proposals and their evidence, the best configurations and the recent
+trials, and may do better: a move the optimiser does not see, or a code change it cannot make.
+Code-change trials stay out of the optimiser's model (optimiser.knob_trials). Implementation is mechanical
 when an idea only turns knobs, and the LLM's otherwise; repairs and reviews are the LLM's, the
 reviews with the static rules' findings in the prompt.
 """
@@ -28,6 +31,7 @@ from agents.brains.base import (
 )
 from agents.brains.llm import LLMBrain
 from agents.brains.offline import to_idea
+from agents.brains.optimiser import warmed_up
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ class HybridBrain(Brain):
     async def ideas(self, context: IdeaContext) -> list[Idea]:
         proposals = self.offline.optimiser.propose(context, context.n)
         ideas = [to_idea(p, context) for p in proposals]
-        slots = sum(self.rng.random() < self.share for _ in range(context.n))
+        slots = sum(self.rng.random() < self.share for _ in range(context.n)) if warmed_up(context) else 0
         if not slots or self.llm.spent():
             return ideas
         view = prompts.optimiser_view(context, proposals)

@@ -74,12 +74,25 @@ def history(context: IdeaContext) -> History:
     reference = next((t.knobs for t in context.trials if t.title == "baseline"), None)
     if reference is None:
         reference = context.trials[0].knobs if context.trials else best
-    seen = [t.knobs for t in context.trials]
-    ok = [t for t in context.trials if t.status == "ok" and t.val_bpb is not None and math.isfinite(t.val_bpb)]
-    failed = [t for t in context.trials if t.status in FAILED]
+    evidence = knob_trials(context)
+    seen = [t.knobs for t in evidence]
+    ok = [t for t in evidence if t.status == "ok" and t.val_bpb is not None and math.isfinite(t.val_bpb)]
+    failed = [t for t in evidence if t.status in FAILED]
     best_value = context.best_mean if context.best_mean is not None else min((t.val_bpb for t in ok), default=None)
-    return History(best=best, best_value=best_value, dims=space.derive(reference, best, seen), ok=ok, failed=failed,
-                   tried={space.key(t.knobs) for t in context.trials} | {space.key(best)})  # fmt: skip
+    floors = {k: float(context.context_len) for k in best if context.context_len and {"SEQ", "LEN"} <= set(k.split("_"))}
+    return History(best=best, best_value=best_value, dims=space.derive(reference, best, seen, floors), ok=ok,
+                   failed=failed, tried={space.key(t.knobs) for t in context.trials} | {space.key(best)})  # fmt: skip
+
+
+def knob_trials(context: IdeaContext) -> list[Trial]:
+    """The trials that are evidence about knobs: a code change's score says nothing about its knob
+    values (it ran other code), so it stays out of the optimiser's model."""
+    return [t for t in context.trials if not t.code_change]
+
+
+def warmed_up(context: IdeaContext) -> bool:
+    """Whether TPE has left its random start-up: N_STARTUP knob trials have finished."""
+    return sum(1 for t in knob_trials(context) if t.status == "ok" or t.status in FAILED) >= N_STARTUP
 
 
 class Optimiser:
@@ -112,7 +125,7 @@ class Optimiser:
         centre = space.values(h.dims, h.best)
         worst = max((t.val_bpb for t in h.ok), default=0.0)  # type: ignore[type-var]
         frozen = []
-        for t in context.trials:
+        for t in knob_trials(context):
             # Only the knobs this trial moved away from the best (see the module's docstring), and
             # only values inside the trust region: TPE samples nowhere else.
             params = {k: v for k, v in space.values(h.dims, t.knobs).items()

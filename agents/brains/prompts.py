@@ -28,7 +28,7 @@ from agents.brains.base import (
     ReviewTask,
     ReviewVerdict,
 )
-from agents.brains.optimiser import Proposal, title
+from agents.brains.optimiser import Proposal, history, title
 
 MAX_TRIALS = 60  # trials listed in an ideas prompt: the most recent ones, and always the best
 MAX_LOG = 4000  # characters of a failed run's log tail in a repair prompt
@@ -101,6 +101,9 @@ def optimiser_view(context: IdeaContext, proposals: list[Proposal]) -> str:
     lines += [f"- {_num(t.val_bpb)} (n={t.n}) {_delta(t.knobs, best)}" for t in ok[:5]] or ["- none yet"]
     lines.append("Most recent trials:")
     lines += [f"- {t.status} {_num(t.val_bpb)} {_delta(t.knobs, best)}" for t in context.trials[-10:]] or ["- none yet"]
+    lines.append("The search space (knob: kind, range searched around the best):")
+    lines += [f"- {d.name}: {d.kind}, {knobs.render(d.from_unit(d.low))} .. {knobs.render(d.from_unit(d.high))}"
+              for d in history(context).dims] or ["- no tunable knobs"]  # fmt: skip
     lines.append("The optimiser (TPE) would propose:")
     lines += [f"- {title(p.changes, p.before)}: {p.evidence}" for p in proposals] or ["- nothing new to propose"]
     lines.append("Propose something better than the optimiser can: a knob move it does not see, or a code change.")

@@ -22,3 +22,13 @@ def context(trials: list[Trial] | None = None, n: int = 1, code: str = BASELINE,
     return IdeaContext(arena="arena-1", tier="sim", program="Propose experiments.", best_patch=best, best_code=code,
                        best_mean=best_trial.val_bpb if best_trial else None, spread=0.004, trials=trials,
                        n=n)  # fmt: skip
+
+
+def warm_trials(count: int = 8) -> list[Trial]:
+    """`count` finished knob trials, the baseline among them: 8 are TPE's start-up."""
+    base = knobs.read(BASELINE)
+    return [baseline_trial()] + [
+        Trial(patch=f"w{i}", title=f"MATRIX_LR {i}", knobs={**base, "MATRIX_LR": round(0.021 + 0.002 * i, 4)},
+              status="ok", val_bpb=1.61 + 0.001 * i, n=1)  # fmt: skip
+        for i in range(count - 1)
+    ]

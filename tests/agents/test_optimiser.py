@@ -28,11 +28,42 @@ def test_space_skips_plumbing_and_keeps_fractions_inside_zero_one() -> None:
     found = dims()
     assert "LOG_EVERY" not in found and "COMPILE" not in found
     assert found["WIDTH"].kind == "pow2" and found["MATRIX_LR"].kind == "log" and found["WEIGHT_DECAY"].kind == "linear"
-    for name in ("WARMDOWN_FRACTION", "MUON_MOMENTUM", "ADAM_BETAS[0]", "ADAM_BETAS[1]"):
+    for name in ("MUON_MOMENTUM", "ADAM_BETAS[0]", "ADAM_BETAS[1]"):
         dim = found[name]
         assert dim.kind == "logit"
         assert 0 < dim.from_unit(dim.low) < dim.from_unit(dim.high) < 1
+    for name in ("WARMUP_FRACTION", "WARMDOWN_FRACTION"):
+        dim = found[name]
+        assert dim.kind == "share" and 0 <= dim.from_unit(dim.low) < dim.from_unit(dim.high) <= 1
     assert {found["WIDTH"].from_unit(u) for u in (found["WIDTH"].low, found["WIDTH"].high)} == {32, 512}
+
+
+def test_a_warm_up_can_be_switched_off() -> None:
+    warmup = dims()["WARMUP_FRACTION"]  # 0.05 in the baseline
+    assert warmup.from_unit(warmup.low) == 0.0
+    assert warmup.from_unit(warmup.to_unit(0.05)) == 0.05 and warmup.high == 0.2
+
+
+def test_a_depth_that_is_a_power_of_two_can_become_any_integer() -> None:
+    depth = dims()["DEPTH"]  # 4 in the baseline: a count, not a shape
+    assert depth.kind == "int"
+    reachable = {depth.from_unit(depth.low + (depth.high - depth.low) * i / 200) for i in range(201)}
+    assert {3, 4, 5, 6, 7} <= reachable and reachable <= set(range(1, 17))
+
+
+def test_seq_len_never_falls_below_the_evaluation_length() -> None:
+    base = knobs.read(BASELINE)  # SEQ_LEN = 128, the tiny tier's evaluation length
+    seq = {d.name: d for d in space.derive(base, base, [], floors={"SEQ_LEN": 128})}["SEQ_LEN"]
+    assert seq.from_unit(seq.low) == 128 and seq.from_unit(seq.high) == 512
+    unfloored = {d.name: d for d in space.derive(base, base, [])}["SEQ_LEN"]
+    assert unfloored.from_unit(unfloored.low) == 32
+
+
+def test_a_knob_the_best_added_is_searched_too() -> None:
+    base = knobs.read(BASELINE)
+    best = {**base, "DROPOUT": 0.1, "ROPE_BASE": 10000.0}  # a winner's code change brought these
+    found = {d.name: d for d in space.derive(base, best, [])}
+    assert found["DROPOUT"].kind == "share" and found["ROPE_BASE"].kind == "log"
 
 
 def test_values_leave_the_space_rounded_to_two_digits() -> None:
@@ -57,14 +88,14 @@ async def test_offline_ideas_are_readable_and_build_on_the_best() -> None:
 
 def test_never_proposes_a_configuration_already_tried() -> None:
     """A space of one knob with four values, three of them tried: the fourth is all that is left."""
-    code = "SCALE = 4\nLOG_EVERY = 10\n\ndef train(run):\n    return None\n"
-    tried = [Trial(patch=f"p{v}", title="baseline" if v == 4 else f"SCALE {v}", knobs={"SCALE": v, "LOG_EVERY": 10},
+    code = "WIDTH = 4\nLOG_EVERY = 10\n\ndef train(run):\n    return None\n"
+    tried = [Trial(patch=f"p{v}", title="baseline" if v == 4 else f"WIDTH {v}", knobs={"WIDTH": v, "LOG_EVERY": 10},
                    status="ok" if v != 8 else "diverged", val_bpb=1.0 if v != 8 else None, best=v == 4)
              for v in (4, 2, 8)]  # fmt: skip
     ctx = context(tried, n=3, code=code, best="p4")
     proposals = Optimiser(seed=0).propose(ctx, 3)
-    values = [p.changes["SCALE"] for p in proposals]
-    assert values and set(values) <= {1, 16}  # SCALE is a power of two: 1 .. 16 around 4
+    values = [p.changes["WIDTH"] for p in proposals]
+    assert values and set(values) <= {1, 16}  # WIDTH is a shape and a power of two: 1 .. 16 around 4
     assert len(values) == len(set(values)) == 2  # 1 and 16, once each, then nothing: all else was tried
 
 
