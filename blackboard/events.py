@@ -240,7 +240,7 @@ class RunFinished(_RunEvent):
     peak_memory_mb: float | None = None
     fingerprint: str
     synthetic: bool = False
-    code_hash: str
+    source_hash: str  # sha256 of the raw train.py run (a patch's code_hash is of its normalised code)
     log_tail: str = ""
 
 
