@@ -194,7 +194,7 @@ class PatchSubmitted(Event):
     parent: str | None = None  # the patch whose code this one edits
     code: str  # the whole new train.py
     diff: str = ""  # unified diff against the parent's code
-    code_hash: str  # hash of the normalised code (comments, docstrings, layout stripped)
+    code_hash: str  # the sender's hash of the normalised code; the board recomputes it (rules.patch_hash)
 
 
 class PatchAccepted(Decision):

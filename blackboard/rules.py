@@ -60,6 +60,15 @@ def code_hash(source: str) -> str:
     return hashlib.sha256(normalize_code(source).encode()).hexdigest()
 
 
+def patch_hash(source: str) -> str:
+    """What the board records as a patch's hash: its `code_hash`, or "" for code that does not parse
+    (the service refuses such a patch, saying why). Computed from the code, never taken from the sender."""
+    try:
+        return code_hash(source)
+    except CodeError:
+        return ""
+
+
 def _strip_strings(tree: ast.AST) -> None:
     """Drop statements that are a bare string: docstrings and string 'comments' do nothing."""
     for node in ast.walk(tree):

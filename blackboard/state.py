@@ -22,7 +22,6 @@ from blackboard.events import (
     HypothesisApproved, HypothesisProposed, HypothesisRejected, PatchAccepted, PatchRefused, PatchSubmitted,
     ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, WorkCancelled, WorkQueued,
 )  # fmt: skip
-from swarm.ground.errors import SwarmError
 from swarm.ground.settings import BoardSettings
 
 DEVICE_WORK = ("implement", "baseline", "replicate", "promote")  # kinds whose claim leads to a run
@@ -169,10 +168,7 @@ class State:
     def _on_patch_submitted(self, e: PatchSubmitted, seq: int) -> None:
         if e.patch in self.patches:
             return
-        try:
-            code_hash = rules.code_hash(e.code)  # the service's own hash, not the sender's claim
-        except SwarmError:
-            code_hash = ""
+        code_hash = rules.patch_hash(e.code)  # the service's own hash, not the sender's claim
         self._add_patch(Patch(e.patch, e.arena, e.code, code_hash, e.hypothesis, e.parent, e.diff))
         self._pend("patch", e.patch)
 
