@@ -62,7 +62,7 @@ def synthetic_events(cycles: int, arena: str = "tiny/cpu/000000000000", start: f
             event(PatchSubmitted, by=agent, patch=p, arena=arena, hypothesis=h, work=w, code=code, diff="-a\n+b\n", code_hash=f"h-{i}"),
             event(PatchAccepted, patch=p),
             event(RunStarted, **run),
-            event(RunFinished, **run, status="ok", val_bpb=1.9 - i * 1e-6, fingerprint="f" * 64, code_hash=f"h-{i}"),
+            event(RunFinished, **run, status="ok", val_bpb=1.9 - i * 1e-6, fingerprint="f" * 64, source_hash=f"s-{i}"),
             event(ClaimReleased, claim=c, done=True),
         ]  # fmt: skip
     return out

@@ -197,7 +197,7 @@ class PatchSubmitted(Event):
     parent: str | None = None  # the patch whose code this one edits
     code: str  # the whole new train.py
     diff: str = ""  # unified diff against the parent's code
-    code_hash: str  # hash of the normalised code (comments, docstrings, layout stripped)
+    code_hash: str  # the sender's hash of the normalised code; the board recomputes it (rules.patch_hash)
 
 
 class PatchAccepted(Decision):
@@ -243,7 +243,7 @@ class RunFinished(_RunEvent):
     peak_memory_mb: float | None = None
     fingerprint: str
     synthetic: bool = False
-    code_hash: str
+    source_hash: str  # sha256 of the raw train.py run (a patch's code_hash is of its normalised code)
     log_tail: str = ""
 
 

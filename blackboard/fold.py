@@ -216,9 +216,10 @@ def _patch_submitted(rows: Rows, seq: int, e: PatchSubmitted) -> None:
     arena = rows.get("arenas", e.arena)
     # No parent means the arena's baseline: name it, so every lineage walks back to a baseline.
     parent = e.parent or (arena["baseline_patch"] if arena is not None else None)
+    # The hash the service decides on, recomputed from the code: the sender's `code_hash` is only its claim.
     rows.put("patches", e.patch, {
         "patch": e.patch, "arena": e.arena, "hypothesis": e.hypothesis, "work": e.work, "parent": parent,
-        "author": e.by, "code": e.code, "diff": e.diff, "code_hash": e.code_hash, "status": "submitted",
+        "author": e.by, "code": e.code, "diff": e.diff, "code_hash": rules.patch_hash(e.code), "status": "submitted",
         "submitted_at": timestamp(e.at),
     })  # fmt: skip
     rows.submitted.add(e.patch)
@@ -331,7 +332,7 @@ def _run_started(rows: Rows, seq: int, e: RunStarted) -> None:
 def _run_finished(rows: Rows, seq: int, e: RunFinished) -> None:
     row = _run(rows, e)
     results = ("status", "reason", "val_bpb", "training_seconds", "total_seconds", "tokens", "steps", "params",
-               "peak_memory_mb", "fingerprint", "synthetic", "code_hash", "log_tail")  # fmt: skip
+               "peak_memory_mb", "fingerprint", "synthetic", "source_hash", "log_tail")  # fmt: skip
     row.update({name: getattr(e, name) for name in results}, finished_at=timestamp(e.at))
     _close(rows, e.work, e)
 

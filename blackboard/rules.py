@@ -59,6 +59,15 @@ def code_hash(source: str) -> str:
     return hashlib.sha256(normalize_code(source).encode()).hexdigest()
 
 
+def patch_hash(source: str) -> str:
+    """What the board records as a patch's hash: its `code_hash`, or "" for code that does not parse
+    (the service refuses such a patch, saying why). Computed from the code, never taken from the sender."""
+    try:
+        return code_hash(source)
+    except CodeError:
+        return ""
+
+
 def _strip_strings(tree: ast.AST) -> None:
     """Drop statements that are a bare string: docstrings and string 'comments' do nothing."""
     for node in ast.walk(tree):
@@ -118,6 +127,24 @@ def _canonical(value: Any) -> Any:
 # --- noise and promotion ------------------------------------------------------------------------
 
 
+def mean(values: Sequence[float]) -> float:
+    """The arithmetic mean, NaN for no values; summed exactly (`fsum`) when every value is finite."""
+    if not values:
+        return math.nan
+    if all(math.isfinite(v) for v in values):
+        return math.fsum(values) / len(values)
+    return sum(values) / len(values)  # inf or NaN among them: IEEE says which (fsum raises on inf - inf)
+
+
+def std(values: Sequence[float]) -> float:
+    """The sample standard deviation: 0.0 for fewer than two values, NaN when one is not finite."""
+    if len(values) < 2:
+        return 0.0
+    if not all(math.isfinite(v) for v in values):
+        return math.nan  # statistics.stdev cannot take them
+    return statistics.stdev(values)
+
+
 def seed_spread(groups: Sequence[Sequence[float]]) -> float | None:
     """Pooled within-group standard deviation: the noise of val_bpb between seeds of the same code.
 
@@ -128,8 +155,8 @@ def seed_spread(groups: Sequence[Sequence[float]]) -> float | None:
     for group in groups:
         values = [v for v in group if math.isfinite(v)]  # a NaN is not a measurement
         if len(values) >= 2:
-            mean = math.fsum(values) / len(values)
-            squares += math.fsum((v - mean) ** 2 for v in values)
+            centre = mean(values)
+            squares += math.fsum((v - centre) ** 2 for v in values)
             dof += len(values) - 1
     return math.sqrt(squares / dof) if dof else None
 
@@ -180,9 +207,8 @@ def promotion_verdict(
     runs = [v for v in candidate if math.isfinite(v)]
     base = [v for v in best if math.isfinite(v)]
     n = len(runs)
-    mean = math.fsum(runs) / n if n else math.nan
-    std = statistics.stdev(runs) if n >= 2 else 0.0
-    best_mean = math.fsum(base) / len(base) if base else None
+    average, spread_of_runs = mean(runs), std(runs)
+    best_mean = mean(base) if base else None
     own = spread is None
     used = seed_spread([runs, base]) if own else spread
     noise = z * used if used is not None else 0.0
@@ -190,16 +216,16 @@ def promotion_verdict(
     times = f"{z:.1f}" if round(z, 1) == z else f"{z:g}"
 
     def verdict(outcome: Outcome, explanation: str) -> Verdict:
-        return Verdict(outcome == "promoted", outcome, threshold, used, n, mean, std, best_mean, explanation)
+        return Verdict(outcome == "promoted", outcome, threshold, used, n, average, spread_of_runs, best_mean, explanation)
 
-    summary = f"mean {mean:.4f} over {n} seed{'s' * (n != 1)}"
+    summary = f"mean {average:.4f} over {n} seed{'s' * (n != 1)}"
     if review == "reject":
         return verdict("rejected_in_review", f"a reviewer rejected the patch ({n} of {seeds} seeds run)")
     if n < seeds:
         return verdict("failed", f"{n} ok run{'s' * (n != 1)} of the {seeds} seeds a promotion needs")
     if best_mean is None:
         return verdict("promoted", f"{summary} is the arena's first best")
-    gain = best_mean - mean
+    gain = best_mean - average
     if used is None:
         why = f"threshold {threshold:.4f} = min_delta (no seed spread measured yet)"
     elif noise >= min_delta:

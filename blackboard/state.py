@@ -5,8 +5,9 @@ must be decided" in microseconds. Both are built from the same events in the sam
 
 Decisions are a function of the state, never a memory of what this process did: `pending` holds
 the items that may need one (an undecided hypothesis, a candidate without its replications...) and
-`decide` returns the next decision for an item, or None when it needs nothing more. A leader that
-dies between two decisions leaves nothing half done: its successor finds the same item pending.
+`blackboard.decisions.decide` returns the next decision for an item, or None when it needs nothing
+more. A leader that dies between two decisions leaves nothing half done: its successor finds the
+same item pending. This module folds and keeps the work queues; it decides nothing.
 """
 
 from __future__ import annotations
@@ -19,14 +20,11 @@ from blackboard import rules
 from blackboard.events import (
     ArenaOpened, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Decision, Event,
     HypothesisApproved, HypothesisProposed, HypothesisRejected, PatchAccepted, PatchRefused, PatchSubmitted,
-    ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, WorkCancelled, WorkQueued, new_id,
+    ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, WorkCancelled, WorkQueued,
 )  # fmt: skip
-from swarm.ground.errors import SwarmError
 from swarm.ground.settings import BoardSettings
 
-SERVICE = "service"
-MAX_BASELINE_RETRIES = 2
-DEVICE_WORK = ("implement", "baseline", "replicate", "promote")  # kinds whose claim leads to a run  # failed baseline seeds re-queued per arena before we give up
+DEVICE_WORK = ("implement", "baseline", "replicate", "promote")  # kinds whose claim leads to a run
 
 
 @dataclass
@@ -170,10 +168,7 @@ class State:
     def _on_patch_submitted(self, e: PatchSubmitted, seq: int) -> None:
         if e.patch in self.patches:
             return
-        try:
-            code_hash = rules.code_hash(e.code)  # the service's own hash, not the sender's claim
-        except SwarmError:
-            code_hash = ""
+        code_hash = rules.patch_hash(e.code)  # the service's own hash, not the sender's claim
         self._add_patch(Patch(e.patch, e.arena, e.code, code_hash, e.hypothesis, e.parent, e.diff))
         self._pend("patch", e.patch)
 
@@ -370,7 +365,7 @@ class State:
             hyp = self.hypotheses.get(patch.hypothesis or "")
             rows.append({"patch": patch_id, "title": hyp.title if hyp else "baseline", "n": len(values),
                          "status": "ok" if values else runs[-1].status, "reason": None if values else runs[-1].reason,
-                         "val_bpb": _mean(values) if values else None, "best": patch_id == found.best})  # type: ignore[union-attr]  # fmt: skip
+                         "val_bpb": rules.mean(values) if values else None, "best": patch_id == found.best})  # type: ignore[union-attr]  # fmt: skip
         return rows
 
     def device_work_left(self, max_runs: int | None, granting: int = 0) -> bool:
@@ -390,139 +385,3 @@ class State:
     def spread(self, arena: str) -> float | None:
         groups = [self.patches[p].ok_values() for p in self.arenas[arena].patches] if arena in self.arenas else []
         return rules.seed_spread([values for values in groups if len(values) >= 2])
-
-    # --- what must be decided ---------------------------------------------------------------------------
-
-    def decide(self, kind: str, item: str) -> Decision | None:
-        """The next decision for a pending item, or None if it needs none now."""
-        if kind == "arena":
-            return self._decide_arena(item)
-        if kind == "hypothesis":
-            return self._decide_hypothesis(item)
-        if kind == "patch":
-            return self._decide_patch(item)
-        if kind == "candidate":
-            return self._decide_candidate(item)
-        if kind == "run":
-            return RunLost(by=SERVICE, run=item, reason=self.lost[item]) if item in self.running else None
-        raise ValueError(f"unknown pending item kind {kind!r}")
-
-    def _queue(self, kind: str, arena: str, ref: str, seed: int | None = None, priority: int = 0) -> WorkQueued:
-        return WorkQueued(by=SERVICE, work=new_id("w"), work_kind=kind, arena=arena, ref=ref, seed=seed, priority=priority)  # type: ignore[arg-type]
-
-    def _decide_arena(self, arena_id: str) -> Decision | None:
-        arena = self.arenas[arena_id]
-        base = self.patches[arena.baseline_patch]
-        if arena.best is not None or base.settled:
-            return None
-        seeds = self.settings.promotion_seeds
-        queued = [self.work[w] for w in self.work_by_ref.get(base.id, []) if self.work[w].kind == "baseline"]
-        values = base.ok_values()
-        if len(values) >= seeds:
-            return BestPromoted(
-                by=SERVICE, arena=arena_id, patch=base.id, mean=_mean(values), std=_std(values), n=len(values),
-                reason=f"the baseline, over {len(values)} seeds",
-            )  # fmt: skip
-        open_work = [w for w in queued if w.status != "done"]
-        failed = len(base.runs) - len(values)
-        if len(values) + len(open_work) < seeds and failed <= MAX_BASELINE_RETRIES:
-            used = {w.seed for w in queued}
-            seed = next(s for s in range(seeds + MAX_BASELINE_RETRIES + 1) if s not in used)
-            return self._queue("baseline", arena_id, base.id, seed=seed, priority=10)
-        if not open_work:
-            return ReplicationDone(
-                by=SERVICE, patch=base.id, arena=arena_id, n=len(values), mean=_mean(values), std=_std(values),
-                outcome="failed", explanation=f"the baseline failed on {failed} of {len(base.runs)} seeds, so this "
-                "arena has no best to build on; see those runs' reasons (swarm history --status crash)",
-            )  # fmt: skip
-        return None
-
-    def _decide_hypothesis(self, hyp_id: str) -> Decision | None:
-        hyp = self.hypotheses[hyp_id]
-        if hyp.status == "proposed":
-            if hyp.arena not in self.arenas:
-                return HypothesisRejected(by=SERVICE, hypothesis=hyp_id, reason=f"unknown arena {hyp.arena}")
-            if hyp.parent is not None and self.patches.get(hyp.parent, None) is None:
-                return HypothesisRejected(by=SERVICE, hypothesis=hyp_id, reason=f"unknown parent patch {hyp.parent}")
-            if (first := self.ideas.get(hyp.key)) is not None:
-                return HypothesisRejected(
-                    by=SERVICE, hypothesis=hyp_id, duplicate_of=first,
-                    reason=f"the same idea on the same parent was proposed before as {first}",
-                )  # fmt: skip
-            return HypothesisApproved(by=SERVICE, hypothesis=hyp_id)
-        if hyp.status == "approved" and not self.work_by_ref.get(hyp_id):
-            return self._queue("implement", hyp.arena, hyp_id, seed=0)
-        return None
-
-    def _decide_patch(self, patch_id: str) -> Decision | None:
-        patch = self.patches[patch_id]
-        if patch.status != "submitted":
-            return None
-        if patch.arena not in self.arenas:
-            return PatchRefused(by=SERVICE, patch=patch_id, reason=f"unknown arena {patch.arena}")
-        if not patch.code_hash:
-            return PatchRefused(by=SERVICE, patch=patch_id, reason="the code does not parse as Python")
-        if (other := self.hashes.get((patch.arena, patch.code_hash))) is not None:
-            return PatchRefused(
-                by=SERVICE, patch=patch_id, duplicate_of=other,
-                reason=f"the same code (after normalisation) was already submitted or run here as {other}",
-            )  # fmt: skip
-        return PatchAccepted(by=SERVICE, patch=patch_id)
-
-    def _decide_candidate(self, patch_id: str) -> Decision | None:
-        patch = self.patches.get(patch_id)
-        arena = self.arenas.get(patch.arena) if patch else None
-        if patch is None or arena is None or arena.best is None or patch.settled or patch.id == arena.best:
-            return None
-        settings, best = self.settings, self.best_values(patch.arena)
-        values = patch.ok_values()
-        explore = [run for run in patch.runs if run.purpose == "explore"]
-        if not patch.candidate:
-            ok = [run.val_bpb for run in explore if run.status == "ok" and run.val_bpb is not None]
-            if not ok or not rules.is_candidate(ok[0], _mean(best), settings.min_delta):
-                return None
-            return self._next_candidate_work(patch)
-        if patch.review == "reject":
-            for work_id in self.work_by_ref.get(patch_id, []):
-                if self.work[work_id].status == "queued":
-                    return WorkCancelled(by=SERVICE, work=work_id, reason="the candidate was rejected in review")
-        if (work := self._next_candidate_work(patch)) is not None:
-            return work
-        if any(self.work[w].status != "done" for w in self.work_by_ref.get(patch_id, [])):
-            return None  # replications or the review still under way
-        verdict = rules.promotion_verdict(
-            values, best, self.spread(patch.arena), seeds=settings.promotion_seeds,
-            min_delta=settings.min_delta, z=settings.z, review=patch.review,  # type: ignore[arg-type]
-        )  # fmt: skip
-        if verdict.promote:
-            return BestPromoted(
-                by=SERVICE, arena=patch.arena, patch=patch_id, mean=verdict.mean, std=_std(values), n=len(values),
-                previous=arena.best, previous_mean=_mean(best), threshold=verdict.threshold, reason=verdict.explanation,
-            )  # fmt: skip
-        return ReplicationDone(
-            by=SERVICE, patch=patch_id, arena=patch.arena, n=len(values), mean=_mean(values) if values else float("nan"),
-            std=_std(values), outcome=verdict.outcome, explanation=verdict.explanation,  # type: ignore[arg-type]
-        )  # fmt: skip
-
-    def _next_candidate_work(self, patch: Patch) -> WorkQueued | None:
-        """Replications up to K seeds in all, then one review; None when both are queued."""
-        queued = [self.work[w] for w in self.work_by_ref.get(patch.id, [])]
-        if patch.review != "reject":
-            seeds_planned = {run.seed for run in patch.runs} | {w.seed for w in queued if w.kind == "replicate"}
-            if len(seeds_planned) < self.settings.promotion_seeds:
-                seed = next(s for s in range(1_000_000) if s not in seeds_planned)
-                return self._queue("replicate", patch.arena, patch.id, seed=seed, priority=5)
-        if not any(w.kind == "review" for w in queued):
-            return self._queue("review", patch.arena, patch.id, priority=5)
-        return None
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
-def _std(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    mean = _mean(values)
-    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5

@@ -66,7 +66,7 @@ class RunResult(BaseModel):
     seed: int
     fingerprint: str
     synthetic: bool = False
-    code_hash: str
+    source_hash: str  # sha256 of the raw source as run (not the board's normalised code_hash)
     run_dir: str
     log_tail: str = ""
 
@@ -86,7 +86,8 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def code_hash(source: str) -> str:
+def source_hash(source: str) -> str:
+    """sha256 hex of the source exactly as given: which bytes were run."""
     return hashlib.sha256(source.encode()).hexdigest()
 
 
@@ -121,10 +122,10 @@ async def run(
     settings = settings or HarnessSettings()
     started = time.perf_counter()
     root = (Path(runs_dir) if runs_dir is not None else Path(tempfile.gettempdir()) / "swarm-runs").resolve()
-    run_dir = root / f"{tier.name}-s{seed}-{code_hash(source)[:8]}-{uuid.uuid4().hex[:8]}"
+    run_dir = root / f"{tier.name}-s{seed}-{source_hash(source)[:8]}-{uuid.uuid4().hex[:8]}"
     run_dir.mkdir(parents=True)
     (run_dir / TRAIN_FILE).write_text(source)
-    base = dict(tier=tier.name, device=device, seed=seed, synthetic=tier.synthetic, code_hash=code_hash(source),
+    base = dict(tier=tier.name, device=device, seed=seed, synthetic=tier.synthetic, source_hash=source_hash(source),
                 run_dir=str(run_dir), hardware=await asyncio.to_thread(hardware_class, device))
 
     def finish(**fields: Any) -> RunResult:

@@ -63,7 +63,7 @@ async def run_job(ctx: Context, job: Job) -> RunResult:
         by=spec.agent, **ids, status=result.status, reason=result.reason or None, val_bpb=result.val_bpb,
         training_seconds=result.training_seconds, total_seconds=result.total_seconds, tokens=result.tokens,
         steps=result.steps, params=result.params, peak_memory_mb=result.peak_memory_mb, fingerprint=result.fingerprint,
-        synthetic=result.synthetic, code_hash=result.code_hash, log_tail=result.log_tail[-4000:],
+        synthetic=result.synthetic, source_hash=result.source_hash, log_tail=result.log_tail[-4000:],
     ))  # fmt: skip
     score = f"val_bpb {result.val_bpb:.4f}" if result.val_bpb is not None else result.reason
     ctx.say(f"finished the {what}: {result.status}, {score}")

@@ -8,7 +8,7 @@ Requests to the service go to `swarm.req.<verb>` in one queue group.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1  # major version of the event schema; additive changes keep it
+SCHEMA_VERSION = 2  # major version of the event schema; additive changes keep it (2: RunFinished.source_hash)
 
 STREAM = "SWARM"  # the JetStream stream that is the truth
 FACTS = "swarm.ev"  # swarm.ev.<kind>: facts published by the agent that owns them

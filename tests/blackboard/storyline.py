@@ -41,7 +41,7 @@ class Story:
         ident = {"run": run, "patch": patch, "arena": arena, "work": work, "seed": seed, "purpose": purpose,
                  "tier": arena.split("/")[0], "device": "cpu:0", "node": node, "by": agent}  # fmt: skip
         self.add(RunStarted, **ident)
-        self.add(RunFinished, **ident, status=status, val_bpb=val_bpb, fingerprint="f" * 64, code_hash="h-" + patch,
+        self.add(RunFinished, **ident, status=status, val_bpb=val_bpb, fingerprint="f" * 64, source_hash="s-" + patch,
                  training_seconds=60.0, total_seconds=70.0, tokens=1000, steps=10, params=100,
                  reason=None if status == "ok" else "boom")  # fmt: skip
 

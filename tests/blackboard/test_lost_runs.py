@@ -22,7 +22,7 @@ def test_a_lost_run_is_marked_lost_with_its_reason(tmp_path: Path) -> None:
 
 
 def test_a_result_that_arrives_after_the_run_was_declared_lost_wins(tmp_path: Path) -> None:
-    finished = RunFinished(by="agent", **IDS, status="ok", val_bpb=1.5, fingerprint="f", code_hash="h")
+    finished = RunFinished(by="agent", **IDS, status="ok", val_bpb=1.5, fingerprint="f", source_hash="h")
     with Projection(tmp_path / "p.duckdb") as projection:
         projection.apply_many([(1, RunStarted(by="agent", **IDS)), (2, RunLost(by="s1", run="r-1", reason="gone")),
                                (3, finished)])  # fmt: skip
@@ -30,7 +30,7 @@ def test_a_result_that_arrives_after_the_run_was_declared_lost_wins(tmp_path: Pa
 
 
 def test_a_lost_declaration_after_the_result_changes_nothing(tmp_path: Path) -> None:
-    finished = RunFinished(by="agent", **IDS, status="crash", reason="boom", fingerprint="f", code_hash="h")
+    finished = RunFinished(by="agent", **IDS, status="crash", reason="boom", fingerprint="f", source_hash="h")
     with Projection(tmp_path / "p.duckdb") as projection:
         projection.apply_many([(1, finished), (2, RunLost(by="s1", run="r-1", reason="gone"))])
         assert status(projection) == [("crash", "boom")]

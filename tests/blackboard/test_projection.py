@@ -29,6 +29,7 @@ from blackboard.events import (
     WorkCancelled, WorkQueued, encode,
 )  # fmt: skip
 from blackboard.projection import Projection
+from swarm.ground.constants import SCHEMA_VERSION
 
 
 def rows(p: Projection, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -64,7 +65,7 @@ def granted(claim: str = "c1", work: str = "w1") -> ClaimGranted:
 def finished(run: str = "r1", patch: str = "p1", work: str | None = "w1", **kw: Any) -> RunFinished:
     fields = {"by": "m1", "at": T0 + 5, "run": run, "patch": patch, "arena": ARENA, "work": work, "seed": 0,
               "purpose": "explore", "tier": "tiny", "device": "cpu", "node": "n1", "status": "ok", "val_bpb": 1.8,
-              "fingerprint": "f", "code_hash": "h"}  # fmt: skip
+              "fingerprint": "f", "source_hash": "h"}  # fmt: skip
     return RunFinished(**(fields | kw))
 
 
@@ -118,8 +119,8 @@ def test_applying_is_idempotent_by_stream_sequence(told: Projection) -> None:
 
 def test_raw_bytes_are_decoded_and_what_does_not_decode_is_parked(projection: Projection) -> None:
     huge = encode(queued()).replace(b"implement", b"implement" + b"x" * 600_000)
-    bad = msgpack.packb({"kind": "work_queued", "v": 1, "by": "s"})
-    listed = msgpack.packb({"kind": ["work_queued"], "v": 1})
+    bad = msgpack.packb({"kind": "work_queued", "v": SCHEMA_VERSION, "by": "s"})
+    listed = msgpack.packb({"kind": ["work_queued"], "v": SCHEMA_VERSION})
     applied_count = projection.apply_many(
         [(1, encode(queued())), (2, b"\xc1 not msgpack"), (3, bad), (4, huge), (5, listed), (6, encode(granted()))]
     )
@@ -389,6 +390,7 @@ from pathlib import Path
 from blackboard.bulk import synthetic_events
 from blackboard.events import encode
 from blackboard.projection import Projection
+from swarm.ground.constants import SCHEMA_VERSION
 items = [(seq, encode(e)) for seq, e in enumerate(synthetic_events(int(sys.argv[2])), 1)]
 projection = Projection(Path(sys.argv[1]))
 for start in range(0, len(items), 50):

@@ -21,7 +21,7 @@ def test_tiny_baseline_trains_well_below_the_untrained_score(tiny_baseline: RunR
     assert result.val_bpb is not None and result.val_bpb < 0.75 * untrained
     assert result.tokens == tiers.get("tiny").budget_tokens
     assert result.params and result.params > 100_000 and result.peak_memory_mb and result.steps
-    assert result.fingerprint and result.code_hash and not result.synthetic
+    assert result.fingerprint and result.source_hash and not result.synthetic
 
 
 def test_same_seed_same_score_other_seed_other_score(run_small, small_baseline: RunResult) -> None:

@@ -23,7 +23,7 @@ async def finish(board: Board, claim: Claim, val_bpb: float | None, patch: str |
     await board.publish(RunFinished(
         by=board.agent, run=new_id("r"), patch=patch_id, arena=claim.arena, work=claim.work, seed=claim.seed or 0,
         purpose={"baseline": "baseline", "replicate": "replicate", "implement": "explore"}[claim.kind],  # type: ignore[arg-type]
-        tier="tiny", device="cpu", node="n1", status=status, val_bpb=val_bpb, fingerprint="f" * 64, code_hash="x",  # type: ignore[arg-type]
+        tier="tiny", device="cpu", node="n1", status=status, val_bpb=val_bpb, fingerprint="f" * 64, source_hash="x",  # type: ignore[arg-type]
     ))  # fmt: skip
 
 

@@ -77,8 +77,8 @@ def test_up_with_max_runs_ends_by_itself_with_every_run_recorded(tmp_path: Path)
     with board(directory) as db:
         statuses = db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
         assert sum(n for _, n in statuses) >= 12 and "running" not in dict(statuses), statuses
-        twice = db.execute("""SELECT code_hash, count(*) FROM runs WHERE purpose = 'explore'
-                              GROUP BY code_hash HAVING count(*) > 1""").fetchall()  # fmt: skip
+        twice = db.execute("""SELECT source_hash, count(*) FROM runs WHERE purpose = 'explore'
+                              GROUP BY source_hash HAVING count(*) > 1""").fetchall()  # fmt: skip
         assert twice == [], "the same code was explored twice"
         replicated = db.execute("""SELECT count(*) FROM runs r JOIN runs e ON e.patch = r.patch
                                    WHERE r.purpose = 'replicate' AND e.purpose = 'explore'""").fetchone()[0]  # fmt: skip

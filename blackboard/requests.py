@@ -1,0 +1,193 @@
+"""The requests that decide, answered by the leader only: claim, renew, release, verdict; and expiry.
+
+A request's decision is chosen by the writer in its next batch (`Writer.decide`), so two claims in
+one batch take distinct work and a release earlier in a batch is seen by a renewal later in it.
+A claim request may wait for work (up to `MAX_WAIT`), a verdict request for its decision; both
+are woken by what the service's tail applies (`saw`). Claims whose heartbeats stopped expire,
+after a grace period that gives every holder one lease on a new leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from blackboard.events import (
+    AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisRejected,
+    PatchAccepted, PatchRefused, WorkQueued, new_id,
+)  # fmt: skip
+from blackboard.reads import text, texts
+from blackboard.state import DEVICE_WORK, State, Work
+from blackboard.writer import Batch, Writer, not_leading
+from swarm.ground.errors import BoardError
+from swarm.ground.settings import BoardSettings
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT = 30.0  # longest a claim or verdict request is held open
+EXPIRY_CHECK_SECONDS = 0.5
+_VERDICTS = (HypothesisApproved, HypothesisRejected, PatchAccepted, PatchRefused)
+
+
+class Requests:
+    def __init__(self, writer: Writer, state: State, settings: BoardSettings, instance: str) -> None:
+        self.writer, self.state, self.settings, self.instance = writer, state, settings, instance
+        self.grace_until = 0.0  # no claim expires before this (a new leader gives holders one lease)
+        self.gone: dict[str, float] = {}  # agent -> when it left, or one of its claims expired
+        self._work_generation = 0  # bumped whenever work may have become claimable
+        self._work_waiters: list[asyncio.Future[None]] = []
+        self._verdict_waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
+        return {"claim": self._claim, "renew": self._renew, "release": self._release, "verdict": self._verdict}
+
+    def saw(self, event: Event) -> None:
+        """The tail applied `event`: wake the requests waiting for what it brings."""
+        if isinstance(event, AgentLeft):
+            self.gone[event.agent] = time.time()
+        if isinstance(event, (WorkQueued, ClaimExpired)) or (isinstance(event, ClaimReleased) and not event.done):
+            self._work_generation += 1
+            for future in self._work_waiters:
+                future.done() or future.set_result(None)
+            self._work_waiters.clear()
+        if isinstance(event, _VERDICTS):
+            for future in self._verdict_waiters.pop(getattr(event, "hypothesis", None) or getattr(event, "patch"), []):
+                future.done() or future.set_result(None)
+
+    async def expiry_loop(self) -> None:
+        writer = self.writer
+        while writer.leading:
+            await asyncio.sleep(EXPIRY_CHECK_SECONDS)
+            now = time.time()
+            if now < self.grace_until:
+                continue
+            for claim in self.state.expired(now):
+                async with writer.lock:
+                    if claim.id in self.state.claims and self.state.claims[claim.id].expires_at <= now:
+                        log.info("%s: claim %s of %s expired", self.instance, claim.id, claim.agent)
+                        self.gone[claim.agent] = now
+                        await writer.publish(ClaimExpired(by=self.instance, claim=claim.id))
+
+    # --- claims ---------------------------------------------------------------------------------
+
+    async def _claim(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        agent = text(body, "agent")
+        kinds, arenas = texts(body, "kinds"), texts(body, "arenas")
+        asked = time.time()
+        deadline = time.monotonic() + min(float(body.get("wait", 0) or 0), MAX_WAIT)
+        while True:
+            if self.gone.get(agent, 0.0) > asked:
+                return None  # asked before it left or its claim expired: nobody is waiting for the answer
+            generation = self._work_generation
+            grant, seq = await self.writer.decide(lambda batch: self._choose_grant(batch, agent, kinds, arenas))
+            if isinstance(grant, ClaimGranted):
+                if seq is not None and grant.claim in self.state.claims:
+                    return self._describe(self.state.work[grant.work], grant)
+                continue  # the grant lost a race with another writer or a fact closing that work: choose again
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if generation != self._work_generation:
+                continue  # work came in while we looked
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._work_waiters.append(future)
+            try:
+                await asyncio.wait_for(future, remaining)
+            except asyncio.TimeoutError:
+                return None
+
+    def _choose_grant(self, batch: Batch, agent: str, kinds: list[str], arenas: list[str]) -> ClaimGranted | None:
+        if not self.writer.leading:
+            raise not_leading()
+        if len(self.state.held.get(agent, ())) + batch.grants.get(agent, 0) >= self.settings.max_claims_per_agent:
+            raise BoardError(f"{agent} already holds {self.settings.max_claims_per_agent} claims")
+        allowed = kinds if self.state.device_work_left(self.settings.max_runs, batch.device_grants) else [
+            kind for kind in kinds if kind not in DEVICE_WORK]  # the run budget is spent  # fmt: skip
+        work = self.state.next_work(allowed, arenas, taken=batch.works)
+        if work is None:
+            return None
+        batch.works.add(work.id)
+        batch.grants[agent] = batch.grants.get(agent, 0) + 1
+        batch.device_grants += work.kind in DEVICE_WORK
+        return ClaimGranted(by=self.instance, claim=new_id("c"), work=work.id, agent=agent,
+                            expires_at=time.time() + self.settings.lease_seconds)  # fmt: skip
+
+    def _held(self, batch: Batch, agent: str, claim_id: str) -> bool:
+        """Whether `agent` holds the claim and no decision earlier in the batch releases it."""
+        claim = self.state.claims.get(claim_id)
+        return claim is not None and claim.agent == agent and claim_id not in batch.released
+
+    async def _renew(self, body: dict[str, Any]) -> dict[str, bool]:
+        agent = text(body, "agent")
+        claims = list(dict.fromkeys(texts(body, "claims")))
+
+        def choose(batch: Batch, claim_id: str) -> ClaimRenewed | None:
+            if not self._held(batch, agent, claim_id):
+                return None
+            return ClaimRenewed(by=self.instance, claim=claim_id, expires_at=time.time() + self.settings.lease_seconds)
+
+        async def renew(claim_id: str) -> bool:
+            stored = await self.writer.decide_stored(lambda batch: choose(batch, claim_id))
+            return stored is not None and claim_id in self.state.claims
+
+        return dict(zip(claims, await asyncio.gather(*(renew(claim_id) for claim_id in claims))))
+
+    async def _release(self, body: dict[str, Any]) -> bool:
+        agent, claim_id = text(body, "agent"), text(body, "claim")
+        if body.get("leaving"):
+            self.gone[agent] = time.time()  # its pending claim requests must not take the work back
+        done, reason = bool(body.get("done")), str(body.get("reason", ""))[:2000]
+
+        def choose(batch: Batch) -> ClaimReleased | None:
+            if not self._held(batch, agent, claim_id):
+                return None
+            batch.released.add(claim_id)
+            return ClaimReleased(by=self.instance, claim=claim_id, done=done, reason=reason)
+
+        return await self.writer.decide_stored(choose) is not None
+
+    # --- verdicts -------------------------------------------------------------------------------
+
+    async def _verdict(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The decision on a proposed hypothesis or a submitted patch, waiting for it if need be."""
+        item = text(body, "id")
+        deadline = time.monotonic() + min(float(body.get("wait", 0) or 0), MAX_WAIT)
+        while True:
+            record = self.state.hypotheses.get(item) or self.state.patches.get(item)
+            if record is not None and record.status not in ("proposed", "submitted"):
+                return {"id": item, "status": record.status, "reason": record.reason, "duplicate_of": record.duplicate_of}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return {"id": item, "status": "pending" if record else "unknown", "reason": "", "duplicate_of": None}
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._verdict_waiters.setdefault(item, []).append(future)
+            try:
+                await asyncio.wait_for(future, min(remaining, 1.0))  # re-check at least every second
+            except asyncio.TimeoutError:
+                pass
+
+    def _describe(self, work: Work, grant: ClaimGranted) -> dict[str, Any]:
+        """What the claimant needs to do the work, so it need not ask again."""
+        state = self.state
+        out: dict[str, Any] = {"claim": grant.claim, "work": work.id, "kind": work.kind, "arena": work.arena,
+                               "ref": work.ref, "seed": work.seed, "tier": work.tier, "expires_at": grant.expires_at}  # fmt: skip
+        if work.kind == "implement":
+            hyp = state.hypotheses[work.ref]
+            parent = state.patches.get(hyp.parent or state.arenas[work.arena].baseline_patch)
+            out["hypothesis"] = {"id": hyp.id, "title": hyp.title, "rationale": hyp.rationale, "intent": hyp.intent}
+            out["parent"] = {"id": parent.id, "code": parent.code} if parent else None
+            done = [p for p in state.patches.values() if p.hypothesis == hyp.id and p.status == "accepted"]
+            out["patch"] = {"id": done[0].id, "code": done[0].code, "diff": done[0].diff} if done else None
+        else:
+            patch = state.patches[work.ref]
+            parent = state.patches.get(patch.parent or "")
+            out["parent"] = {"id": parent.id, "code": parent.code} if parent else None
+            out["patch"] = {"id": patch.id, "code": patch.code, "diff": patch.diff, "parent": patch.parent,
+                            "hypothesis": patch.hypothesis, "values": patch.ok_values()}  # fmt: skip
+            hyp = state.hypotheses.get(patch.hypothesis or "")
+            out["hypothesis"] = {"id": hyp.id, "title": hyp.title, "rationale": hyp.rationale, "intent": hyp.intent} if hyp else None
+            out["best"] = {"values": state.best_values(work.arena), "spread": state.spread(work.arena)}
+        return out
