@@ -363,7 +363,7 @@ class State:
                 continue
             values = patch.ok_values()
             hyp = self.hypotheses.get(patch.hypothesis or "")
-            rows.append({"patch": patch_id, "title": hyp.title if hyp else "baseline", "n": len(values),
+            rows.append({"patch": patch_id, "parent": patch.parent, "title": hyp.title if hyp else "baseline", "n": len(values),
                          "status": "ok" if values else runs[-1].status, "reason": None if values else runs[-1].reason,
                          "val_bpb": rules.mean(values) if values else None, "best": patch_id == found.best})  # type: ignore[union-attr]  # fmt: skip
         return rows

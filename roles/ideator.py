@@ -10,12 +10,13 @@ import logging
 from typing import Any
 
 from agents.brains.base import BrainError, IdeaContext, Trial
+from agents.knobs import KnobError
+from agents.knobs import changes as knob_changes
 from agents.knobs import read as read_knobs
 from agents.runtime import Role
 from blackboard.events import HypothesisProposed, new_id
 from harness import tiers
 from roles.common import program
-from swarm.ground.errors import SwarmError
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 2.0
@@ -76,20 +77,25 @@ class Ideator(Role):
         board = self.ctx.board
         best = await board.best(arena) or {}
         trials = await board.ask("trials", {"arena": arena})
-        missing = [t["patch"] for t in trials if t["patch"] not in self.codes]
+        wanted = {t["patch"] for t in trials} | {t["parent"] for t in trials if t.get("parent")}
+        missing = sorted(wanted - set(self.codes))
         for start in range(0, len(missing), 50):
             self.codes.update(await board.ask("codes", {"patches": missing[start : start + 50]}))
         return IdeaContext(
             arena=arena, tier=arena.split("/", 1)[0], program=self.program, best_patch=best.get("patch", ""),
             best_code=best.get("code", ""), best_mean=best.get("mean"), spread=best.get("spread"),
-            trials=[_trial(t, self.codes.get(t["patch"], "")) for t in trials], refused=list(self.refused),
+            trials=[_trial(t, self.codes) for t in trials], refused=list(self.refused),
             context_len=tier.context_len if (tier := tiers.TIERS.get(arena.split("/", 1)[0])) else None, n=1,
         )  # fmt: skip
 
 
-def _trial(row: dict[str, Any], code: str) -> Trial:
+def _trial(row: dict[str, Any], codes: dict[str, str]) -> Trial:
+    code = codes.get(row["patch"], "")
     try:
         knobs = read_knobs(code)
-    except SwarmError:
+    except KnobError:
         knobs = {}  # code that is not plain knobs (an LLM's rewrite) still counts as a trial
-    return Trial(knobs=knobs, **{k: row[k] for k in ("patch", "title", "status", "val_bpb", "n", "reason", "best")})
+    parent = codes.get(row.get("parent") or "")
+    code_change = parent is not None and knob_changes(parent, code) is None  # more than knob values moved
+    return Trial(knobs=knobs, code_change=code_change,
+                 **{k: row[k] for k in ("patch", "title", "status", "val_bpb", "n", "reason", "best")})  # fmt: skip
