@@ -11,10 +11,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from roles import ROLES
 from swarm.ground.settings import NatsSettings, Settings
 from swarm.supervisor import Child, Supervisor, swarm_command
-
-ROLES = ("ideator", "implementer", "reviewer", "replicator")
 
 
 @dataclass(frozen=True)
@@ -24,19 +23,21 @@ class Plan:
     agents: list[tuple[str, str | None]]
 
     @classmethod
-    def for_devices(cls, settings: Settings, devices: list[str], roles: tuple[str, ...] = ROLES) -> Plan:
-        """One implementer per device slot, the other roles as the settings say (devices shared)."""
-        counts = settings.agents
+    def for_devices(cls, settings: Settings, devices: list[str], roles: tuple[str, ...] = tuple(ROLES)) -> Plan:
+        """As many agents of each role as the settings say (a count left unset: one per device slot),
+        in the registry's order; a role that needs a device gets the slots in turn (devices shared)."""
         agents: list[tuple[str, str | None]] = []
-        if "ideator" in roles:
-            agents += [("ideator", None)] * counts.ideators
-        if "implementer" in roles:
-            implementers = counts.implementers if counts.implementers is not None else len(devices)
-            agents += [("implementer", devices[i % len(devices)]) for i in range(implementers)]
-        if "reviewer" in roles:
-            agents += [("reviewer", None)] * counts.reviewers
-        if "replicator" in roles:
-            agents += [("replicator", devices[-1 - i % len(devices)]) for i in range(counts.replicators)]
+        for name, role in ROLES.items():
+            if name not in roles:
+                continue
+            count = getattr(settings.agents, f"{name}s")  # the settings count each role under its plural
+            count = len(devices) if count is None else count
+            if not role.needs_device:
+                agents += [(name, None)] * count
+            elif role.slots_from_last:
+                agents += [(name, devices[-1 - i % len(devices)]) for i in range(count)]
+            else:
+                agents += [(name, devices[i % len(devices)]) for i in range(count)]
         return cls(agents)
 
 
@@ -66,7 +67,7 @@ def credential_env(nats: NatsSettings) -> dict[str, str]:
 
 
 class Node:
-    def __init__(self, settings: Settings, url: str, devices: list[str], roles: tuple[str, ...] = ROLES,
+    def __init__(self, settings: Settings, url: str, devices: list[str], roles: tuple[str, ...] = tuple(ROLES),
                  config: Path | None = None, name: str | None = None) -> None:  # fmt: skip
         self.settings, self.url, self.devices, self.roles, self.config = settings, url, devices, roles, config
         self.name = name or socket.gethostname()

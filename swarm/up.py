@@ -23,7 +23,8 @@ from swarm.ground.bus import Bus, Credentials
 from swarm.ground.constants import STATUS
 from swarm.ground.errors import BoardError, SwarmError
 from swarm.head import Head, HeadOptions
-from swarm.node import ROLES, Node, child_env
+from roles import ROLES
+from swarm.node import Node, child_env
 from swarm.ground.settings import Settings
 from swarm.supervisor import Supervisor
 
@@ -36,7 +37,7 @@ class Swarm:
     """A head, and a node beside it unless asked otherwise, on this machine; stopped in order."""
 
     def __init__(self, settings: Settings, devices: list[str], options: HeadOptions | None = None,
-                 node: bool = True, roles: tuple[str, ...] = ROLES, config: Path | None = None) -> None:  # fmt: skip
+                 node: bool = True, roles: tuple[str, ...] = tuple(ROLES), config: Path | None = None) -> None:  # fmt: skip
         self.settings, self.devices, self.node, self.roles, self.config = settings, devices, node, roles, config
         self.head = Head(settings, options or HeadOptions(host=settings.nats.host, port=settings.nats.port), config)
         self.supervisor = Supervisor()

@@ -11,12 +11,12 @@ from typing import Any
 import click
 from rich.console import Console
 
-from swarm.ground import aio
+from roles import ROLES
 from swarm.cli import Context
+from swarm.ground import aio
 from swarm.ground.errors import ConfigError, SwarmError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-ROLE_NAMES = ("ideator", "implementer", "reviewer", "replicator")
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -31,9 +31,9 @@ def parse_duration(text: str | None) -> float | None:
 
 def parse_roles(text: str) -> tuple[str, ...]:
     roles = tuple(role.strip() for role in text.split(",") if role.strip())
-    unknown = [role for role in roles if role not in ROLE_NAMES]
+    unknown = [role for role in roles if role not in ROLES]
     if unknown or not roles:
-        raise ConfigError(f"--roles {text!r}: choose from {', '.join(ROLE_NAMES)}")
+        raise ConfigError(f"--roles {text!r}: choose from {', '.join(ROLES)}")
     return roles
 
 
@@ -54,7 +54,7 @@ def swarm_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--corpus", default=None,
                      help="Training data: shakespeare, sympy, or a path to text files or Parquet shards [default: the tier's]."),
         click.option("--devices", default=None, help="Devices for training: all, cpu, or a list like cuda:0,cuda:1 [default: all]."),
-        click.option("--roles", default=",".join(ROLE_NAMES), show_default=True, help="Roles of this machine's agents."),
+        click.option("--roles", default=",".join(ROLES), show_default=True, help="Roles of this machine's agents."),
         click.option("--ideators", type=int, default=None, help="Ideator agents [default: 1]."),
         click.option("--implementers", type=int, default=None, help="Implementer agents [default: one per device]."),
         click.option("--reviewers", type=int, default=None, help="Reviewer agents [default: 1]."),
