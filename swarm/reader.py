@@ -13,7 +13,6 @@ that service instead.
 
 from __future__ import annotations
 
-import json
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ from swarm.ground import aio
 from swarm.ground.bus import Bus, Credentials
 from swarm.credentials import left_by_head, split_urls
 from swarm.ground.errors import BoardError, BusError, ServiceUnavailable
+from swarm.natsserver import accepts, client_urls
 
 PAGE_ROWS = queries.MAX_ROWS
 CONNECT_SECONDS = 3.0  # a wrong URL is said soon; a server restarting is waited for a little
@@ -215,27 +215,10 @@ async def open_reader(directory: Path, url: str | None, credentials: Credentials
 
 
 def running_urls(directory: Path) -> list[str]:
-    """The client URLs in the ports files of the swarm's nats-server(s), if one accepts connections.
-
-    nats-server writes its ports file at start and removes it when it stops; one killed leaves a stale
-    file behind, so a URL counts only if something listens there."""
-    found = []
-    for ports in sorted(directory.glob("nats*/ports/*.ports")):  # nats/, and nats-1/ ... of a head's cluster
-        try:
-            urls = json.loads(ports.read_text()).get("nats") or []
-        except (OSError, json.JSONDecodeError, AttributeError):
-            continue
-        found += [u.replace("tls://", "nats://") for u in urls if isinstance(u, str) and u.startswith(("nats://", "tls://"))]
-    return [u for u in dict.fromkeys(found) if _listening(u)]
-
-
-def _listening(url: str) -> bool:
-    host, _, port = url.split("://", 1)[-1].rsplit("@", 1)[-1].rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
-            return True
-    except (OSError, ValueError):
-        return False
+    """The client URLs in the ports files of the swarm's nats-server(s) that accept connections."""
+    # nats/, and nats-1/ ... of a head's cluster
+    found = [url for ports in sorted(directory.glob("nats*/ports/*.ports")) for url in client_urls(ports)]
+    return [url for url in dict.fromkeys(found) if accepts(url)]
 
 
 async def _answers(reader: ServiceReader) -> bool:
