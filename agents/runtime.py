@@ -23,10 +23,10 @@ from agents.brains.base import Accounting, Brain, Usage
 from blackboard.client import Board, Heartbeat
 from blackboard.events import AgentJoined, AgentLeft, UsageRecorded
 from swarm.ground import aio
-from swarm.ground.bus import Bus, Credentials
+from swarm.ground.bus import Bus
 from swarm.ground.constants import STATUS
 from swarm.ground.errors import BoardError, BusError
-from swarm.ground.settings import Settings
+from swarm.ground.settings import Credentials, Settings
 
 log = logging.getLogger(__name__)
 

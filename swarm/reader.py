@@ -16,7 +16,6 @@ from __future__ import annotations
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +25,8 @@ import msgpack
 from blackboard import queries, schema
 from blackboard.client import Board
 from swarm.ground import aio
-from swarm.ground.bus import Bus, Credentials
+from swarm.ground.bus import Bus
+from swarm.ground.settings import Credentials
 from swarm.credentials import left_by_head, split_urls
 from swarm.ground.errors import BoardError, BusError, ServiceUnavailable
 from swarm.natsserver import accepts, client_urls
@@ -183,8 +183,7 @@ def read(directory: Path, url: str | None, credentials: Credentials, work: Calla
 async def open_reader(directory: Path, url: str | None, credentials: Credentials) -> Reader:
     """The service at `url`; else the swarm in `directory`: its service while it runs, its file after."""
     if url:
-        urls, user, password = split_urls(url, credentials.user, credentials.password)  # the shown URL has no password
-        credentials = replace(credentials, user=user, password=password)
+        urls, credentials = split_urls(url, credentials)  # the shown URL has no password: the settings may
         return await _connect(urls, credentials, f"the service at {','.join(urls)}")
     directory = directory.expanduser()
     if not directory.is_dir():
@@ -193,8 +192,8 @@ async def open_reader(directory: Path, url: str | None, credentials: Credentials
     served: str | None = None
     if urls:
         # a head's own directory: what it made for its nodes lets its machine in too
-        credentials = replace(credentials, **{key: value for key, value in left_by_head(directory / "credentials").items()
-                                              if getattr(credentials, key) is None})  # fmt: skip
+        left = left_by_head(directory / "credentials")
+        credentials = credentials.model_copy(update={key: value for key, value in left if getattr(credentials, key) is None})
         try:
             reader = await _connect(urls, credentials, f"the running swarm in {directory} (NATS at {', '.join(urls)})")
         except BusError as exc:

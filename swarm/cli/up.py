@@ -13,8 +13,7 @@ from rich.console import Console
 
 from roles import ROLES
 from swarm.cli import Context
-from swarm.ground import aio
-from swarm.ground.errors import ConfigError, SwarmError
+from swarm.ground.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -74,55 +73,16 @@ def settings_for(ctx: Context, opts: dict[str, Any]) -> Any:
 
 
 def run(ctx: Context, opts: dict[str, Any], head_options: Any | None = None, node: bool = True) -> None:
-    """Prepare, start a head (and a node), watch until a stop condition or Ctrl-C, drain, summarize."""
-    from agents.arena import describe
+    """Check the flags, then hand off to `swarm.up.up`: prepare, start, watch, drain, summarize."""
     from harness.tiers import get as get_tier
-    from swarm.up import Swarm, connect_watcher, summarize, watch
-    from swarm.view import LiveView, LogView
+    from swarm.up import up
 
     seconds = parse_duration(opts.get("duration"))
     settings = settings_for(ctx, opts)
     get_tier(settings.harness.tier)  # an unknown tier is a clear error before anything starts
     roles, devices = parse_roles(opts["roles"]), parse_devices(opts.get("devices"))
     console = Console(soft_wrap=True)  # lines are never cut for width: logs and scripts read them
-    swarm = Swarm(settings, devices, head_options, node=node, roles=roles, config=ctx.config)
-    view = LogView(console) if opts.get("no_view") else LiveView(console, settings)
-
-    # The data first, in the open: the tiny tier downloads its corpus once, and agents must not wait silently.
-    with console.status(f"preparing the {settings.harness.tier} tier's data and tokenizer ..."):
-        arena = describe(settings.harness.tier, devices[0], settings.harness, notify=lambda m: console.print(m, highlight=False))
-
-    async def main() -> None:
-        watcher = None
-        try:
-            await swarm.start(arena)
-            console.print(f"swarm in {swarm.dir}: NATS at {swarm.url}, arena {arena.id}, logs in {swarm.dir / 'logs'}",
-                          highlight=False)  # fmt: skip
-            if head_options is not None:
-                written = swarm.head.write_join_command()
-                console.print(f"to add a machine, run there (also in {written}):\n  {swarm.head.join_command()}", highlight=False)
-            watcher = await connect_watcher(swarm.url, swarm.head.local_credentials())
-            with view:
-                await watch(swarm.supervisor, watcher, settings.board.max_runs, seconds, view)
-        finally:
-            console.print("[bold]stopping:[/] agents drain and release their claims ...")
-            await swarm.stop_agents()
-            if watcher is not None:
-                try:
-                    for line in await summarize(watcher.board, settings.board.promotion_seeds):
-                        console.print(line, highlight=False)
-                except SwarmError as exc:
-                    console.print(f"(no summary: {exc})")
-                finally:
-                    await watcher.bus.close()
-            await swarm.stop_services()
-            console.print(f"the swarm is stopped; everything is in {swarm.dir} (the same command resumes it)")
-
-    try:
-        aio.run(main)
-    except BaseException:
-        swarm.kill()
-        raise
+    up(settings, devices, roles, console, not opts.get("no_view"), seconds, head_options, node, ctx.config)
 
 
 @click.command("up")
