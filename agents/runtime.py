@@ -23,10 +23,10 @@ from agents.brains.base import Accounting, Brain, Usage
 from blackboard.client import Board, Heartbeat
 from blackboard.events import AgentJoined, AgentLeft, UsageRecorded
 from swarm.ground import aio
-from swarm.ground.bus import Bus, Credentials
+from swarm.ground.bus import Bus
 from swarm.ground.constants import STATUS
-from swarm.ground.errors import BoardError, BusError, ConfigError
-from swarm.ground.settings import Settings
+from swarm.ground.errors import BoardError, BusError
+from swarm.ground.settings import Credentials, Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ BUDGET_REFRESH_SECONDS = 10.0
 @dataclass(frozen=True)
 class AgentSpec:
     agent: str
-    role: str
+    role: type[Role]  # the caller looks the role up (the registry is in `roles`, above this module)
     node: str
     url: str | list[str]
     dir: Path  # the swarm directory: device slots, run directories
@@ -88,6 +88,8 @@ class Context:
 class Role(ABC):
     name: ClassVar[str]
     uses_brain: ClassVar[bool] = True
+    needs_device: ClassVar[bool] = False  # trains on one device: a node gives each agent of it a device slot
+    slots_from_last: ClassVar[bool] = False  # ... handed out from the last slot back (away from the first role's)
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -99,11 +101,7 @@ class Role(ABC):
 
 async def async_run(spec: AgentSpec, settings: Settings) -> int:
     """Run the agent until stopped; returns how many pieces of work it did."""
-    from roles import ROLES  # the roles import the runtime: import them late
-
-    if spec.role not in ROLES:
-        raise ConfigError(f"no role {spec.role!r}; the roles are {', '.join(ROLES)}")
-    role_class = ROLES[spec.role]
+    role_class = spec.role
     bus = await Bus.connect(spec.url, name=f"agent {spec.agent}", credentials=Credentials.from_settings(settings.nats), wait=30)
     board = Board(bus, spec.agent)
     budget = _Budget(board, settings.brain.budget_usd)
@@ -111,14 +109,14 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
                        seed=_seed(spec.agent)) if role_class.uses_brain else None  # fmt: skip
     heartbeat = board.heartbeat(settings.board.lease_seconds / 3)
     ctx = Context(spec, settings, board, brain, heartbeat)
-    await board.publish(AgentJoined(by=spec.agent, agent=spec.agent, role=spec.role, node=spec.node,
+    await board.publish(AgentJoined(by=spec.agent, agent=spec.agent, role=role_class.name, node=spec.node,
                                     brain=brain.name if brain else None, devices=[spec.device] if spec.device else [],
                                     pid=os.getpid()))  # fmt: skip
     reason = "stopped"
     tasks = [asyncio.create_task(_announce(bus, ctx)), asyncio.create_task(budget.refresh())]
     try:
         async with heartbeat:
-            work = asyncio.create_task(role_class(ctx).run(), name=f"{spec.role} {spec.agent}")
+            work = asyncio.create_task(role_class(ctx).run(), name=f"{role_class.name} {spec.agent}")
             ending = asyncio.create_task(ctx.finished.wait())
             try:
                 await asyncio.wait({work, ending}, return_when=asyncio.FIRST_COMPLETED)
@@ -166,7 +164,7 @@ async def _release_all(ctx: Context, reason: str) -> None:
 async def _announce(bus: Bus, ctx: Context) -> None:
     """Say what this agent is doing every few seconds on core NATS (not stored: it is a view)."""
     while True:
-        status = {"agent": ctx.spec.agent, "role": ctx.spec.role, "node": ctx.spec.node, "device": ctx.spec.device,
+        status = {"agent": ctx.spec.agent, "role": ctx.spec.role.name, "node": ctx.spec.node, "device": ctx.spec.device,
                   "doing": ctx.doing, "since": ctx.since, "done": ctx.done, "at": time.time(),
                   "claims": len(ctx.heartbeat.claims), "connected": bus.link.connected}  # fmt: skip
         try:

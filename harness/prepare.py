@@ -100,13 +100,6 @@ def prepare(
     return _open(target)
 
 
-def is_prepared(corpus: str, cache_dir: Path, tokenizer: Tokenizer = "bpe", default: str = "shakespeare") -> Prepared | None:
-    """The prepared corpus if the cache has it, without building anything."""
-    concrete = corpora.resolve(corpus, default)
-    target = Path(cache_dir).expanduser() / "data" / f"{corpora.identity(concrete)}-{tokenizer}-v{FORMAT}"
-    return _open(target) if (target / "manifest.json").is_file() else None
-
-
 def split(docs: list[str]) -> tuple[list[str], list[str]]:
     """(train, val) by document index; deterministic and independent of the content."""
     train = [d for i, d in enumerate(docs) if i % VAL_EVERY != VAL_EVERY - 1]

@@ -11,24 +11,28 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
 MARKER_VAR = "SWARM_RUN_MARKER"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+PR_SET_PDEATHSIG = 1  # prctl option: the signal to get when the parent dies
 
 
-def die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this process when its parent (the runner) dies, even by SIGKILL.
+def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send `sig` to this process when `parent` dies, even by SIGKILL (Linux).
 
     A run must not outlive the agent that started it, keeping a GPU busy with nobody to read the
-    result. Called first thing in the run's processes, before any agent code.
+    result (runs call this first thing, before any agent code, and get SIGKILL); a server must not
+    outlive the swarm that started it (called before exec, with SIGTERM so it shuts down cleanly).
     """
+    if not sys.platform.startswith("linux"):
+        return
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the runner died before the call: nobody will ever read us
-        os._exit(1)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:  # the parent died before the call: the kernel will never send it
+        os.kill(os.getpid(), sig)
 
 
 def marked_pids(marker: str) -> list[int]:

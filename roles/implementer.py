@@ -34,6 +34,7 @@ class Ready:
 
 class Implementer(Role):
     name = "implementer"
+    needs_device = True
 
     async def run(self) -> None:
         ctx = self.ctx

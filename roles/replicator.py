@@ -6,12 +6,13 @@ from __future__ import annotations
 from agents.arena import describe_async, open_arena
 from agents.runtime import Role
 from roles.common import Job, run_job
-PURPOSES = {"baseline": "baseline", "replicate": "replicate", "promote": "promote"}
 
 
 class Replicator(Role):
     name = "replicator"
     uses_brain = False
+    needs_device = True
+    slots_from_last = True
 
     async def run(self) -> None:
         ctx = self.ctx
@@ -20,12 +21,13 @@ class Replicator(Role):
         await open_arena(ctx.board, arena)
         while not ctx.stopping:
             ctx.say("waiting for a baseline or a candidate to replicate")
-            claim = await ctx.board.claim(list(PURPOSES), [arena.id], wait=10)
+            # each kind of work it claims is also the purpose its run is recorded with
+            claim = await ctx.board.claim(["baseline", "replicate", "promote"], [arena.id], wait=10)
             if claim is None or claim.patch is None:
                 continue
             ctx.heartbeat.hold(claim.claim)
             title = (claim.hypothesis or {}).get("title", "baseline" if claim.kind == "baseline" else "")
-            job = Job(claim.patch["id"], claim.patch["code"], arena, claim.seed or 0, PURPOSES[claim.kind],  # type: ignore[arg-type]
+            job = Job(claim.patch["id"], claim.patch["code"], arena, claim.seed or 0, claim.kind,  # type: ignore[arg-type]
                       claim.work, title)  # fmt: skip
             result = await run_job(ctx, job)
             await ctx.release(claim.claim, done=True, reason=f"{claim.kind} seed {job.seed}: {result.status}")

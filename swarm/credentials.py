@@ -16,26 +16,14 @@ import datetime
 import ipaddress
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from swarm.ground.errors import ConfigError
+from swarm.ground.settings import Credentials
 
 USER = "swarm"
-
-
-@dataclass(frozen=True)
-class Secrets:
-    """What a head created, and what a node needs of it."""
-
-    password: str | None = None
-    nkey_seed_file: Path | None = None
-    nkey_public: str | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
 
 
 def write_private(path: Path, data: bytes) -> Path:
@@ -103,7 +91,7 @@ def tls(folder: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
     return cert_path, key_path, ca_path
 
 
-def left_by_head(folder: Path) -> dict[str, Any]:
+def left_by_head(folder: Path) -> Credentials:
     """What a head keeps in `folder` that its own machine's readers may use: password, nkey seed, CA."""
     found: dict[str, Any] = {}
     if (folder / "password").is_file():
@@ -112,7 +100,7 @@ def left_by_head(folder: Path) -> dict[str, Any]:
         found["nkey_seed_file"] = folder / "node.nk"
     if (folder / "ca.pem").is_file():
         found["tls_ca"] = folder / "ca.pem"
-    return found
+    return Credentials(**found)
 
 
 def with_password(url: str, secret: str) -> str:
@@ -135,13 +123,14 @@ def split_url(url: str) -> tuple[str, str | None, str | None]:
     return clean, parts.username, parts.password
 
 
-def split_urls(urls: str, user: str | None = None, password: str | None = None) -> tuple[list[str], str | None, str | None]:
-    """`split_url` for a comma-separated list: (urls without credentials, user, password). What the
-    URLs carry wins over the `user` and `password` given; with a password, the user is at least USER."""
+def split_urls(urls: str, given: Credentials) -> tuple[list[str], Credentials]:
+    """`split_url` for a comma-separated list: (urls without credentials, `given` with theirs). What the
+    URLs carry wins over the user and password given; with a password, the user is at least USER."""
     clean, found_user, found_password = [], None, None
     for part in urls.split(","):
         url, part_user, part_password = split_url(part.strip())
         clean.append(url)
         found_user, found_password = found_user or part_user, found_password or part_password
-    password = found_password or password
-    return clean, found_user or user or (USER if password else None), password
+    password = found_password or given.password
+    user = found_user or given.user or (USER if password else None)
+    return clean, given.model_copy(update={"user": user, "password": password})

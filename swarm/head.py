@@ -17,11 +17,11 @@ from typing import Literal
 
 from agents.arena import ArenaInfo
 from swarm import credentials
-from swarm.ground.bus import Bus, Credentials
+from swarm.ground.bus import Bus
 from swarm.ground.constants import SCHEMA_VERSION
 from swarm.ground.errors import ConfigError
 from swarm.natsserver import Auth, Cluster, NatsServer, Tls
-from swarm.ground.settings import Settings
+from swarm.ground.settings import Credentials, Settings
 from swarm.supervisor import Child, Supervisor, swarm_command
 
 AuthKind = Literal["password", "nkey", "none"]
@@ -59,7 +59,7 @@ class Head:
         self.dir = settings.dir.resolve()
         self.auth: AuthKind = options.auth or ("none" if options.loopback else "password")
         self.servers: list[NatsServer] = []
-        self.secrets = credentials.Secrets()
+        self.credentials = Credentials()  # what a node needs to get in: made by start_servers
         self.urls: list[str] = []
 
     # --- starting ----------------------------------------------------------------------------------
@@ -69,11 +69,11 @@ class Head:
         auth = None
         if self.auth == "password":
             given = self.settings.nats.password  # SWARM_NATS__PASSWORD: one the launcher shares with the nodes
-            self.secrets = credentials.Secrets(password=given or credentials.password(folder))
-            auth = Auth(user=credentials.USER, password=self.secrets.password)
+            self.credentials = Credentials(user=credentials.USER, password=given or credentials.password(folder))
+            auth = Auth(user=credentials.USER, password=self.credentials.password)
         elif self.auth == "nkey":
             seed, public = credentials.nkey(folder)
-            self.secrets = credentials.Secrets(nkey_seed_file=seed, nkey_public=public)
+            self.credentials = Credentials(nkey_seed_file=seed)
             auth = Auth(nkeys=(public,))
         tls = None
         if opts.tls_cert is not None or opts.tls:
@@ -84,7 +84,7 @@ class Head:
             if key is None:
                 raise ConfigError("--tls-cert needs --tls-key")
             tls = Tls(cert=cert, key=key)
-            self.secrets = credentials.Secrets(**{**self.secrets.__dict__, "tls_cert": cert, "tls_key": key, "tls_ca": ca})
+            self.credentials = self.credentials.model_copy(update={"tls_ca": ca})
         route_ports = [opts.port + ROUTE_OFFSET + i for i in range(opts.servers)] if opts.port > 0 else _free_ports(opts.servers)
         routes = tuple(f"nats-route://127.0.0.1:{port}" for port in route_ports)
         for i in range(opts.servers):
@@ -97,7 +97,7 @@ class Head:
 
     async def configure(self, arena: ArenaInfo) -> None:
         """Stream and buckets with the head's replication, and what joining nodes must agree with."""
-        bus = await Bus.connect(self.local_urls(), name="swarm head", credentials=self.local_credentials(), wait=30)
+        bus = await Bus.connect(self.local_urls(), name="swarm head", credentials=self.credentials, wait=30)
         try:
             replicas = self.options.servers
             await bus.wait_jetstream()
@@ -132,11 +132,6 @@ class Head:
         """The servers as this machine reaches them (listening on all interfaces means loopback too)."""
         return [url.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]") for url in self.urls]
 
-    def local_credentials(self) -> Credentials:
-        s = self.secrets
-        return Credentials(user=credentials.USER if s.password else None, password=s.password,
-                           nkey_seed_file=s.nkey_seed_file, tls_ca=s.tls_ca)  # fmt: skip
-
     def advertised_host(self) -> str:
         if self.options.advertise:
             return self.options.advertise
@@ -152,15 +147,16 @@ class Head:
     def join_command(self) -> str:
         """What a person runs on another machine, credentials and files to copy included."""
         url = ",".join(self.node_urls())
-        if self.secrets.password is not None:
-            url = ",".join(credentials.with_password(u, self.secrets.password) for u in self.node_urls())
+        given = self.credentials
+        if given.password is not None:
+            url = ",".join(credentials.with_password(u, given.password) for u in self.node_urls())
         parts, copies = ["swarm", "join", url], []
-        if self.secrets.nkey_seed_file is not None:
-            copies.append(self.secrets.nkey_seed_file)
-            parts += ["--nkey", self.secrets.nkey_seed_file.name]
-        if self.secrets.tls_ca is not None:
-            copies.append(self.secrets.tls_ca)
-            parts += ["--tls-ca", self.secrets.tls_ca.name]
+        if given.nkey_seed_file is not None:
+            copies.append(given.nkey_seed_file)
+            parts += ["--nkey", given.nkey_seed_file.name]
+        if given.tls_ca is not None:
+            copies.append(given.tls_ca)
+            parts += ["--tls-ca", given.tls_ca.name]
         command = " ".join(parts)
         if copies:
             files = " ".join(f"{socket.gethostname()}:{path}" for path in copies)

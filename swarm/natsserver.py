@@ -8,6 +8,7 @@ agents that are still draining; it is stopped explicitly, and dies with its pare
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import logging
@@ -16,11 +17,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.procs import die_with_parent
 from swarm.ground.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -131,14 +132,14 @@ class NatsServer:
         with open(self.log_file, "ab") as out:
             self.process = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM),
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise BusError(f"nats-server exited with {self.process.returncode} at start: {self._log_tail()}")
-            url = _read_ports(ports_dir)
-            if url is not None and _accepts(url):
+            url = next((url for file in ports_dir.glob("*.ports") for url in client_urls(file)), None)
+            if url is not None and accepts(url):
                 self._url = url
                 log.info("nats-server %s listening on %s (pid %d)", self.name, url, self.process.pid)
                 return self
@@ -175,33 +176,23 @@ class NatsServer:
             return "(no log)"
 
 
-def _read_ports(ports_dir: Path) -> str | None:
-    for file in ports_dir.glob("*.ports"):
-        try:
-            urls = json.loads(file.read_text()).get("nats") or []
-        except (OSError, json.JSONDecodeError):
-            return None  # being written
-        for url in urls:
-            if url.startswith(("nats://", "tls://")):
-                return url.replace("tls://", "nats://")
-    return None
+def client_urls(ports_file: Path) -> list[str]:
+    """The client URLs nats-server wrote in its ports file (tls:// as nats://); none while it is being written.
+
+    nats-server writes the file at start and removes it when it stops; one that was killed leaves it
+    behind, so ask `accepts` before trusting a URL."""
+    try:
+        urls = json.loads(ports_file.read_text()).get("nats") or []
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return []
+    return [u.replace("tls://", "nats://") for u in urls if isinstance(u, str) and u.startswith(("nats://", "tls://"))]
 
 
-def _accepts(url: str) -> bool:
-    host, _, port = url.removeprefix("nats://").rpartition(":")
+def accepts(url: str) -> bool:
+    """Whether something listens at `url` (a credential in it is ignored)."""
+    host, _, port = url.split("://", 1)[-1].rsplit("@", 1)[-1].rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
             return True
-    except OSError:
+    except (OSError, ValueError):
         return False
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the parent dies, so no server outlives the swarm."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() == 1:  # the parent died before we got here
-            os.kill(os.getpid(), signal.SIGTERM)

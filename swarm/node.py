@@ -1,8 +1,9 @@
 """A node: this machine's agents, started and kept running by its supervisor.
 
-`swarm up` runs a node beside its own head; `swarm join URL` runs one against a head elsewhere.
-Agents get the swarm's URL on their command line and its credentials in their environment, so a
-password never shows in `ps`.
+`swarm up` runs a node beside its own head; `swarm join URL` runs one against a head elsewhere,
+after reading what that head recorded (its tier and harness fingerprint) and checking that this
+machine's harness has the same fingerprint. Agents get the swarm's URL on their command line and
+its credentials in their environment, so a password never shows in `ps`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from swarm.ground.settings import NatsSettings, Settings
+from agents.arena import ArenaInfo
+from roles import ROLES
+from swarm.ground.bus import Bus
+from swarm.ground.errors import ConfigError
+from swarm.ground.settings import Credentials, Settings
 from swarm.supervisor import Child, Supervisor, swarm_command
-
-ROLES = ("ideator", "implementer", "reviewer", "replicator")
 
 
 @dataclass(frozen=True)
@@ -24,23 +28,25 @@ class Plan:
     agents: list[tuple[str, str | None]]
 
     @classmethod
-    def for_devices(cls, settings: Settings, devices: list[str], roles: tuple[str, ...] = ROLES) -> Plan:
-        """One implementer per device slot, the other roles as the settings say (devices shared)."""
-        counts = settings.agents
+    def for_devices(cls, settings: Settings, devices: list[str], roles: tuple[str, ...] = tuple(ROLES)) -> Plan:
+        """As many agents of each role as the settings say (a count left unset: one per device slot),
+        in the registry's order; a role that needs a device gets the slots in turn (devices shared)."""
         agents: list[tuple[str, str | None]] = []
-        if "ideator" in roles:
-            agents += [("ideator", None)] * counts.ideators
-        if "implementer" in roles:
-            implementers = counts.implementers if counts.implementers is not None else len(devices)
-            agents += [("implementer", devices[i % len(devices)]) for i in range(implementers)]
-        if "reviewer" in roles:
-            agents += [("reviewer", None)] * counts.reviewers
-        if "replicator" in roles:
-            agents += [("replicator", devices[-1 - i % len(devices)]) for i in range(counts.replicators)]
+        for name, role in ROLES.items():
+            if name not in roles:
+                continue
+            count = getattr(settings.agents, f"{name}s")  # the settings count each role under its plural
+            count = len(devices) if count is None else count
+            if not role.needs_device:
+                agents += [(name, None)] * count
+            elif role.slots_from_last:
+                agents += [(name, devices[-1 - i % len(devices)]) for i in range(count)]
+            else:
+                agents += [(name, devices[i % len(devices)]) for i in range(count)]
         return cls(agents)
 
 
-def child_env(settings: Settings) -> dict[str, str]:
+def child_env(settings: Settings, credentials: Credentials) -> dict[str, str]:
     """The settings a child process must share with us, as SWARM_* variables it reads back."""
     env = {
         "SWARM_HARNESS__TIER": settings.harness.tier,
@@ -55,32 +61,49 @@ def child_env(settings: Settings) -> dict[str, str]:
         "SWARM_HARNESS__MEMORY_CAP_MB": settings.harness.memory_cap_mb,
     }
     env.update({key: str(value) for key, value in optional.items() if value is not None})
-    env.update(credential_env(settings.nats))
+    env.update(credentials.to_env())
     return env
 
 
-def credential_env(nats: NatsSettings) -> dict[str, str]:
-    values = {"USER": nats.user, "PASSWORD": nats.password, "NKEY_SEED_FILE": nats.nkey_seed_file,
-              "TLS_CA": nats.tls_ca, "TLS_CERT": nats.tls_cert, "TLS_KEY": nats.tls_key}  # fmt: skip
-    return {f"SWARM_NATS__{key}": str(value) for key, value in values.items() if value is not None}
-
-
 class Node:
-    def __init__(self, settings: Settings, url: str, devices: list[str], roles: tuple[str, ...] = ROLES,
+    def __init__(self, settings: Settings, devices: list[str], roles: tuple[str, ...] = tuple(ROLES),
                  config: Path | None = None, name: str | None = None) -> None:  # fmt: skip
-        self.settings, self.url, self.devices, self.roles, self.config = settings, url, devices, roles, config
+        self.settings, self.devices, self.roles, self.config = settings, devices, roles, config
         self.name = name or socket.gethostname()
         self.dir = settings.dir.resolve()
 
-    def start(self, supervisor: Supervisor) -> None:
-        env = child_env(self.settings)
+    def start(self, supervisor: Supervisor, url: str, credentials: Credentials) -> None:
+        """This node's agents, against the swarm at `url` (comma-separated servers)."""
+        env = child_env(self.settings, credentials)
         base = ["--config", str(self.config)] if self.config else []
         counts: dict[str, int] = {}
         for role, device in Plan.for_devices(self.settings, self.devices, self.roles).agents:
             counts[role] = counts.get(role, 0) + 1
             name = f"{role}-{counts[role]}"
-            args = [*base, "-v", "agent", "--role", role, "--url", self.url, "--dir", str(self.dir),
+            args = [*base, "-v", "agent", "--role", role, "--url", url, "--dir", str(self.dir),
                     "--id", f"{name}@{self.name}", "--node", self.name]  # fmt: skip
             if device is not None:
                 args += ["--device", device]
             supervisor.add(Child(f"{name}@{self.name}", swarm_command(*args), self.dir / "logs" / f"{name}.log", env))
+
+
+async def swarm_config(urls: list[str], credentials: Credentials) -> dict[str, Any]:
+    """What the head at `urls` recorded for every node to agree with: its tier and harness fingerprint."""
+    bus = await Bus.connect(urls, name="swarm join", credentials=credentials, wait=15)
+    try:
+        config = await bus.swarm_config()
+    finally:
+        await bus.close()
+    if config is None:
+        raise ConfigError(f"{','.join(urls)} answers, but no swarm head recorded its settings there (is it a swarm?)")
+    return config
+
+
+def check_fingerprint(arena: ArenaInfo, config: dict[str, Any]) -> None:
+    """Refuse to join a swarm whose results this machine's could not be compared with."""
+    if arena.fingerprint != config["fingerprint"]:
+        raise ConfigError(
+            f"this machine's harness fingerprint {arena.fingerprint} differs from the swarm's {config['fingerprint']}: "
+            "its fixed harness code, data or tokenizer differ, so its results could not be compared. Install the "
+            "same version of swarm as the head (and the same corpus), then join again."
+        )

@@ -13,11 +13,9 @@ that service instead.
 
 from __future__ import annotations
 
-import json
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,9 +25,11 @@ import msgpack
 from blackboard import queries, schema
 from blackboard.client import Board
 from swarm.ground import aio
-from swarm.ground.bus import Bus, Credentials
+from swarm.ground.bus import Bus
+from swarm.ground.settings import Credentials
 from swarm.credentials import left_by_head, split_urls
 from swarm.ground.errors import BoardError, BusError, ServiceUnavailable
+from swarm.natsserver import accepts, client_urls
 
 PAGE_ROWS = queries.MAX_ROWS
 CONNECT_SECONDS = 3.0  # a wrong URL is said soon; a server restarting is waited for a little
@@ -183,8 +183,7 @@ def read(directory: Path, url: str | None, credentials: Credentials, work: Calla
 async def open_reader(directory: Path, url: str | None, credentials: Credentials) -> Reader:
     """The service at `url`; else the swarm in `directory`: its service while it runs, its file after."""
     if url:
-        urls, user, password = split_urls(url, credentials.user, credentials.password)  # the shown URL has no password
-        credentials = replace(credentials, user=user, password=password)
+        urls, credentials = split_urls(url, credentials)  # the shown URL has no password: the settings may
         return await _connect(urls, credentials, f"the service at {','.join(urls)}")
     directory = directory.expanduser()
     if not directory.is_dir():
@@ -193,8 +192,8 @@ async def open_reader(directory: Path, url: str | None, credentials: Credentials
     served: str | None = None
     if urls:
         # a head's own directory: what it made for its nodes lets its machine in too
-        credentials = replace(credentials, **{key: value for key, value in left_by_head(directory / "credentials").items()
-                                              if getattr(credentials, key) is None})  # fmt: skip
+        left = left_by_head(directory / "credentials")
+        credentials = credentials.model_copy(update={key: value for key, value in left if getattr(credentials, key) is None})
         try:
             reader = await _connect(urls, credentials, f"the running swarm in {directory} (NATS at {', '.join(urls)})")
         except BusError as exc:
@@ -215,27 +214,10 @@ async def open_reader(directory: Path, url: str | None, credentials: Credentials
 
 
 def running_urls(directory: Path) -> list[str]:
-    """The client URLs in the ports files of the swarm's nats-server(s), if one accepts connections.
-
-    nats-server writes its ports file at start and removes it when it stops; one killed leaves a stale
-    file behind, so a URL counts only if something listens there."""
-    found = []
-    for ports in sorted(directory.glob("nats*/ports/*.ports")):  # nats/, and nats-1/ ... of a head's cluster
-        try:
-            urls = json.loads(ports.read_text()).get("nats") or []
-        except (OSError, json.JSONDecodeError, AttributeError):
-            continue
-        found += [u.replace("tls://", "nats://") for u in urls if isinstance(u, str) and u.startswith(("nats://", "tls://"))]
-    return [u for u in dict.fromkeys(found) if _listening(u)]
-
-
-def _listening(url: str) -> bool:
-    host, _, port = url.split("://", 1)[-1].rsplit("@", 1)[-1].rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
-            return True
-    except (OSError, ValueError):
-        return False
+    """The client URLs in the ports files of the swarm's nats-server(s) that accept connections."""
+    # nats/, and nats-1/ ... of a head's cluster
+    found = [url for ports in sorted(directory.glob("nats*/ports/*.ports")) for url in client_urls(ports)]
+    return [url for url in dict.fromkeys(found) if accepts(url)]
 
 
 async def _answers(reader: ServiceReader) -> bool:

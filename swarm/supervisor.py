@@ -8,6 +8,7 @@ blackboard still answers). Each child gets SIGTERM if the supervisor dies, and l
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm.natsserver import _die_with_parent
+from harness.procs import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class Supervisor:
         with open(child.log, "ab") as out:
             child.process = subprocess.Popen(
                 child.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **child.env}, start_new_session=True, preexec_fn=_die_with_parent,
+                env={**os.environ, **child.env}, start_new_session=True,
+                preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM),
             )  # fmt: skip
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)

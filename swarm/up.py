@@ -1,11 +1,13 @@
-"""Running a swarm from this machine: `swarm up` (everything here) and `swarm head` (the head here,
-nodes elsewhere) share this.
+"""Running a swarm from this machine: `swarm up` (everything here), `swarm head` (the head here,
+nodes elsewhere) and `swarm join` (a node here, the head elsewhere) share this.
 
 A head (nats-server(s), blackboard service(s)) and usually a node of agents beside it start in one
-directory that keeps everything; the watcher shows what happens and notices when to stop: the run
-budget is spent (`--max-runs`) or the time is up (`--duration`). Agents drain first, so every
-run they started is finished and recorded, then the services and servers stop. Starting again on
-the same directory resumes the same swarm: the stream is the history.
+directory that keeps everything; a joining node checks the swarm's tier and fingerprint first. The
+watcher shows what happens and notices when to stop: the run budget is spent (`--max-runs`) or the
+time is up (`--duration`); else Ctrl-C. All three stop the same way: agents drain first, so every
+run they started is finished and recorded; the head (if it is here) summarizes and stops its
+services and servers. Starting again on the same directory resumes the same swarm: the stream is the
+history.
 """
 
 from __future__ import annotations
@@ -14,47 +16,143 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agents.arena import ArenaInfo
+from rich.console import Console
+
+from agents.arena import ArenaInfo, describe
 from blackboard.client import Board
-from swarm.ground.bus import Bus, Credentials
+from roles import ROLES
+from swarm.ground import aio
+from swarm.ground.bus import Bus
 from swarm.ground.constants import STATUS
-from swarm.ground.errors import BoardError, SwarmError
+from swarm.ground.errors import BoardError, ConfigError, SwarmError
+from swarm.ground.settings import Credentials, Settings
 from swarm.head import Head, HeadOptions
-from swarm.node import ROLES, Node, child_env
-from swarm.ground.settings import Settings
+from swarm.node import Node, check_fingerprint, child_env, swarm_config
 from swarm.supervisor import Supervisor
+from swarm.view import LiveView, LogView
 
 log = logging.getLogger(__name__)
 
 REVIEW_GRACE_SECONDS = 120.0  # after the last run, how long reviews still queued may take
 
 
-class Swarm:
-    """A head, and a node beside it unless asked otherwise, on this machine; stopped in order."""
+def up(settings: Settings, devices: list[str], roles: tuple[str, ...], console: Console, live: bool,
+       duration: float | None, options: HeadOptions | None = None, node: bool = True, config: Path | None = None) -> None:  # fmt: skip
+    """A head here (`options`: one that nodes elsewhere join) and a node beside it, until a stop condition."""
+    head = Head(settings, options or HeadOptions(host=settings.nats.host, port=settings.nats.port), config)
+    swarm = Swarm(settings, devices, roles, config, head=head, node=node)
+    arena = prepare(console, settings, devices[0])
 
-    def __init__(self, settings: Settings, devices: list[str], options: HeadOptions | None = None,
-                 node: bool = True, roles: tuple[str, ...] = ROLES, config: Path | None = None) -> None:  # fmt: skip
-        self.settings, self.devices, self.node, self.roles, self.config = settings, devices, node, roles, config
-        self.head = Head(settings, options or HeadOptions(host=settings.nats.host, port=settings.nats.port), config)
+    async def hello(watcher: Watcher) -> None:
+        console.print(f"swarm in {swarm.dir}: NATS at {swarm.url}, arena {arena.id}, logs in {swarm.dir / 'logs'}",
+                      highlight=False)  # fmt: skip
+        if options is not None:
+            written = head.write_join_command()
+            console.print(f"to add a machine, run there (also in {written}):\n  {head.join_command()}", highlight=False)
+
+    serve(swarm, arena, console, _view(console, settings, live), settings.board.max_runs, duration, hello)
+
+
+def join(settings: Settings, urls: list[str], credentials: Credentials, devices: list[str], roles: tuple[str, ...],
+         console: Console, live: bool, tier: str | None = None, config: Path | None = None, name: str | None = None) -> None:  # fmt: skip
+    """A node here, in the swarm at `urls`, if its tier and harness fingerprint agree, until Ctrl-C."""
+    recorded = aio.run(lambda: swarm_config(urls, credentials))
+    if recorded is None:
+        return  # stopped by a signal while connecting
+    if tier not in (None, recorded["tier"]):
+        raise ConfigError(f"--tier {tier}: this swarm runs the {recorded['tier']} tier")
+    settings = settings.model_copy(update={"harness": settings.harness.model_copy(update={"tier": recorded["tier"]})})
+    arena = prepare(console, settings, devices[0])
+    check_fingerprint(arena, recorded)
+    swarm = Swarm(settings, devices, roles, config, url=",".join(urls), credentials=credentials, name=name)
+
+    async def hello(watcher: Watcher) -> None:
+        best = await watcher.board.best(arena.id)
+        console.print(f"joined {swarm.url} as {swarm.name}: arena {arena.id}, current best {best['mean']:.4f} ({best['patch']})"
+                      if best and best.get("mean") is not None
+                      else f"joined {swarm.url} as {swarm.name}: arena {arena.id}, no best yet", highlight=False)  # fmt: skip
+
+    serve(swarm, arena, console, _view(console, settings, live), None, None, hello)
+
+
+def prepare(console: Console, settings: Settings, device: str) -> ArenaInfo:
+    """The data first, in the open: the tiny tier downloads its corpus once, and agents must not wait silently."""
+    with console.status(f"preparing the {settings.harness.tier} tier's data and tokenizer ..."):
+        return describe(settings.harness.tier, device, settings.harness, notify=lambda m: console.print(m, highlight=False))
+
+
+def serve(swarm: Swarm, arena: ArenaInfo, console: Console, view: Any, max_runs: int | None, duration: float | None,
+          hello: Callable[[Watcher], Awaitable[None]]) -> None:  # fmt: skip
+    """Start, watch until a stop condition or a signal, then stop in order; a second signal or an error kills."""
+
+    async def main() -> None:
+        watcher = None
+        try:
+            await swarm.start_head(arena)
+            watcher = await connect_watcher(swarm.url, swarm.credentials)
+            await hello(watcher)
+            swarm.start_node()
+            with view:
+                await watch(swarm.supervisor, watcher, max_runs, duration, view)
+        finally:
+            head = swarm.head is not None
+            console.print(f"[bold]{'stopping' if head else 'leaving'}:[/] agents drain and release their claims ...")
+            await swarm.stop_agents()
+            if watcher is not None:
+                try:
+                    if head:
+                        for line in await summarize(watcher.board, swarm.settings.board.promotion_seeds):
+                            console.print(line, highlight=False)
+                except SwarmError as exc:
+                    console.print(f"(no summary: {exc})")
+                finally:
+                    await watcher.bus.close()
+            await swarm.stop_services()
+            console.print(f"the swarm is stopped; everything is in {swarm.dir} (the same command resumes it)" if head
+                          else f"{swarm.name} left the swarm; run the same command to join again")  # fmt: skip
+
+    try:
+        aio.run(main)
+    except BaseException:
+        swarm.kill()
+        raise
+
+
+def _view(console: Console, settings: Settings, live: bool) -> LiveView | LogView:
+    return LiveView(console, settings) if live else LogView(console)
+
+
+class Swarm:
+    """What runs on this machine: a head, or the URL of one elsewhere; a node of agents unless asked
+    otherwise. Started head first, stopped agents first."""
+
+    def __init__(self, settings: Settings, devices: list[str], roles: tuple[str, ...] = tuple(ROLES),
+                 config: Path | None = None, head: Head | None = None, node: bool = True, url: str = "",
+                 credentials: Credentials | None = None, name: str | None = None) -> None:  # fmt: skip
+        self.settings, self.head = settings, head
+        self.node = Node(settings, devices, roles, config, name) if node else None
+        self.name = self.node.name if self.node else ""
         self.supervisor = Supervisor()
         self.dir = settings.dir.resolve()
-        self.url = ""
+        self.url, self.credentials = url, credentials or Credentials()
 
-    async def start(self, arena: ArenaInfo) -> None:
+    async def start_head(self, arena: ArenaInfo) -> None:
+        """The head's servers and services, if the head is here: then its URL and credentials are ours."""
+        if self.head is None:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.head.start_servers)
-        self.url = ",".join(self.head.local_urls())
+        self.url, self.credentials = ",".join(self.head.local_urls()), self.head.credentials
         await self.head.configure(arena)
-        creds = self.head.local_credentials()
-        nats = self.settings.nats.model_copy(update={"user": creds.user, "password": creds.password,
-                                                     "nkey_seed_file": creds.nkey_seed_file, "tls_ca": creds.tls_ca})  # fmt: skip
-        children = self.settings.model_copy(update={"nats": nats})
-        self.head.start_services(self.supervisor, child_env(children))
-        if self.node:
-            Node(children, self.url, self.devices, self.roles, self.config).start(self.supervisor)
+        self.head.start_services(self.supervisor, child_env(self.settings, self.credentials))
+
+    def start_node(self) -> None:
+        if self.node is not None:
+            self.node.start(self.supervisor, self.url, self.credentials)
 
     async def stop_agents(self) -> None:
         """Agents first: they release their claims while the service still answers."""
@@ -62,12 +160,14 @@ class Swarm:
         await self.supervisor.stop("agents", timeout=60)
 
     async def stop_services(self) -> None:
-        await self.supervisor.stop("services", timeout=30)
-        await asyncio.to_thread(self.head.stop)
+        if self.head is not None:
+            await self.supervisor.stop("services", timeout=30)
+            await asyncio.to_thread(self.head.stop)
 
     def kill(self) -> None:
         self.supervisor.kill()
-        self.head.kill()
+        if self.head is not None:
+            self.head.kill()
 
 
 class Watcher:

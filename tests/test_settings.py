@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from swarm.ground.errors import ConfigError
-from swarm.ground.settings import Settings
+from swarm.ground.settings import Credentials, Settings
 
 
 def test_file_then_environment_then_overrides_take_precedence(tmp_path: Path) -> None:
@@ -40,3 +40,11 @@ def test_settings_are_frozen() -> None:
     settings = Settings.load(file=None, env={})
     with pytest.raises(Exception):
         settings.board.z = 3.0  # type: ignore[misc]
+
+
+def test_credentials_reach_a_child_through_its_environment(tmp_path: Path) -> None:
+    given = Credentials(user="swarm", password="s3cret", nkey_seed_file=tmp_path / "node.nk", tls_ca=tmp_path / "ca.pem")
+    read_back = Settings.load(file=None, env={**given.to_env(), "SWARM_NATS__URL": "nats://h:4222"}).nats
+    assert Credentials.from_settings(read_back) == given
+    assert read_back.url == "nats://h:4222"
+    assert Credentials().to_env() == {}

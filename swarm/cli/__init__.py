@@ -1,10 +1,13 @@
 """The `swarm` command. It parses, configures logging and hands off; the work lives elsewhere.
 
-Each command group has its own module here (`harness`, ...) and registers itself below.
+Each command group has its own module here (`harness`, ...), with a `commands` list, and is named
+in COMMANDS below. A module is imported when one of its commands runs: the commands that run agents
+know the roles, which load torch, and `swarm service` or `swarm query` should not wait for that.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -29,7 +32,16 @@ class Context:
 
 
 class SwarmGroup(click.Group):
-    """Turns our own errors into one clear line and exit status 2, not a traceback."""
+    """Turns our own errors into one clear line and exit status 2, not a traceback; loads commands lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"swarm.cli.{COMMANDS[name]}")
+        return next(command for command in module.commands if command.name == name)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -53,14 +65,9 @@ def main(ctx: click.Context, config: Path | None, verbose: int) -> None:
     ctx.obj = Context(config)
 
 
-def _register() -> None:
-    """Each command module has a `commands` list; add them all to `main`."""
-    import importlib
-
-    for name in COMMAND_MODULES:
-        for command in importlib.import_module(f"swarm.cli.{name}").commands:
-            main.add_command(command)
-
-
-COMMAND_MODULES: list[str] = ["harness", "service", "agent", "up", "join", "board", "report"]
-_register()
+# command -> the module here that defines it
+COMMANDS: dict[str, str] = {
+    "harness": "harness", "service": "service", "agent": "agent", "up": "up", "head": "up", "join": "join",
+    "status": "board", "history": "board", "show": "board", "best": "board", "query": "board", "export": "board",
+    "report": "report",
+}  # fmt: skip

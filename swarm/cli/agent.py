@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
+from roles import ROLES
 from swarm.cli import Context
 
 
 @click.command("agent")
-@click.option("--role", required=True, type=click.Choice(["ideator", "implementer", "reviewer", "replicator"]))
+@click.option("--role", required=True, type=click.Choice(list(ROLES)))
 @click.option("--url", required=True, help="NATS server URL(s), comma-separated.")
 @click.option("--dir", "swarm_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".swarm"),
               show_default=True, help="Swarm directory (device slots, run directories).")
@@ -30,7 +31,7 @@ def agent(ctx: Context, role: str, url: str, swarm_dir: Path, agent_id: str | No
 
     settings = ctx.settings(**{"harness.tier": tier, "brain.kind": brain})
     host = socket.gethostname()
-    spec = AgentSpec(agent=agent_id or f"{role}-{host}-{os.getpid()}", role=role, node=node or host,
+    spec = AgentSpec(agent=agent_id or f"{role}-{host}-{os.getpid()}", role=ROLES[role], node=node or host,
                      url=url.split(",") if "," in url else url, dir=swarm_dir.resolve(), device=device, burst=burst)  # fmt: skip
     run(spec, settings)
 

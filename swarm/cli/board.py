@@ -37,7 +37,7 @@ def format_option(*formats: str) -> Callable[[Callable[..., Any]], Callable[...,
 
 def read(ctx: Context, swarm_dir: Path | None, url: str | None, work: Callable[[Any], Awaitable[T]]) -> T | None:
     """Settings (directory, credentials) from the usual places, then `work` with the chosen reader."""
-    from swarm.ground.bus import Credentials
+    from swarm.ground.settings import Credentials
     from swarm.reader import read as read_with
 
     settings = ctx.settings(dir=swarm_dir)

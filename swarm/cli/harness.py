@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any
 
 import click
 from rich.console import Console
@@ -18,6 +16,7 @@ from harness.devices import check_device, list_devices
 from harness.runner import Progress as RunProgress
 from harness.runner import RunResult, run
 from swarm.cli import Context
+from swarm.ground import aio
 
 BLOCK_KEYS = ("val_bpb", "training_seconds", "total_seconds", "tokens", "steps", "params", "peak_memory_mb",
               "status", "tier", "device", "fingerprint")
@@ -78,16 +77,17 @@ def run_command(ctx: Context, train_file: Path | None, tier: str | None, seed: i
     device = check_device(device or list_devices()[0])
     source = (train_file or chosen.baseline_path).read_text()
     runs_dir = ctx.settings().dir / "runs"
-    try:
-        result = _run_with_progress(source, chosen, seed, device, settings, runs_dir)
-    except KeyboardInterrupt:
+    result = _run_with_progress(source, chosen, seed, device, settings, runs_dir)
+    if result is None:  # Ctrl-C and SIGTERM alike cancelled the run, which killed its processes
         click.echo("interrupted: the run and every process it started were killed", err=True)
-        sys.exit(130)  # Ctrl-C and SIGTERM alike
+        sys.exit(130)
     _report(result, as_json)
     sys.exit(0 if result.status == "ok" else 1)
 
 
-def _run_with_progress(source: str, tier: tiers.Tier, seed: int, device: str, settings: Any, runs_dir: Path) -> RunResult:
+def _run_with_progress(source: str, tier: tiers.Tier, seed: int, device: str, settings: Any,
+                       runs_dir: Path) -> RunResult | None:  # fmt: skip
+    """The run's result, or None if a signal stopped it."""
     console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
@@ -102,20 +102,11 @@ def _run_with_progress(source: str, tier: tiers.Tier, seed: int, device: str, se
             detail = f"step {report.step}  tokens {report.tokens:,}  loss {report.loss:.4f}"
             bar.update(task, description=f"{tier.name} seed {seed}: training", completed=done, total=total, detail=detail)
 
-        result = asyncio.run(_cancel_on_sigterm(run(source, tier, seed=seed, device=device, settings=settings,
-                                                    runs_dir=runs_dir, on_progress=update, notify=console.print)))
-        bar.update(task, description=f"{tier.name} seed {seed}: {result.status}")
+        result = aio.run(lambda: run(source, tier, seed=seed, device=device, settings=settings, runs_dir=runs_dir,
+                                     on_progress=update, notify=console.print))  # fmt: skip
+        if result is not None:
+            bar.update(task, description=f"{tier.name} seed {seed}: {result.status}")
     return result
-
-
-async def _cancel_on_sigterm(work: Coroutine[Any, Any, RunResult]) -> RunResult:
-    """SIGTERM (a scheduler, `kill`) ends the run as cleanly as Ctrl-C does: the run is cancelled."""
-    task = asyncio.ensure_future(work)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await task
-    except asyncio.CancelledError:
-        raise KeyboardInterrupt from None
 
 
 def _report(result: RunResult, as_json: bool) -> None:

@@ -11,12 +11,11 @@ from typing import Any
 import click
 from rich.console import Console
 
-from swarm.ground import aio
+from roles import ROLES
 from swarm.cli import Context
-from swarm.ground.errors import ConfigError, SwarmError
+from swarm.ground.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-ROLE_NAMES = ("ideator", "implementer", "reviewer", "replicator")
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -31,9 +30,9 @@ def parse_duration(text: str | None) -> float | None:
 
 def parse_roles(text: str) -> tuple[str, ...]:
     roles = tuple(role.strip() for role in text.split(",") if role.strip())
-    unknown = [role for role in roles if role not in ROLE_NAMES]
+    unknown = [role for role in roles if role not in ROLES]
     if unknown or not roles:
-        raise ConfigError(f"--roles {text!r}: choose from {', '.join(ROLE_NAMES)}")
+        raise ConfigError(f"--roles {text!r}: choose from {', '.join(ROLES)}")
     return roles
 
 
@@ -54,7 +53,7 @@ def swarm_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--corpus", default=None,
                      help="Training data: shakespeare, sympy, or a path to text files or Parquet shards [default: the tier's]."),
         click.option("--devices", default=None, help="Devices for training: all, cpu, or a list like cuda:0,cuda:1 [default: all]."),
-        click.option("--roles", default=",".join(ROLE_NAMES), show_default=True, help="Roles of this machine's agents."),
+        click.option("--roles", default=",".join(ROLES), show_default=True, help="Roles of this machine's agents."),
         click.option("--ideators", type=int, default=None, help="Ideator agents [default: 1]."),
         click.option("--implementers", type=int, default=None, help="Implementer agents [default: one per device]."),
         click.option("--reviewers", type=int, default=None, help="Reviewer agents [default: 1]."),
@@ -74,55 +73,16 @@ def settings_for(ctx: Context, opts: dict[str, Any]) -> Any:
 
 
 def run(ctx: Context, opts: dict[str, Any], head_options: Any | None = None, node: bool = True) -> None:
-    """Prepare, start a head (and a node), watch until a stop condition or Ctrl-C, drain, summarize."""
-    from agents.arena import describe
+    """Check the flags, then hand off to `swarm.up.up`: prepare, start, watch, drain, summarize."""
     from harness.tiers import get as get_tier
-    from swarm.up import Swarm, connect_watcher, summarize, watch
-    from swarm.view import LiveView, LogView
+    from swarm.up import up
 
     seconds = parse_duration(opts.get("duration"))
     settings = settings_for(ctx, opts)
     get_tier(settings.harness.tier)  # an unknown tier is a clear error before anything starts
     roles, devices = parse_roles(opts["roles"]), parse_devices(opts.get("devices"))
     console = Console(soft_wrap=True)  # lines are never cut for width: logs and scripts read them
-    swarm = Swarm(settings, devices, head_options, node=node, roles=roles, config=ctx.config)
-    view = LogView(console) if opts.get("no_view") else LiveView(console, settings)
-
-    # The data first, in the open: the tiny tier downloads its corpus once, and agents must not wait silently.
-    with console.status(f"preparing the {settings.harness.tier} tier's data and tokenizer ..."):
-        arena = describe(settings.harness.tier, devices[0], settings.harness, notify=lambda m: console.print(m, highlight=False))
-
-    async def main() -> None:
-        watcher = None
-        try:
-            await swarm.start(arena)
-            console.print(f"swarm in {swarm.dir}: NATS at {swarm.url}, arena {arena.id}, logs in {swarm.dir / 'logs'}",
-                          highlight=False)  # fmt: skip
-            if head_options is not None:
-                written = swarm.head.write_join_command()
-                console.print(f"to add a machine, run there (also in {written}):\n  {swarm.head.join_command()}", highlight=False)
-            watcher = await connect_watcher(swarm.url, swarm.head.local_credentials())
-            with view:
-                await watch(swarm.supervisor, watcher, settings.board.max_runs, seconds, view)
-        finally:
-            console.print("[bold]stopping:[/] agents drain and release their claims ...")
-            await swarm.stop_agents()
-            if watcher is not None:
-                try:
-                    for line in await summarize(watcher.board, settings.board.promotion_seeds):
-                        console.print(line, highlight=False)
-                except SwarmError as exc:
-                    console.print(f"(no summary: {exc})")
-                finally:
-                    await watcher.bus.close()
-            await swarm.stop_services()
-            console.print(f"the swarm is stopped; everything is in {swarm.dir} (the same command resumes it)")
-
-    try:
-        aio.run(main)
-    except BaseException:
-        swarm.kill()
-        raise
+    up(settings, devices, roles, console, not opts.get("no_view"), seconds, head_options, node, ctx.config)
 
 
 @click.command("up")

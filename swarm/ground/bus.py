@@ -18,7 +18,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import msgpack
@@ -43,7 +42,7 @@ from swarm.ground.constants import (
     STREAM_SUBJECTS,
 )
 from swarm.ground.errors import BoardError, BusError, ServiceUnavailable
-from swarm.ground.settings import NatsSettings
+from swarm.ground.settings import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +73,6 @@ class Message(NamedTuple):
 
 class SequenceConflict(BusError):
     """Another writer decided since our last read: catch up, decide again."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    user: str | None = None
-    password: str | None = None
-    nkey_seed_file: Path | None = None
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-
-    @classmethod
-    def from_settings(cls, nats_settings: NatsSettings) -> Credentials:
-        s = nats_settings
-        return cls(s.user, s.password, s.nkey_seed_file, s.tls_ca, s.tls_cert, s.tls_key)
 
 
 @dataclass

@@ -27,16 +27,32 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class NatsSettings(Frozen):
-    url: str | None = None  # connect here; None: start our own nats-server
-    host: str = "127.0.0.1"  # where our own server listens
-    port: int = -1  # -1: a random free port
+class Credentials(Frozen):
+    """How a client gets into the swarm's NATS: the one shape of them, from the settings (the same
+    names under SWARM_NATS__), by a head or a join URL, to a child's environment and to the bus."""
+
     user: str | None = None
     password: str | None = None
     nkey_seed_file: Path | None = None  # a user nkey seed (SU...) for auth
-    tls_cert: Path | None = None
+    tls_cert: Path | None = None  # a client certificate, for servers that ask for one
     tls_key: Path | None = None
-    tls_ca: Path | None = None
+    tls_ca: Path | None = None  # the CA that signed the servers' certificates
+
+    @classmethod
+    def from_settings(cls, nats: NatsSettings) -> Credentials:
+        return cls(**{name: getattr(nats, name) for name in cls.model_fields})
+
+    def to_env(self) -> dict[str, str]:
+        """As SWARM_NATS__* variables, which a child reads back into its settings (argv would show them in `ps`)."""
+        return {f"{ENV_PREFIX}NATS__{name.upper()}": str(value) for name, value in self if value is not None}
+
+
+class NatsSettings(Credentials):
+    """Where to reach NATS, and the credentials to use (its fields are those of `Credentials`)."""
+
+    url: str | None = None  # connect here; None: start our own nats-server
+    host: str = "127.0.0.1"  # where our own server listens
+    port: int = -1  # -1: a random free port
 
 
 class BoardSettings(Frozen):

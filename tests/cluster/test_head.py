@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from blackboard.client import Board
-from swarm.ground.bus import Bus, Credentials
+from swarm.ground.bus import Bus
+from swarm.ground.settings import Credentials
 from tests.cluster.test_machines import Lines
 
 SIM = {**os.environ, "SWARM_HARNESS__SIM_SECONDS": "0.5", "SWARM_BOARD__LEASE_SECONDS": "10"}

@@ -1,0 +1,32 @@
+"""What a node runs: its plan of agents, read from the role registry; and every command reachable."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import swarm.cli
+from roles import ROLES
+from swarm.cli import COMMANDS
+from swarm.ground.settings import AgentsSettings, Settings
+from swarm.node import Plan
+
+
+def test_a_node_gives_each_implementer_a_device_slot_and_replicators_the_last_slots_first() -> None:
+    settings = Settings(agents=AgentsSettings(replicators=3))
+    plan = Plan.for_devices(settings, ["cuda:0", "cuda:1"])
+    assert plan.agents == [("ideator", None), ("implementer", "cuda:0"), ("implementer", "cuda:1"), ("reviewer", None),
+                           ("replicator", "cuda:1"), ("replicator", "cuda:0"), ("replicator", "cuda:1")]  # fmt: skip
+
+
+def test_a_node_runs_only_the_roles_asked_for_in_the_registrys_order() -> None:
+    plan = Plan.for_devices(Settings(agents=AgentsSettings(implementers=1)), ["cpu"], roles=("replicator", "ideator"))
+    assert plan.agents == [("ideator", None), ("replicator", "cpu")]
+    assert [name for name in ROLES if ROLES[name].needs_device] == ["implementer", "replicator"]
+
+
+def test_every_command_of_every_cli_module_is_reachable_by_its_name() -> None:
+    modules = [info.name for info in pkgutil.iter_modules(swarm.cli.__path__)]
+    defined = {command.name: module for module in modules for command in importlib.import_module(f"swarm.cli.{module}").commands}
+    assert defined == COMMANDS
+    assert sorted(swarm.cli.main.list_commands(None)) == sorted(defined)  # type: ignore[arg-type]
