@@ -24,6 +24,7 @@ machine offers; `python jail.py --check DIR SECRET PORT` tries to escape and pri
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
 from typing import Iterable
 
@@ -197,23 +199,24 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-def probe() -> str:
-    """The layers this machine gives a confined process, or why none (in a throwaway child)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        os.close(read)
-        try:
-            message = confine(python_paths(), [])
-        except BaseException as exc:
-            message = f"error: {exc}"
-        os.write(write, message.encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        message = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return message or "error: the probe died before reporting"
+@functools.lru_cache(maxsize=1)
+def support() -> str:
+    """The layers a confined process gets on this machine ("landlock7+userns+..."), or "error: why".
+
+    Measured by confining a fresh interpreter (never a fork of a caller that may run threads), once.
+    """
+    done = subprocess.run([sys.executable, "-I", "-S", __file__, "--probe"], capture_output=True, text=True, timeout=60)
+    try:
+        return str(json.loads(done.stdout)["layers"])
+    except (ValueError, KeyError, TypeError):
+        return f"error: the probe exited with code {done.returncode}: {done.stderr.strip()[-300:]}"
+
+
+def _probe() -> str:
+    try:
+        return confine(python_paths(), [])
+    except JailError as exc:
+        return f"error: {exc}"
 
 
 def _escape_attempts(run_dir: str, secret: str, port: int) -> dict[str, object]:
@@ -250,7 +253,7 @@ def _escape_attempts(run_dir: str, secret: str, port: int) -> dict[str, object]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--probe"]:
-        print(json.dumps({"landlock_abi": landlock_abi(), "layers": probe()}))
+        print(json.dumps({"landlock_abi": landlock_abi(), "layers": _probe()}))
     elif sys.argv[1:2] == ["--check"] and len(sys.argv) == 5:
         directory, secret_path, tcp_port = sys.argv[2], sys.argv[3], int(sys.argv[4])
         in_force = confine(python_paths(), [directory])
