@@ -16,7 +16,7 @@ from harness.prepare import Prepared
 from harness.tiers import Tier
 
 HARNESS_DIR = Path(__file__).resolve().parent
-FIXED_FILES = ("corpora.py", "prepare.py", "contract.py", "worker.py", "sandbox.py", "evaluate.py", "tiers.py", "sim.py")
+FIXED_FILES = ("corpora.py", "prepare.py", "contract.py", "worker.py", "jail.py", "evaluate.py", "tiers.py", "sim.py")
 BASELINE = HARNESS_DIR / "train.py"
 
 
