@@ -3,9 +3,11 @@
 =====================================================================================================
 Started by the runner as `python -I -S` (no current directory, PYTHONPATH, user site or .pth files
 on sys.path, only the harness and site-packages added explicitly) with a cwd outside the run
-directory, after every process of the training run has been killed. It reads its instructions as
-JSON on stdin, loads the exported program (a graph of torch operators and its weights: no Python
-of train.py is imported), and prints one JSON object on stdout.
+directory, after every process of the training run has been killed, in the OS sandbox (harness.jail:
+it reads the model file, the tokenizer and the held-out split, writes nothing, reaches no
+network). It reads its instructions as JSON on stdin, loads the exported program (a graph of torch
+operators and its weights: no Python of train.py is imported), and writes one JSON object to a
+pipe that only it holds (see main).
 
 1. Causality. Logits at position t may depend only on tokens 0..t of the same sequence. Checked on
    real validation windows: the tokens after a cut are replaced (at three cuts), then every row but
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import sys
 import time
@@ -33,15 +36,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from harness.procs import die_with_parent
-
 CAUSAL_ATOL = 1e-4  # relative to the logits' scale: a causal model's earlier logits are identical
                     # up to float reordering; a leak of later tokens changes them far more
 
 
-def main() -> None:
-    spec = json.loads(sys.stdin.read())
-    die_with_parent(spec["runner_pid"])
+def main(spec: dict[str, Any]) -> None:
+    """Run in the sandbox, by harness.procs.boot; the result goes to the pipe `spec["result_fd"]`.
+
+    Not to stdout: stdout is the log, and a pipe inherited by this process alone is a channel that
+    no other process can hold open, so nobody else can write the line the runner reads.
+    """
     refuse_unpickling_code()
     started = time.perf_counter()
     try:
@@ -49,7 +53,8 @@ def main() -> None:
     except Exception as exc:  # a bad program (wrong shapes, unknown ops) is the run's outcome
         result = {"status": "crash", "reason": f"evaluation failed: {type(exc).__name__}: {exc}"[:800]}
     result["eval_seconds"] = time.perf_counter() - started
-    print(json.dumps(result), flush=True)
+    with os.fdopen(spec["result_fd"], "w") as channel:
+        channel.write(json.dumps(result))
 
 
 def refuse_unpickling_code() -> None:
@@ -148,4 +153,6 @@ def count_params(program: torch.export.ExportedProgram) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    from harness.procs import boot
+
+    boot(__name__)

@@ -3,18 +3,24 @@
 =====================================================================================================
 This file is part of the fixed harness (and of its fingerprint). Agents edit train.py only.
 
-A prepared corpus is a directory `<cache_dir>/data/<corpus>-<tokenizer>-v1/` holding
-  train.bin, val.bin    the token ids of each split, uint16 little-endian; every document starts
-                        with the document token DOC (id vocab_size - 1)
-  tokenizer.json        the tokenizer: regex pattern, every token's bytes in rank order, DOC
-  manifest.json         counts (documents, tokens, bytes per split) for people and tests
-Split: document i goes to validation when i % VAL_EVERY == VAL_EVERY - 1, else to training.
+A prepared corpus is two directories, named alike, that no process needs both of:
+  <cache_dir>/data/<corpus>-<tokenizer>-v2/       what training may have (through the runner)
+    train.bin           the token ids of the training split, uint16 little-endian; every document
+                        starts with the document token DOC (id vocab_size - 1)
+    tokenizer.json      the tokenizer: regex pattern, every token's bytes in rank order, DOC
+    manifest.json       counts (documents, tokens, bytes per split) for people and tests
+  <cache_dir>/heldout/<corpus>-<tokenizer>-v2/    what only the evaluation process opens (mode 700)
+    val.bin             the validation split, scored for every run
+    audit.bin           the audit split, never used for search: scored only for promoted bests
+Split, by document index: document i is validation when i % VAL_EVERY == VAL_EVERY - 1, audit when
+i % AUDIT_EVERY == AUDIT_AT (never both: the residues mod 5 differ), else training.
 The tokenizer is trained on the training split only, with rustbpe (byte-level BPE, deterministic),
 or is plain bytes. Bits per byte count each target token's raw bytes (DOC counts as zero bytes
 and is left out of the score), never by decoding and re-encoding text.
 
-Prepare is atomic: it builds in a temporary directory beside the target and renames it into place,
-so two processes preparing the same corpus at once both end with one complete copy.
+Prepare is atomic: it builds in temporary directories beside the targets and renames them into
+place, the held-out one first, so a manifest means both are complete, and two processes preparing
+the same corpus at once both end with one complete copy.
 =====================================================================================================
 """
 
@@ -33,8 +39,11 @@ from typing import Any, Callable, Literal
 from harness import corpora
 from harness.errors import HarnessError
 
-FORMAT = 1  # bump when the files' layout or meaning changes: old caches are then ignored
+FORMAT = 2  # bump when the files' layout or meaning changes: old caches are then ignored
 VAL_EVERY = 10  # every 10th document is validation: ~10% of the text, whole documents only
+AUDIT_EVERY, AUDIT_AT = 25, 12  # 4% of the documents are the audit split, kept out of the search
+MIN_DOCUMENTS = AUDIT_AT + 1  # one document in each split at least
+HELDOUT = "heldout"  # the sibling of "data" in the cache that training processes are never granted
 BPE_VOCAB = 4096  # 4,095 BPE tokens + DOC; ~3.2 bytes/token on our corpora, small embedding for CPU
 Tokenizer = Literal["bpe", "byte"]
 Encode = Callable[[list[str]], list[list[int]]]
@@ -43,7 +52,7 @@ Notify = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Prepared:
-    """A prepared corpus on disk. Only the runner and the evaluator see `val_path`."""
+    """A prepared corpus on disk. Only the runner and the evaluator see `heldout` (val and audit)."""
 
     dir: Path
     corpus: str
@@ -54,8 +63,16 @@ class Prepared:
         return self.dir / "train.bin"
 
     @property
+    def heldout(self) -> Path:
+        return self.dir.parent.parent / HELDOUT / self.dir.name
+
+    @property
     def val_path(self) -> Path:
-        return self.dir / "val.bin"
+        return self.heldout / "val.bin"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.heldout / "audit.bin"
 
     @property
     def tokenizer_path(self) -> Path:
@@ -82,29 +99,35 @@ def prepare(
     target = root / f"{corpora.identity(concrete)}-{tokenizer}-v{FORMAT}"
     if (target / "manifest.json").is_file():
         return _open(target)
+    held = root.parent / HELDOUT
     root.mkdir(parents=True, exist_ok=True)
+    held.mkdir(mode=0o700, exist_ok=True)
     docs = corpora.documents(concrete, Path(cache_dir).expanduser(), say)
-    if len(docs) < VAL_EVERY:
-        raise HarnessError(f"corpus {corpus!r}: {len(docs)} documents; the split needs at least {VAL_EVERY}")
+    if len(docs) < MIN_DOCUMENTS:
+        raise HarnessError(f"corpus {corpus!r}: {len(docs)} documents; the split needs at least {MIN_DOCUMENTS}")
     say(f"preparing corpus {concrete} ({len(docs)} documents, tokenizer {tokenizer}) into {target}")
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+    held_work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=held))
     try:
-        _build(work, concrete, docs, tokenizer)
-        try:
-            os.rename(work, target)
-        except OSError:
-            if not (target / "manifest.json").is_file():  # not a lost race: a real failure
-                raise
+        _build(work, held_work, concrete, docs, tokenizer)
+        for built, final in ((held_work, held / target.name), (work, target)):
+            try:
+                os.rename(built, final)
+            except OSError:
+                if not (target / "manifest.json").is_file() and not (final / "val.bin").is_file():
+                    raise  # not a lost race: a real failure
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(held_work, ignore_errors=True)
     return _open(target)
 
 
-def split(docs: list[str]) -> tuple[list[str], list[str]]:
-    """(train, val) by document index; deterministic and independent of the content."""
-    train = [d for i, d in enumerate(docs) if i % VAL_EVERY != VAL_EVERY - 1]
-    val = [d for i, d in enumerate(docs) if i % VAL_EVERY == VAL_EVERY - 1]
-    return train, val
+def split(docs: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(train, val, audit) by document index; deterministic and independent of the content."""
+    parts: tuple[list[str], list[str], list[str]] = ([], [], [])
+    for i, doc in enumerate(docs):
+        parts[1 if i % VAL_EVERY == VAL_EVERY - 1 else 2 if i % AUDIT_EVERY == AUDIT_AT else 0].append(doc)
+    return parts
 
 
 def _open(target: Path) -> Prepared:
@@ -114,21 +137,21 @@ def _open(target: Path) -> Prepared:
     return Prepared(dir=target, corpus=manifest["corpus"], vocab_size=manifest["vocab_size"])
 
 
-def _build(work: Path, corpus: str, docs: list[str], tokenizer: Tokenizer) -> None:
-    train, val = split(docs)
+def _build(work: Path, held_work: Path, corpus: str, docs: list[str], tokenizer: Tokenizer) -> None:
+    train, val, audit = split(docs)
     pattern, ranks, encode = _train_tokenizer(train, tokenizer)
     vocab_size = len(ranks) + 1
     doc_token = vocab_size - 1
     token_bytes = [len(token) for token in ranks] + [0]
     counts = {}
-    for name, texts in (("train", train), ("val", val)):
+    for name, texts in (("train", train), ("val", val), ("audit", audit)):
         ids = array("H")
         for encoded in encode(texts):
             ids.append(doc_token)
             ids.extend(encoded)
         if sys.byteorder != "little":
             ids.byteswap()
-        (work / f"{name}.bin").write_bytes(ids.tobytes())
+        ((work if name == "train" else held_work) / f"{name}.bin").write_bytes(ids.tobytes())
         counts[name] = {"documents": len(texts), "tokens": len(ids), "bytes": sum(len(t.encode()) for t in texts)}
     (work / "tokenizer.json").write_text(json.dumps({
         "kind": tokenizer,

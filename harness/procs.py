@@ -1,18 +1,23 @@
-"""Processes of a run: find them by their marker, measure their memory, kill every one.
+"""Processes of a run: start them, find them, measure their memory, kill every one.
 
-A run's processes share a process group, but a child that calls setsid() leaves it. So every
-process of a run also carries a unique marker in its environment (inherited by everything it
-starts, unless a process deliberately clears its environment, which the guard refuses), and the
-kill sweeps /proc for it after killing the group.
+A sandboxed run (harness.jail) lives in its own PID namespace: a process cannot leave it, so the
+runner finds every process of the run by the namespace (`/proc/<pid>/ns/pid`), and the kernel
+kills them all when its PID 1 ends. Without the sandbox (allow_unsandboxed) the run's processes
+share a process group, which setsid() leaves, so each also carries a unique marker in its
+environment and the kill sweeps /proc for it; a process that clears its environment escapes that
+sweep, one reason an unsandboxed result is labelled untrusted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 MARKER_VAR = "SWARM_RUN_MARKER"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -35,20 +40,61 @@ def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
         os.kill(os.getpid(), sig)
 
 
+def boot(module: str) -> None:
+    """The entry of a run's process: read the spec, tie it to the runner, enter the jail, run `module`.
+
+    Nothing else may happen before the jail: unshare() needs a process with a single thread
+    (importing torch starts one), and no code of the run may run unconfined.
+    """
+    from harness import jail
+
+    spec: dict[str, Any] = json.loads(sys.stdin.read())
+    die_with_parent(spec["runner_pid"])
+    rules = spec.get("jail")
+    spec["sandbox"] = jail.confine(rules["read"], rules["write"], rules["devices"]) if rules else jail.UNTRUSTED
+    importlib.import_module(module).main(spec)
+
+
+class RunProcesses:
+    """Every live process of one run: those in its PID namespace, and those carrying its marker."""
+
+    def __init__(self, marker: str, leader: int) -> None:
+        self.marker = marker
+        self.leader = leader
+        self.namespace: str | None = None
+
+    def pids(self) -> list[int]:
+        """Live processes (not zombies) of the run, this one excepted."""
+        if self.namespace is None:
+            self.namespace = child_namespace(self.leader)
+        needle = f"{MARKER_VAR}={self.marker}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                # A zombie's namespace links are gone and its environ reads empty: never matched.
+                if self.namespace is not None and os.readlink(entry / "ns" / "pid") == self.namespace:
+                    found.append(int(entry.name))
+                elif needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # gone meanwhile, or not ours to read
+        return found
+
+
+def child_namespace(pid: int) -> str | None:
+    """The PID namespace that `pid` started for its children (the jail's), or None if it has none."""
+    try:
+        own, children = os.readlink(f"/proc/{pid}/ns/pid"), os.readlink(f"/proc/{pid}/ns/pid_for_children")
+    except OSError:
+        return None
+    return children if children != own else None
+
+
 def marked_pids(marker: str) -> list[int]:
     """Live processes (not zombies) whose environment carries MARKER_VAR=marker."""
-    needle = f"{MARKER_VAR}={marker}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            # A zombie's environ reads empty, so it is never matched (nor needs killing).
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-    return found
+    return RunProcesses(marker, -1).pids()
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -74,20 +120,23 @@ def _group_alive(pgid: int) -> bool:
     return _signal_group(pgid, 0)
 
 
-async def kill_run(pgid: int | None, marker: str, grace: float = 2.0) -> None:
-    """SIGTERM the group, SIGKILL it after `grace` seconds, then SIGKILL every marked process.
+async def kill_run(processes: RunProcesses, grace: float = 2.0) -> None:
+    """SIGTERM the group, SIGKILL it after `grace` seconds, then SIGKILL every process of the run.
 
-    Returns when no process carrying the marker is left (a process forking while it is killed
-    is caught by the next sweep; the loop is bounded so a kernel oddity cannot hang the runner).
+    The jail's supervisor (the group's leader) answers SIGTERM by killing the namespace's PID 1.
+    Returns when no process of the run is left (a process forking while it is killed is caught by
+    the next sweep; the loop is bounded so a kernel oddity cannot hang the runner).
     """
-    if pgid is not None and _signal_group(pgid, signal.SIGTERM):
+    pgid = processes.leader
+    processes.pids()  # learn the namespace while its supervisor still lives
+    if _signal_group(pgid, signal.SIGTERM):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while _group_alive(pgid) and loop.time() < deadline and marked_pids(marker):
+        while _group_alive(pgid) and loop.time() < deadline and processes.pids():
             await asyncio.sleep(0.05)
         _signal_group(pgid, signal.SIGKILL)
     for _ in range(200):
-        pids = marked_pids(marker)
+        pids = processes.pids()
         if not pids:
             return
         for pid in pids:

@@ -1,13 +1,17 @@
 """The runner: one experiment, start to score, as data.
 
 `await run(source, tier, seed=..., device=...)` writes train.py into a fresh run directory,
-checks it with the guard, starts the training process (harness.worker) in its own session with a
-unique marker in its environment, enforces the tier's wall-clock limit and the memory cap, kills
-every process of the run when training ends, then starts the evaluation process (harness.evaluate)
-and returns a RunResult. Every outcome, including a cancelled run's cleanup, kills the whole run;
-no outcome of the experiment raises. `run_sync` is the same for callers without an event loop.
+checks it with the guard, starts the training process (harness.worker) in its own session and in
+the OS sandbox (harness.jail; refused where the machine has none, unless the settings allow an
+unsandboxed run, whose result is then labelled untrusted), enforces the tier's wall-clock limit and
+the memory cap, kills every process of the run when training ends, then starts the evaluation
+process (harness.evaluate, sandboxed too) and returns a RunResult. Every outcome, including a
+cancelled run's cleanup, kills the whole run; no outcome of the experiment raises.
+`run_sync` is the same for callers without an event loop.
 
-Never does it read the score from the training process's output: stdout and stderr are the log.
+Never does it read the score from the training process's output: stdout and stderr are the log;
+the score comes through a pipe only the evaluation process holds. Every file of the run directory
+was writable by agent code, so the runner opens none of them through a symbolic link.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import site
+import stat
 import sys
 import sysconfig
 import tempfile
@@ -29,18 +35,20 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict
 
 import harness
-from harness import corpora
 from harness import fingerprint as fingerprints
 from harness import guard as guards
+from harness import jail
 from harness import prepare as preparing
 from harness.devices import hardware_class
-from harness.procs import MARKER_VAR, kill_run, marked_pids, rss_mb
+from harness.errors import HarnessError
+from harness.procs import MARKER_VAR, RunProcesses, kill_run, rss_mb
 from harness.tiers import Tier
 from harness.worker import MODEL_FILE, RESULT_FILE, TRAIN_FILE
 from harness.settings import HarnessSettings
 
 Status = Literal["ok", "crash", "timeout", "diverged", "oom", "rejected"]
-ROOT = str(Path(harness.__file__).resolve().parent.parent)
+HARNESS_DIR = str(Path(harness.__file__).resolve().parent)
+ROOT = str(Path(HARNESS_DIR).parent)
 LOG_FILE = "train.log"
 TAIL_LINES = 40
 POLL_SECONDS = 0.25
@@ -69,6 +77,7 @@ class RunResult(BaseModel):
     source_hash: str  # sha256 of the raw source as run (not the board's normalised code_hash)
     run_dir: str
     log_tail: str = ""
+    sandbox: str = ""  # the OS sandbox's layers in force, or "none (untrusted)": see harness.jail
 
 
 @dataclass(frozen=True)
@@ -117,20 +126,22 @@ async def run(
     """Run train.py `source` on `tier` and score it. Cancelling kills every process of the run.
 
     `notify` hears about slow set-up steps (preparing the data, downloading the corpus once);
-    `guard=False` skips the static checks (tests of the defences behind it use that).
+    `guard=False` skips the static checks (tests of the defences behind it use that). Raises
+    HarnessError where the machine has no OS sandbox and the settings do not allow running without.
     """
     settings = settings or HarnessSettings()
+    sandbox = "none (the sim runs no agent code)" if tier.synthetic else sandbox_layers(settings)
     started = time.perf_counter()
     root = (Path(runs_dir) if runs_dir is not None else Path(tempfile.gettempdir()) / "swarm-runs").resolve()
     run_dir = root / f"{tier.name}-s{seed}-{source_hash(source)[:8]}-{uuid.uuid4().hex[:8]}"
     run_dir.mkdir(parents=True)
     (run_dir / TRAIN_FILE).write_text(source)
     base = dict(tier=tier.name, device=device, seed=seed, synthetic=tier.synthetic, source_hash=source_hash(source),
-                run_dir=str(run_dir), hardware=await asyncio.to_thread(hardware_class, device))
+                run_dir=str(run_dir), hardware=await asyncio.to_thread(hardware_class, device), sandbox=sandbox)
 
     def finish(**fields: Any) -> RunResult:
         result = RunResult(**base, total_seconds=time.perf_counter() - started, **fields)
-        (run_dir / "result.json").write_text(result.model_dump_json(indent=1))
+        _write_new(run_dir / "result.json", result.model_dump_json(indent=1).encode())
         return result
 
     prepared = None
@@ -144,17 +155,55 @@ async def run(
         if not report.ok:
             return finish(status="rejected", reason=report.reason)
 
+    confined = not tier.synthetic and sandbox != jail.UNTRUSTED
     marker = run_dir.name  # unique per run, so tests and operators can find a run's processes
-    training = await _train(run_dir, tier, seed, device, settings, prepared, marker, on_progress)
+    training = await _train(run_dir, tier, seed, device, settings, prepared, marker, on_progress, confined)
     if training["status"] != "ok" or tier.synthetic:
         return finish(**_result_fields(training, {}, run_dir, tier.synthetic))
-    evaluation = await _evaluate(run_dir, tier, device, prepared, marker)
+    evaluation = await _evaluate(run_dir, tier, device, prepared, marker, confined)
     return finish(**_result_fields(training, evaluation, run_dir, tier.synthetic))
+
+
+def sandbox_layers(settings: HarnessSettings) -> str:
+    """The OS sandbox's layers on this machine; jail.UNTRUSTED where it has none and the settings allow it."""
+    layers = jail.support()
+    if not layers.startswith("error"):
+        return layers
+    if settings.allow_unsandboxed:
+        return jail.UNTRUSTED
+    raise HarnessError(
+        f"this machine gives no OS sandbox to train.py ({layers.removeprefix('error: ')}), so agent code "
+        "could read the validation data and change its own score. Use Linux 5.13+ with Landlock and "
+        "unprivileged user namespaces, or accept untrusted results with allow_unsandboxed = true "
+        "(swarm harness run --unsandboxed)"
+    )
+
+
+def _jail_rules(read: list[str], write: list[str], device: str, heldout: Path | None) -> dict[str, list[str]]:
+    """What a sandboxed process of the run may touch; refuses rules that would expose the held-out splits."""
+    rules = {"read": [*jail.python_paths(), HARNESS_DIR, *read], "write": write,
+             "devices": jail.gpu_devices() if device.startswith("cuda") else []}
+    if heldout is not None:
+        hidden = heldout.resolve()
+        for grant in (*jail.SYSTEM_READ, *rules["read"], *write):
+            if hidden.is_relative_to(Path(grant).resolve()):
+                raise HarnessError(f"the held-out data {hidden} lies under {grant}, which training may read; "
+                                   "move the cache (cache_dir) elsewhere")
+    return rules
+
+
+def _private_env(tmp: str, marker: str) -> dict[str, str]:
+    """The environment of a run's process: no SWARM_ settings; temporary files and caches in `tmp`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
+    env.update({MARKER_VAR: marker, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "TMPDIR": tmp,
+                "HOME": tmp, "XDG_CACHE_HOME": f"{tmp}/cache", "TORCHINDUCTOR_CACHE_DIR": f"{tmp}/inductor",
+                "TRITON_CACHE_DIR": f"{tmp}/triton"})
+    return env
 
 
 async def _train(
     run_dir: Path, tier: Tier, seed: int, device: str, settings: HarnessSettings,
-    prepared: preparing.Prepared | None, marker: str, on_progress: ProgressCallback | None,
+    prepared: preparing.Prepared | None, marker: str, on_progress: ProgressCallback | None, confined: bool,
 ) -> dict[str, Any]:
     """Start the training (or sim) process, watch it, kill it and all it started; its record."""
     cap = memory_cap_mb(settings)
@@ -163,29 +212,32 @@ async def _train(
         budget_tokens=tier.budget_tokens, budget_seconds=tier.budget_seconds, context_len=tier.context_len,
         eval_batch=tier.eval_batch,
     )
+    tmp = tempfile.mkdtemp(prefix="swarm-jail-")  # the sandbox's private temporary directory
+    if prepared is None:
+        boot = f"import sys; sys.path.insert(0, {ROOT!r}); from harness.sim import main; main()"
+    else:
+        boot = f"import sys; sys.path.insert(0, {ROOT!r}); from harness.procs import boot; boot('harness.worker')"
+        rules = _jail_rules([], [str(run_dir), tmp], device, prepared.heldout) if confined else None
+        spec.update(vocab_size=prepared.vocab_size, jail=rules)
     read_progress, write_progress = os.pipe()
     fds = [write_progress]
-    if prepared is None:
-        module = "harness.sim"
-    else:
-        module = "harness.worker"
-        data_fd = os.open(prepared.train_path, os.O_RDONLY)
-        fds.append(data_fd)
-        deny = [settings.cache_dir, prepared.dir, *_corpus_root(settings.corpus)]
-        spec.update(data_fd=data_fd, vocab_size=prepared.vocab_size, deny=[str(p) for p in deny])
+    if prepared is not None:
+        fds.append(os.open(prepared.train_path, os.O_RDONLY))
+        spec["data_fd"] = fds[-1]
     spec["progress_fd"] = write_progress
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
-    env.update({MARKER_VAR: marker, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"})
-    boot = f"import sys; sys.path.insert(0, {ROOT!r}); from {module} import main; main()"
-    with open(run_dir / LOG_FILE, "wb") as log:
-        try:
+    try:
+        with open(run_dir / LOG_FILE, "wb") as log:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-c", boot, cwd=run_dir, env=env, stdin=asyncio.subprocess.PIPE,
-                stdout=log, stderr=log, pass_fds=fds, start_new_session=True,
+                sys.executable, "-I", "-c", boot, cwd=run_dir, env=_private_env(tmp, marker),
+                stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log, pass_fds=fds, start_new_session=True,
             )
-        finally:
-            for fd in fds:
-                os.close(fd)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    processes = RunProcesses(marker, proc.pid)
     pipe = os.fdopen(read_progress, "rb")
     last: list[Progress] = []
     reader = asyncio.create_task(_read_progress(pipe, tier, on_progress, last))
@@ -193,14 +245,15 @@ async def _train(
     try:
         proc.stdin.write(json.dumps(spec).encode())  # type: ignore[union-attr]
         proc.stdin.close()  # type: ignore[union-attr]
-        outcome = await _watch(proc, tier.train_limit_seconds, marker, cap)
+        outcome = await _watch(proc, tier.train_limit_seconds, processes, cap)
     finally:
-        await asyncio.shield(kill_run(proc.pid, marker))
+        await asyncio.shield(kill_run(processes))
         await asyncio.shield(proc.wait())
         # Every writer is dead now, so the reader reaches the end of the pipe: the last reports arrive.
         await asyncio.wait({reader}, timeout=1.0)
         reader.cancel()
         pipe.close()  # closed by the reader's transport too, unless it never started: never leak it
+        shutil.rmtree(tmp, ignore_errors=True)  # compiler caches: nothing of the run is lost with them
     record = _read_json(run_dir / RESULT_FILE)
     if "tokens" not in record and last:  # killed mid-training: the last progress report is all we have
         record.update(tokens=last[-1].tokens, steps=last[-1].step + 1, training_seconds=last[-1].elapsed)
@@ -215,7 +268,7 @@ async def _train(
     return record
 
 
-async def _watch(proc: asyncio.subprocess.Process, limit: float, marker: str, cap_mb: int) -> dict[str, Any]:
+async def _watch(proc: asyncio.subprocess.Process, limit: float, processes: RunProcesses, cap_mb: int) -> dict[str, Any]:
     """Wait for the process; stop it at the wall-clock limit or when its run uses too much memory."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
@@ -226,7 +279,7 @@ async def _watch(proc: asyncio.subprocess.Process, limit: float, marker: str, ca
             done, _ = await asyncio.wait({waiter}, timeout=POLL_SECONDS)
             if done:
                 return {"peak_rss_mb": peak}
-            used = rss_mb(marked_pids(marker))
+            used = rss_mb(processes.pids())
             peak = max(peak, used)
             if used > cap_mb:
                 return {"status": "oom", "reason": f"the run used {used:.0f} MiB, over the cap of {cap_mb} MiB",
@@ -257,34 +310,61 @@ async def _read_progress(pipe: Any, tier: Tier, on_progress: ProgressCallback | 
         transport.close()
 
 
-async def _evaluate(run_dir: Path, tier: Tier, device: str, prepared: preparing.Prepared | None, marker: str) -> dict[str, Any]:
+async def _evaluate(
+    run_dir: Path, tier: Tier, device: str, prepared: preparing.Prepared | None, marker: str, confined: bool,
+) -> dict[str, Any]:
     """Score the exported model in a fresh isolated interpreter, outside the run directory."""
     assert prepared is not None
-    spec = dict(model=str(run_dir / MODEL_FILE), val=str(prepared.val_path), tokenizer=str(prepared.tokenizer_path),
-                runner_pid=os.getpid(), device=device, eval_batch=tier.eval_batch, context_len=tier.context_len,
-                eval_tokens=tier.eval_tokens, vocab_size=prepared.vocab_size)
+    model = run_dir / MODEL_FILE
+    if not (model.is_file() and not model.is_symlink()):  # a link to the held-out data is not a model
+        return {"status": "crash", "reason": f"{MODEL_FILE} is missing or not a regular file"}
+    tmp = tempfile.mkdtemp(prefix="swarm-jail-")
+    files = [str(model), str(prepared.val_path), str(prepared.tokenizer_path)]
+    spec = dict(model=files[0], val=files[1], tokenizer=files[2], runner_pid=os.getpid(), device=device,
+                eval_batch=tier.eval_batch, context_len=tier.context_len, eval_tokens=tier.eval_tokens,
+                vocab_size=prepared.vocab_size, jail=_jail_rules(files, [tmp], device, None) if confined else None)
     # -I -S: no cwd, PYTHONPATH, user site or .pth files; only the harness and site-packages.
     paths = [ROOT, *dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()])]
-    boot = f"import sys; sys.path[:0] = {paths!r}; from harness.evaluate import main; main()"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
-    env[MARKER_VAR] = marker + "-eval"
-    with open(run_dir / "eval.log", "wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", "-c", boot, cwd=tempfile.gettempdir(), env=env, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=log, start_new_session=True,
-        )
+    boot = f"import sys; sys.path[:0] = {paths!r}; from harness.procs import boot; boot('harness.evaluate')"
+    read_result, spec["result_fd"] = os.pipe()
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(json.dumps(spec).encode()), tier.eval_limit_seconds)
+        with os.fdopen(_create(run_dir / "eval.log"), "wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", "-c", boot, cwd=tmp, env=_private_env(tmp, marker + "-eval"),
+                stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log, pass_fds=[spec["result_fd"]],
+                start_new_session=True,
+            )
+    except BaseException:
+        os.close(read_result)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        os.close(spec["result_fd"])  # from now on the evaluation process alone holds the write end
+    reading = asyncio.ensure_future(asyncio.to_thread(_read_all, read_result))
+    processes = RunProcesses(marker + "-eval", proc.pid)
+    try:
+        proc.stdin.write(json.dumps(spec).encode())  # type: ignore[union-attr]
+        proc.stdin.close()  # type: ignore[union-attr]
+        await asyncio.wait_for(proc.wait(), tier.eval_limit_seconds)
     except asyncio.TimeoutError:
         return {"status": "timeout", "reason": f"evaluation exceeded the tier's limit of {tier.eval_limit_seconds:.0f} s"}
     finally:
-        await asyncio.shield(kill_run(proc.pid, marker + "-eval", grace=0.5))
+        await asyncio.shield(kill_run(processes, grace=0.5))
         await asyncio.shield(proc.wait())
-    lines = out.decode(errors="replace").strip().splitlines()
+        out = await asyncio.shield(reading)  # the end of the pipe: every holder of the write end is dead
+        shutil.rmtree(tmp, ignore_errors=True)
     try:
-        return json.loads(lines[-1])
-    except (IndexError, ValueError):
-        return {"status": "crash", "reason": f"the evaluation process exited with code {proc.returncode} without a result"}
+        result = json.loads(out)
+        if isinstance(result, dict) and "status" in result:
+            return result
+    except ValueError:
+        pass
+    return {"status": "crash", "reason": f"the evaluation process exited with code {proc.returncode} without a result"}
+
+
+def _read_all(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as pipe:
+        return pipe.read()
 
 
 def _result_fields(training: dict[str, Any], evaluation: dict[str, Any], run_dir: Path, synthetic: bool) -> dict[str, Any]:
@@ -295,29 +375,40 @@ def _result_fields(training: dict[str, Any], evaluation: dict[str, Any], run_dir
     if evaluation:
         fields.update(status=evaluation["status"], reason=evaluation.get("reason", ""), params=evaluation.get("params"))
         fields["val_bpb"] = evaluation.get("val_bpb")
-    fields["log_tail"] = _tail(run_dir / LOG_FILE) + (("\n" + _tail(run_dir / "eval.log")) if (run_dir / "eval.log").is_file() else "")
+    fields["log_tail"] = _tail(run_dir / LOG_FILE) + (("\n" + _tail(run_dir / "eval.log")) if (run_dir / "eval.log").exists() else "")
     return fields
 
 
-def _corpus_root(corpus: str) -> list[str]:
-    """The user's data to hide from train.py: the path, or a glob's directory part."""
-    if corpus == "default" or corpus in corpora.BUILTIN:
-        return []
-    fixed = Path(corpus.split("*")[0].split("?")[0].split("[")[0]).expanduser()
-    return [str(fixed if fixed.exists() else fixed.parent)]
+def _read_regular(path: Path) -> bytes | None:
+    """The file's bytes if it is a regular file, never through a link (a link to the held-out data
+    would copy it into the result, which agents read); None otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+
+def _create(path: Path) -> int:
+    """A new file at `path` for writing, replacing whatever agent code left there, link or not."""
+    path.unlink(missing_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with os.fdopen(_create(path), "wb") as handle:
+        handle.write(data)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text())
+        value = json.loads(_read_regular(path) or b"")
         return value if isinstance(value, dict) else {}
-    except (OSError, ValueError):
+    except ValueError:
         return {}
 
 
 def _tail(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
+    lines = (_read_regular(path) or b"").decode(errors="replace").splitlines()
     return "\n".join(lines[-TAIL_LINES:])

@@ -22,3 +22,6 @@ class HarnessSettings(BaseModel):
     memory_cap_mb: int | None = None  # None: half of the machine's memory
     tokenizer: Literal["bpe", "byte"] = "bpe"  # bpe: trained locally with rustbpe; byte: raw UTF-8 bytes
     sim_seconds: float | None = None  # duration of a sim-tier run; None: the tier's own (2 s)
+    # Run train.py without the OS sandbox where this machine has none (harness.jail). Its results are
+    # NOT trustworthy (train.py could read the validation data): each is labelled sandbox "none (untrusted)".
+    allow_unsandboxed: bool = False

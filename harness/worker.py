@@ -1,10 +1,14 @@
-"""The training process: load the training split, sandbox, call train(run), export. FIXED.
+"""The training process: load the training split, call train(run), export. FIXED.
 
 =====================================================================================================
 Started by the runner as a fresh interpreter in the run directory (its cwd), in its own process
-group. It reads its instructions as one JSON object on stdin, so neither argv nor the environment
-names the data; the training split arrives as an open file descriptor that is read and closed
-before any agent code runs. It writes, in the run directory:
+group, through harness.procs.boot: it reads its instructions as one JSON object on stdin (so
+neither argv nor the environment names the data) and enters the OS sandbox (harness.jail) before
+anything else, so train.py and all it starts can read only the interpreter, the packages and the
+harness, write only the run directory and a private temporary directory, reach no network and
+outlive nothing. The training split arrives as an open file descriptor that is read and closed
+before any agent code runs; the held-out splits are in a directory the sandbox does not grant.
+It writes, in the run directory:
   train.json   status, reason and training metrics; written as soon as train() ends, and again
                after the export, so a later failure never loses the metrics
   model.pt2    the returned model, exported with torch.export at the evaluation shape, in fp32
@@ -19,13 +23,10 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
-
-from harness.procs import die_with_parent
 
 MODEL_FILE = "model.pt2"
 RESULT_FILE = "train.json"
@@ -33,9 +34,8 @@ TRAIN_FILE = "train.py"
 OOM_MARKERS = ("can't allocate memory", "cannot allocate memory", "out of memory", "not enough memory")
 
 
-def main() -> None:
-    spec = json.loads(sys.stdin.read())
-    die_with_parent(spec["runner_pid"])
+def main(spec: dict[str, Any]) -> None:
+    """Run in the sandbox, by harness.procs.boot."""
     run_dir = Path(spec["run_dir"])
     if spec.get("memory_cap_mb") and not spec["device"].startswith("cuda"):
         # Address-space cap: an allocation past it fails inside this process (reported as oom)
@@ -59,30 +59,17 @@ def main() -> None:
     os._exit(0)
 
 
-def _protected() -> list[str]:
-    """Where code that trusted processes import lives: Python, its site-packages, this source tree."""
-    import site
-    import sysconfig
-
-    paths = sysconfig.get_paths()
-    return [sys.prefix, sys.exec_prefix, sys.base_prefix, paths["purelib"], paths["platlib"], paths["stdlib"],
-            site.getusersitepackages(), *site.getsitepackages(), str(Path(__file__).resolve().parent.parent)]  # fmt: skip
-
-
 def _train(spec: dict[str, Any], run_dir: Path, record: dict[str, Any], started: float) -> None:
     with os.fdopen(spec["data_fd"], "rb") as data:
         raw = bytearray(data.read())  # closes the descriptor: nothing later can reopen the file by it
 
     import torch
 
-    from harness import sandbox
     from harness.contract import Run
 
     tokens = torch.frombuffer(raw, dtype=torch.uint16) if raw else torch.zeros(0, dtype=torch.uint16)
     torch.manual_seed(spec["seed"])
     device = spec["device"]
-    allow = [run_dir, tempfile.gettempdir(), Path.home() / ".cache", Path.home() / ".triton", "/dev"]
-    sandbox.install(spec["deny"], allow, _protected(), run_dir)
 
     record["phase"] = "import"
     module = _import_train(run_dir / TRAIN_FILE)
@@ -165,4 +152,6 @@ def _write(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from harness.procs import boot
+
+    boot(__name__)

@@ -19,7 +19,7 @@ from swarm.cli import Context
 from swarm.ground import aio
 
 BLOCK_KEYS = ("val_bpb", "training_seconds", "total_seconds", "tokens", "steps", "params", "peak_memory_mb",
-              "status", "tier", "device", "fingerprint")
+              "status", "tier", "device", "fingerprint", "sandbox")
 
 
 @click.group("harness")
@@ -59,9 +59,12 @@ def prepare_command(ctx: Context, corpus: str | None, tokenizer: str | None, tie
 @click.option("--device", help="cpu or cuda:N (default: cuda:0 if there is a GPU, else cpu).")
 @click.option("--corpus", help="Corpus to train and score on (default: from the settings).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the key: value block.")
+@click.option("--unsandboxed", is_flag=True,
+              help="Run even where this machine has no OS sandbox for train.py. The result is NOT trustworthy "
+                   "(train.py could read the validation data) and is labelled sandbox: none (untrusted).")
 @click.pass_obj
 def run_command(ctx: Context, train_file: Path | None, tier: str | None, seed: int, device: str | None,
-                corpus: str | None, as_json: bool) -> None:
+                corpus: str | None, as_json: bool, unsandboxed: bool) -> None:
     """Train one train.py on a tier and score it on the validation split.
 
     Shows progress on stderr while it trains, then prints a `---` block of `key: value` lines
@@ -72,7 +75,8 @@ def run_command(ctx: Context, train_file: Path | None, tier: str | None, seed: i
     oom, rejected), with the reason and the log's tail on stderr; 2 for a usage or setup error;
     130 when interrupted. Ctrl-C or SIGTERM kills the run and every process it started.
     """
-    settings = ctx.settings(**{"harness.tier": tier, "harness.corpus": corpus}).harness
+    overrides = {"harness.tier": tier, "harness.corpus": corpus, "harness.allow_unsandboxed": unsandboxed or None}
+    settings = ctx.settings(**overrides).harness
     chosen = tiers.for_settings(settings.tier, settings)
     device = check_device(device or list_devices()[0])
     source = (train_file or chosen.baseline_path).read_text()

@@ -15,7 +15,7 @@ import pytest
 from harness.procs import marked_pids
 
 KEYS = ["val_bpb", "training_seconds", "total_seconds", "tokens", "steps", "params", "peak_memory_mb", "status",
-        "tier", "device", "fingerprint"]
+        "tier", "device", "fingerprint", "sandbox"]
 
 
 def swarm(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -29,16 +29,18 @@ def test_the_default_corpus_prepares_identically_twice(prepared: prepare.Prepare
     if downloads.is_dir():  # reuse the archive: this test is about determinism, not the network
         shutil.copytree(downloads, tmp_path / "downloads")
     again = prepare.prepare("default", tmp_path)
-    for name in ("train.bin", "val.bin", "tokenizer.json", "manifest.json"):
+    for name in ("train.bin", "tokenizer.json", "manifest.json"):
         assert (again.dir / name).read_bytes() == (prepared.dir / name).read_bytes(), name
+    for name in ("val.bin", "audit.bin"):
+        assert (again.heldout / name).read_bytes() == (prepared.heldout / name).read_bytes(), name
     manifest = again.manifest()
     assert manifest["val"]["documents"] >= 4 and manifest["train"]["tokens"] > 10 * manifest["val"]["tokens"] / 2
 
 
-def test_split_is_every_tenth_document() -> None:
-    docs = [str(i) for i in range(25)]
-    train, val = prepare.split(docs)
-    assert val == ["9", "19"] and len(train) == 23
+def test_split_is_every_tenth_document_and_an_audit_document_in_25() -> None:
+    docs = [str(i) for i in range(60)]
+    train, val, audit = prepare.split(docs)
+    assert val == ["9", "19", "29", "39", "49", "59"] and audit == ["12", "37"] and len(train) == 52
 
 
 @pytest.mark.parametrize("tokenizer", ["bpe", "byte"])
@@ -51,7 +53,7 @@ def test_token_bytes_count_raw_utf8_exactly(tmp_path: Path, tokenizer: str) -> N
     ids = list(memoryview(ready.val_path.read_bytes()).cast("H"))
     doc = ready.doc_token
     assert spec["token_bytes"][doc] == 0 and ids[0] == doc
-    _, val = prepare.split(TEXTS)
+    _, val, _ = prepare.split(TEXTS)
     assert b"".join(ranks[i] for i in ids if i != doc) == "".join(val).encode()
     assert sum(spec["token_bytes"][i] for i in ids) == len("".join(val).encode())
     # Multi-byte characters split across tokens still count each byte once, and only once.
@@ -70,7 +72,8 @@ def test_tokenizer_training_is_deterministic(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "corpus", TEXTS)
     first = prepare.prepare(str(corpus), tmp_path / "a")
     second = prepare.prepare(str(corpus), tmp_path / "b")
-    for name in ("train.bin", "val.bin", "tokenizer.json"):
+    for path in ("train.bin", "tokenizer.json", "../../heldout/{}/val.bin", "../../heldout/{}/audit.bin"):
+        name = path.format(first.dir.name)
         assert (first.dir / name).read_bytes() == (second.dir / name).read_bytes()
 
 
@@ -114,8 +117,9 @@ def copies(prepared: prepare.Prepared, tmp_path: Path) -> tuple[Path, prepare.Pr
     """A copy of the harness code and of the prepared data, to change without harm."""
     code = tmp_path / "harness"
     shutil.copytree(Path(fingerprint.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
-    data = tmp_path / "data"
+    data = tmp_path / "data" / prepared.dir.name
     shutil.copytree(prepared.dir, data)
+    shutil.copytree(prepared.heldout, tmp_path / "heldout" / prepared.dir.name)
     return code, prepare.Prepared(dir=data, corpus=prepared.corpus, vocab_size=prepared.vocab_size)
 
 
