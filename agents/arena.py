@@ -41,7 +41,8 @@ def describe(tier_name: str, device: str, settings: HarnessSettings, notify: Cal
     tier = tiers.get(tier_name)
     prepared = None
     if not tier.synthetic:
-        prepared = prepare.prepare(settings.corpus, settings.cache_dir, settings.tokenizer, notify, tier.corpus)
+        prepared = prepare.prepare(settings.corpus, settings.cache_dir, settings.tokenizer, notify, tier.corpus,
+                                   tier.vocab_size)
     print_ = fingerprint.fingerprint(prepared, tier)
     hardware = hardware_class(device)
     slug = re.sub(r"[^a-z0-9]+", "-", hardware.lower()).strip("-")

@@ -115,7 +115,8 @@ def load_runs(conn: duckdb.DuckDBPyConnection, runs: int, *, arenas: int = 4, ag
                CASE WHEN j % 10 = 7 THEN {_sql_list(FAILURES)}[(j // 10) % 4 + 1] ELSE 'ok' END,
                CASE WHEN j % 10 = 7 THEN 'boom' END,
                CASE WHEN j % 10 = 7 THEN NULL ELSE 1.9 - p * 1e-7 + ((j * 7919) % 1000) * 1e-5 END,
-               300.0, 310.0, 1000000, 1000, 50000000, 900.0, repeat('f', 64), false, md5('code' || p), '',
+               300.0, 310.0, 1000000, 1000, 50000000, 900.0, 0.5, 3333.3, NULL, 600.0, 'landlock', repeat('f', 64), false,
+               md5('code' || p), '',
                started, started + INTERVAL 300 SECOND, started + INTERVAL 300 SECOND
            FROM (SELECT j, j // {seeds} AS p, make_timestamp(((? + j * 0.5) * 1000000)::BIGINT) AS started
                  FROM range(?) t(j))""",

@@ -241,6 +241,11 @@ class RunFinished(_RunEvent):
     steps: int | None = None
     params: int | None = None
     peak_memory_mb: float | None = None
+    epochs: float | None = None  # training tokens / the training split's tokens
+    tokens_per_second: float | None = None
+    mfu: float | None = None  # model FLOPs utilisation on a GPU of known peak; None otherwise
+    cpu_seconds: float | None = None
+    sandbox: str = ""  # the OS sandbox's layers, or "none (untrusted)"
     fingerprint: str
     synthetic: bool = False
     source_hash: str  # sha256 of the raw train.py run (a patch's code_hash is of its normalised code)

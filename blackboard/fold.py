@@ -332,7 +332,8 @@ def _run_started(rows: Rows, seq: int, e: RunStarted) -> None:
 def _run_finished(rows: Rows, seq: int, e: RunFinished) -> None:
     row = _run(rows, e)
     results = ("status", "reason", "val_bpb", "training_seconds", "total_seconds", "tokens", "steps", "params",
-               "peak_memory_mb", "fingerprint", "synthetic", "source_hash", "log_tail")  # fmt: skip
+               "peak_memory_mb", "epochs", "tokens_per_second", "mfu", "cpu_seconds", "sandbox", "fingerprint",
+               "synthetic", "source_hash", "log_tail")  # fmt: skip
     row.update({name: getattr(e, name) for name in results}, finished_at=timestamp(e.at))
     _close(rows, e.work, e)
 

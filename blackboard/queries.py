@@ -22,6 +22,7 @@ import msgpack
 
 from blackboard import fold, schema
 from blackboard.readonly import QueryRefused, check_read_only
+from harness.runner import FAILED as RUN_FAILED
 from swarm.ground.errors import BoardError
 
 __all__ = ["QueryRefused", "QueryFailed", "check_read_only", "run_query", "history", "lineage", "best_per_arena",
@@ -29,7 +30,7 @@ __all__ = ["QueryRefused", "QueryFailed", "check_read_only", "run_query", "histo
 
 MAX_ROWS = 10_000
 MAX_REPLY_BYTES = 512 * 1024  # a reply must fit a NATS message (1 MiB by default) with room to spare
-FAILED = ("crash", "timeout", "diverged", "oom", "rejected")
+FAILED = RUN_FAILED
 
 
 class QueryFailed(BoardError):

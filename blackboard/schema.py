@@ -10,7 +10,7 @@ events' own. `status` columns hold the life of a thing; `*_at` columns when it h
 
 from __future__ import annotations
 
-PROJECTION_VERSION = 3  # bump when a table changes: an older file is dropped and rebuilt from the stream
+PROJECTION_VERSION = 4  # bump when a table changes: an older file is dropped and rebuilt from the stream
 
 # Tables whose rows are updated in place, and the column that keys them.
 KEYED: dict[str, str] = {
@@ -103,10 +103,11 @@ TABLES: dict[str, str] = {
         node VARCHAR, device VARCHAR, seed BIGINT,
         purpose VARCHAR,                      -- explore | replicate | baseline | promote
         tier VARCHAR,
-        status VARCHAR NOT NULL,              -- running, then ok | crash | timeout | diverged | oom | rejected | lost
+        status VARCHAR NOT NULL,              -- running, then ok | crash | timeout | diverged | oom | rejected | over_budget | lost
         reason VARCHAR, val_bpb DOUBLE,
         training_seconds DOUBLE, total_seconds DOUBLE, tokens BIGINT, steps BIGINT, params BIGINT,
-        peak_memory_mb DOUBLE, fingerprint VARCHAR, synthetic BOOLEAN,
+        peak_memory_mb DOUBLE, epochs DOUBLE, tokens_per_second DOUBLE, mfu DOUBLE, cpu_seconds DOUBLE,
+        sandbox VARCHAR, fingerprint VARCHAR, synthetic BOOLEAN,
         source_hash VARCHAR,                  -- sha256 of the raw code run; patches.code_hash is of the normalised code
         log_tail VARCHAR,
         started_at TIMESTAMP, finished_at TIMESTAMP,

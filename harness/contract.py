@@ -17,12 +17,17 @@ seeded with `run.seed`. What `run` gives you:
     run.batch(batch_size, seq_len) -> (x, y)
                         a batch of random windows of the training split, int64 tensors of shape
                         (batch_size, seq_len) on run.device, y = x shifted by one token.
-                        Deterministic for the seed and the sequence of calls.
+                        Deterministic for the seed and the sequence of calls. The runner serves
+                        each batch (this process never holds the split), counts the tokens and
+                        batches and keeps the clock: those are the run's official figures.
     run.done()          True once the training budget is spent; loop `while not run.done():`.
                         After that, run.batch() raises.
     run.remaining_tokens / run.remaining_seconds
                         what is left of the budget (None for the kind this tier does not use).
-                        The seconds budget starts at the first run.batch() call.
+                        The seconds budget starts at the first run.batch() call. A run whose
+                        process lives on past its seconds budget by more than the tier's
+                        allowance (for the export; batches kept back do not buy time) is
+                        refused as over_budget.
     run.log(step, loss, **extra)
                         progress for the runner (step count, loss, any other floats). A
                         non-finite loss ends the run at once as "diverged". float(loss) synchronises
@@ -49,10 +54,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from typing import Any
 
 import torch
+
+from harness import feeder
 
 
 class BudgetExhausted(RuntimeError):
@@ -64,18 +70,20 @@ class Diverged(ArithmeticError):
 
 
 class Run:
-    """What train(run) gets. Attributes starting with an underscore belong to the harness."""
+    """What train(run) gets. Attributes starting with an underscore belong to the harness.
+
+    Batches come from the runner (harness.feeder), which counts them and keeps the budget: nothing
+    here is the official record of tokens, steps or time, so nothing here is worth changing.
+    """
 
     def __init__(
         self,
         *,
-        tokens: torch.Tensor,
+        feed: tuple[int, int],
         device: str,
         seed: int,
         vocab_size: int,
         context_len: int,
-        budget_tokens: int | None,
-        budget_seconds: float | None,
         progress_fd: int | None = None,
     ) -> None:
         self.device = device
@@ -84,58 +92,50 @@ class Run:
         self.context_len = context_len
         # bf16 autocast on CUDA and on CPUs with native bf16 (measured ~2x over fp32 on AVX512-BF16).
         self.autocast_dtype: torch.dtype | None = torch.bfloat16
-        self._tokens = tokens
-        self._budget_tokens = budget_tokens
-        self._budget_seconds = budget_seconds
+        self._feed = feed  # (request write end, reply read end) of the runner's feeder
         self._progress_fd = progress_fd
-        # A CPU generator makes the data order independent of the device and of the model's RNG use.
-        self._generator = torch.Generator().manual_seed(seed)
-        self._used_tokens = 0
-        self._batches = 0
-        self._started: float | None = None
+        self._state = (0, 0, 0.0, -1, -1.0)  # tokens, batches, elapsed, remaining tokens, remaining seconds
         self._last_loss: float | None = None
 
     # --- for train.py ----------------------------------------------------------------------------
 
     def batch(self, batch_size: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.done():
-            raise BudgetExhausted("the training budget is spent: stop when run.done() is True")
-        if batch_size < 1 or seq_len < 1 or seq_len + 1 > self._tokens.numel():
+        if batch_size < 1 or seq_len < 1:
             raise ValueError(f"run.batch: bad shape ({batch_size}, {seq_len})")
-        if self._started is None:
-            self._started = time.perf_counter()
-        starts = torch.randint(0, self._tokens.numel() - seq_len - 1, (batch_size,), generator=self._generator)
-        offsets = torch.arange(seq_len + 1)
-        windows = self._tokens[starts[:, None] + offsets].long()
-        self._used_tokens += batch_size * seq_len
-        self._batches += 1
+        state, payload = self._ask(feeder.BATCH, batch_size, seq_len)
+        if state == feeder.SPENT:
+            raise BudgetExhausted("the training budget is spent: stop when run.done() is True")
+        if state != feeder.SERVED:
+            raise ValueError(f"run.batch: bad shape ({batch_size}, {seq_len}) for this training split")
+        windows = torch.frombuffer(bytearray(payload), dtype=torch.uint16).view(batch_size, seq_len + 1).long()
         x, y = windows[:, :-1], windows[:, 1:]
         if self.device.startswith("cuda"):
             return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         return x.contiguous(), y.contiguous()
 
     def done(self) -> bool:
-        if self._budget_tokens is not None and self._used_tokens >= self._budget_tokens:
-            return True
-        return self._budget_seconds is not None and self.elapsed() >= self._budget_seconds
+        return self._ask(feeder.STATUS)[0] == feeder.SPENT
 
     @property
     def remaining_tokens(self) -> int | None:
-        return None if self._budget_tokens is None else max(0, self._budget_tokens - self._used_tokens)
+        self._ask(feeder.STATUS)
+        return None if self._state[3] < 0 else self._state[3]
 
     @property
     def remaining_seconds(self) -> float | None:
-        return None if self._budget_seconds is None else max(0.0, self._budget_seconds - self.elapsed())
+        self._ask(feeder.STATUS)
+        return None if self._state[4] < 0 else self._state[4]
 
     def elapsed(self) -> float:
-        """Seconds since the first run.batch() call (0 before it)."""
-        return 0.0 if self._started is None else time.perf_counter() - self._started
+        """Seconds since the first run.batch() call (0 before it), by the runner's clock."""
+        self._ask(feeder.STATUS)
+        return self._state[2]
 
     def log(self, step: int, loss: float | torch.Tensor, **extra: float) -> None:
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         self._last_loss = value
         if self._progress_fd is not None:
-            record: dict[str, Any] = {"step": int(step), "loss": value, "tokens": self._used_tokens, "elapsed": self.elapsed()}
+            record: dict[str, Any] = {"step": int(step), "loss": value, "tokens": self._state[0], "elapsed": self._state[2]}
             record.update({key: float(v) for key, v in extra.items()})
             try:
                 os.write(self._progress_fd, (json.dumps(record) + "\n").encode())
@@ -146,10 +146,22 @@ class Run:
 
     # --- for the harness ---------------------------------------------------------------------------
 
-    def _metrics(self) -> dict[str, Any]:
-        return {
-            "steps": self._batches,  # counted here, not taken from train.py's own step numbers
-            "tokens": self._used_tokens,
-            "training_seconds": self.elapsed(),
-            "last_loss": self._last_loss,
-        }
+    def _ask(self, kind: int, batch_size: int = 0, seq_len: int = 0) -> tuple[int, bytes]:
+        """One request to the runner's feeder; (state, the batch's bytes or b"")."""
+        ask, answer = self._feed
+        os.write(ask, feeder.REQUEST.pack(kind, batch_size, seq_len))
+        header = feeder.read_exactly(answer, feeder.REPLY.size)
+        if header is None:
+            raise BudgetExhausted("the runner stopped serving batches")
+        state, *rest = feeder.REPLY.unpack(header)
+        self._state = tuple(rest)  # type: ignore[assignment]
+        if state != feeder.SERVED or kind != feeder.BATCH:
+            return state, b""
+        payload = feeder.read_exactly(answer, 2 * batch_size * (seq_len + 1))
+        if payload is None:
+            raise BudgetExhausted("the runner stopped serving batches")
+        return state, payload
+
+    def _trained(self) -> None:
+        """Tell the runner that train() returned: the end of training by its clock."""
+        self._ask(feeder.TRAINED)

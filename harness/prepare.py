@@ -87,16 +87,19 @@ class Prepared:
 
 
 def prepare(
-    corpus: str, cache_dir: Path, tokenizer: Tokenizer = "bpe", notify: Notify | None = None, default: str = "shakespeare"
+    corpus: str, cache_dir: Path, tokenizer: Tokenizer = "bpe", notify: Notify | None = None, default: str = "shakespeare",
+    vocab: int = BPE_VOCAB,
 ) -> Prepared:
     """The prepared corpus, building it first if the cache does not have it yet.
 
-    `default` is the corpus that "default" stands for: the tier's own (see tiers.Tier.corpus).
+    `default` is the corpus that "default" stands for: the tier's own (see tiers.Tier.corpus);
+    `vocab` the BPE vocabulary's size, DOC included (the tier's `vocab_size`).
     """
     say = notify or (lambda text: print(text, file=sys.stderr))
     concrete = corpora.resolve(corpus, default)
     root = Path(cache_dir).expanduser() / "data"
-    target = root / f"{corpora.identity(concrete)}-{tokenizer}-v{FORMAT}"
+    size = "" if tokenizer == "byte" or vocab == BPE_VOCAB else str(vocab)
+    target = root / f"{corpora.identity(concrete)}-{tokenizer}{size}-v{FORMAT}"
     if (target / "manifest.json").is_file():
         return _open(target)
     held = root.parent / HELDOUT
@@ -109,7 +112,7 @@ def prepare(
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     held_work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=held))
     try:
-        _build(work, held_work, concrete, docs, tokenizer)
+        _build(work, held_work, concrete, docs, tokenizer, vocab)
         for built, final in ((held_work, held / target.name), (work, target)):
             try:
                 os.rename(built, final)
@@ -137,9 +140,9 @@ def _open(target: Path) -> Prepared:
     return Prepared(dir=target, corpus=manifest["corpus"], vocab_size=manifest["vocab_size"])
 
 
-def _build(work: Path, held_work: Path, corpus: str, docs: list[str], tokenizer: Tokenizer) -> None:
+def _build(work: Path, held_work: Path, corpus: str, docs: list[str], tokenizer: Tokenizer, vocab: int) -> None:
     train, val, audit = split(docs)
-    pattern, ranks, encode = _train_tokenizer(train, tokenizer)
+    pattern, ranks, encode = _train_tokenizer(train, tokenizer, vocab)
     vocab_size = len(ranks) + 1
     doc_token = vocab_size - 1
     token_bytes = [len(token) for token in ranks] + [0]
@@ -165,14 +168,14 @@ def _build(work: Path, held_work: Path, corpus: str, docs: list[str], tokenizer:
     ))
 
 
-def _train_tokenizer(train: list[str], tokenizer: Tokenizer) -> tuple[str, list[bytes], Encode]:
+def _train_tokenizer(train: list[str], tokenizer: Tokenizer, vocab: int) -> tuple[str, list[bytes], Encode]:
     """(regex pattern, token bytes in rank order, encoder). The rank of a token is its id."""
     if tokenizer == "byte":
         return "", [bytes([b]) for b in range(256)], lambda texts: [list(text.encode()) for text in texts]
     import rustbpe
 
     bpe = rustbpe.Tokenizer()
-    bpe.train_from_iterator(iter(train), BPE_VOCAB - 1)
+    bpe.train_from_iterator(iter(train), vocab - 1)
     ranks = sorted(bpe.get_mergeable_ranks(), key=lambda pair: pair[1])
     if [rank for _, rank in ranks] != list(range(len(ranks))):
         raise HarnessError("tokenizer: rustbpe returned ranks that are not 0..n-1")

@@ -21,6 +21,7 @@ from typing import Any
 
 MARKER_VAR = "SWARM_RUN_MARKER"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1  # prctl option: the signal to get when the parent dies
 
 
@@ -95,6 +96,18 @@ def child_namespace(pid: int) -> str | None:
 def marked_pids(marker: str) -> list[int]:
     """Live processes (not zombies) whose environment carries MARKER_VAR=marker."""
     return RunProcesses(marker, -1).pids()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of these processes and of the children they have reaped (utime, stime, cutime, cstime)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # fields 14-17 of proc(5), after pid and comm
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / TICKS
 
 
 def rss_mb(pids: list[int]) -> float:

@@ -30,23 +30,26 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 import harness
+from harness import budgets
 from harness import fingerprint as fingerprints
 from harness import guard as guards
 from harness import jail
 from harness import prepare as preparing
 from harness.devices import hardware_class
 from harness.errors import HarnessError
-from harness.procs import MARKER_VAR, RunProcesses, kill_run, rss_mb
+from harness.feeder import Feeder
+from harness.procs import MARKER_VAR, RunProcesses, cpu_seconds, kill_run, rss_mb
 from harness.tiers import Tier
 from harness.worker import MODEL_FILE, RESULT_FILE, TRAIN_FILE
 from harness.settings import HarnessSettings
 
-Status = Literal["ok", "crash", "timeout", "diverged", "oom", "rejected"]
+Status = Literal["ok", "crash", "timeout", "diverged", "oom", "rejected", "over_budget"]
+FAILED: tuple[str, ...] = tuple(status for status in get_args(Status) if status != "ok")
 HARNESS_DIR = str(Path(harness.__file__).resolve().parent)
 ROOT = str(Path(HARNESS_DIR).parent)
 LOG_FILE = "train.log"
@@ -62,10 +65,14 @@ class RunResult(BaseModel):
     status: Status
     reason: str = ""
     val_bpb: float | None = None
-    training_seconds: float | None = None
+    training_seconds: float | None = None  # the runner's clock: first batch served to train()'s return
     total_seconds: float = 0.0
-    tokens: int | None = None
-    steps: int | None = None
+    tokens: int | None = None  # training tokens the runner served
+    steps: int | None = None  # batches the runner served
+    epochs: float | None = None  # tokens / the training split's tokens: above 1, the data repeated
+    tokens_per_second: float | None = None
+    mfu: float | None = None  # model FLOPs utilisation (6 x params x tokens/s / the GPU's peak); None: unknown
+    cpu_seconds: float | None = None  # CPU time of the training processes, by the runner
     params: int | None = None
     peak_memory_mb: float | None = None
     tier: str
@@ -122,11 +129,15 @@ async def run(
     on_progress: ProgressCallback | None = None,
     notify: Callable[[str], None] | None = None,
     guard: bool = True,
+    compute_budget: float | None = None,
 ) -> RunResult:
     """Run train.py `source` on `tier` and score it. Cancelling kills every process of the run.
 
     `notify` hears about slow set-up steps (preparing the data, downloading the corpus once);
-    `guard=False` skips the static checks (tests of the defences behind it use that). Raises
+    `guard=False` skips the static checks (tests of the defences behind it use that).
+    `compute_budget`: CPU seconds of the arena's baseline run; on a token tier, a run whose
+    training takes more than tier.compute_tolerance times that is over_budget (buying compute by
+    reusing batches is not research). Raises
     HarnessError where the machine has no OS sandbox and the settings do not allow running without.
     """
     settings = settings or HarnessSettings()
@@ -147,7 +158,7 @@ async def run(
     prepared = None
     if not tier.synthetic:
         prepared = await asyncio.to_thread(
-            preparing.prepare, settings.corpus, settings.cache_dir, settings.tokenizer, notify, tier.corpus
+            preparing.prepare, settings.corpus, settings.cache_dir, settings.tokenizer, notify, tier.corpus, tier.vocab_size
         )
     base["fingerprint"] = await asyncio.to_thread(fingerprints.fingerprint, prepared, tier)
     if guard:
@@ -158,10 +169,12 @@ async def run(
     confined = not tier.synthetic and sandbox != jail.UNTRUSTED
     marker = run_dir.name  # unique per run, so tests and operators can find a run's processes
     training = await _train(run_dir, tier, seed, device, settings, prepared, marker, on_progress, confined)
+    training.update(budgets.judge(tier, training, compute_budget))
     if training["status"] != "ok" or tier.synthetic:
         return finish(**_result_fields(training, {}, run_dir, tier.synthetic))
     evaluation = await _evaluate(run_dir, tier, device, prepared, marker, confined)
-    return finish(**_result_fields(training, evaluation, run_dir, tier.synthetic))
+    fields = _result_fields(training, evaluation, run_dir, tier.synthetic)
+    return finish(**fields, mfu=budgets.mfu(fields.get("params"), training.get("tokens_per_second"), base["hardware"]))
 
 
 def sandbox_layers(settings: HarnessSettings) -> str:
@@ -221,42 +234,55 @@ async def _train(
         spec.update(vocab_size=prepared.vocab_size, jail=rules)
     read_progress, write_progress = os.pipe()
     fds = [write_progress]
+    feed = None
     if prepared is not None:
-        fds.append(os.open(prepared.train_path, os.O_RDONLY))
-        spec["data_fd"] = fds[-1]
+        data = await asyncio.to_thread(prepared.train_path.read_bytes)
+        feed = Feeder(data, seed, tier.budget_tokens, tier.budget_seconds)
+        spec["feed_fds"] = list(feed.child_fds())
     spec["progress_fd"] = write_progress
     try:
         with open(run_dir / LOG_FILE, "wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-c", boot, cwd=run_dir, env=_private_env(tmp, marker),
-                stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log, pass_fds=fds, start_new_session=True,
+                stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log, pass_fds=fds + spec.get("feed_fds", []),
+                start_new_session=True,
             )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if feed is not None:
+            feed.start()
+            feed.stop()
         raise
     finally:
         for fd in fds:
             os.close(fd)
+    if feed is not None:
+        feed.start()  # the child holds its ends now; the runner keeps only its own
     processes = RunProcesses(marker, proc.pid)
     pipe = os.fdopen(read_progress, "rb")
-    last: list[Progress] = []
-    reader = asyncio.create_task(_read_progress(pipe, tier, on_progress, last))
+    reader = asyncio.create_task(_read_progress(pipe, tier, on_progress))
     outcome: dict[str, Any] = {}
     try:
         proc.stdin.write(json.dumps(spec).encode())  # type: ignore[union-attr]
         proc.stdin.close()  # type: ignore[union-attr]
         outcome = await _watch(proc, tier.train_limit_seconds, processes, cap)
     finally:
+        ended = time.monotonic()
         await asyncio.shield(kill_run(processes))
         await asyncio.shield(proc.wait())
+        if feed is not None:
+            await asyncio.to_thread(feed.stop)
         # Every writer is dead now, so the reader reaches the end of the pipe: the last reports arrive.
         await asyncio.wait({reader}, timeout=1.0)
         reader.cancel()
         pipe.close()  # closed by the reader's transport too, unless it never started: never leak it
         shutil.rmtree(tmp, ignore_errors=True)  # compiler caches: nothing of the run is lost with them
     record = _read_json(run_dir / RESULT_FILE)
-    if "tokens" not in record and last:  # killed mid-training: the last progress report is all we have
-        record.update(tokens=last[-1].tokens, steps=last[-1].step + 1, training_seconds=last[-1].elapsed)
+    for name in ("tokens", "steps", "training_seconds", "epochs", "tokens_per_second", "cpu_seconds", "overrun"):
+        record.pop(name, None)  # train.json is agent-writable: these figures are the runner's alone
+    if feed is not None:
+        record.update(budgets.served(feed, ended))
+    record["cpu_seconds"] = outcome.get("cpu_seconds")
     record["peak_memory_mb"] = max(record.get("peak_memory_mb") or 0.0, outcome.get("peak_rss_mb", 0.0)) or None
     if outcome.get("status"):  # the runner's own verdict (timeout, oom) overrides the process's
         record.update(status=outcome["status"], reason=outcome["reason"])
@@ -272,26 +298,28 @@ async def _watch(proc: asyncio.subprocess.Process, limit: float, processes: RunP
     """Wait for the process; stop it at the wall-clock limit or when its run uses too much memory."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    peak = 0.0
+    peak, cpu = 0.0, 0.0
     waiter = asyncio.create_task(proc.wait())
     try:
         while True:
             done, _ = await asyncio.wait({waiter}, timeout=POLL_SECONDS)
             if done:
-                return {"peak_rss_mb": peak}
-            used = rss_mb(processes.pids())
-            peak = max(peak, used)
+                return {"peak_rss_mb": peak, "cpu_seconds": cpu}
+            pids = processes.pids()
+            used = rss_mb(pids)
+            peak, cpu = max(peak, used), max(cpu, cpu_seconds(pids))
             if used > cap_mb:
                 return {"status": "oom", "reason": f"the run used {used:.0f} MiB, over the cap of {cap_mb} MiB",
-                        "peak_rss_mb": peak}
+                        "peak_rss_mb": peak, "cpu_seconds": cpu}
             if loop.time() > deadline:
-                return {"status": "timeout", "reason": f"killed at the tier's limit of {limit:.0f} s", "peak_rss_mb": peak}
+                return {"status": "timeout", "reason": f"killed at the tier's limit of {limit:.0f} s",
+                        "peak_rss_mb": peak, "cpu_seconds": cpu}
     finally:
         waiter.cancel()
 
 
-async def _read_progress(pipe: Any, tier: Tier, on_progress: ProgressCallback | None, last: list[Progress]) -> None:
-    """Turn the pipe's JSON lines into Progress reports; keep the latest in `last`."""
+async def _read_progress(pipe: Any, tier: Tier, on_progress: ProgressCallback | None) -> None:
+    """Turn the pipe's JSON lines into Progress reports for `on_progress` (a view: no figure is taken from them)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
@@ -303,7 +331,6 @@ async def _read_progress(pipe: Any, tier: Tier, on_progress: ProgressCallback | 
                                   tier.budget_tokens, tier.budget_seconds)
             except (ValueError, KeyError, TypeError):
                 continue  # the pipe is writable by agent code: ignore what does not parse
-            last[:] = [report]
             if on_progress is not None:
                 on_progress(report)
     finally:
@@ -368,7 +395,8 @@ def _read_all(fd: int) -> bytes:
 
 
 def _result_fields(training: dict[str, Any], evaluation: dict[str, Any], run_dir: Path, synthetic: bool) -> dict[str, Any]:
-    fields = {key: training.get(key) for key in ("training_seconds", "tokens", "steps", "peak_memory_mb")}
+    fields = {key: training.get(key) for key in ("training_seconds", "tokens", "steps", "peak_memory_mb", "epochs",
+                                                 "tokens_per_second", "cpu_seconds")}  # fmt: skip
     fields.update(status=training["status"], reason=training.get("reason", ""))
     if synthetic:  # the sim process runs no agent code, so its record is the score
         fields.update(val_bpb=training.get("val_bpb"), params=training.get("params"))

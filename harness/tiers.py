@@ -34,7 +34,11 @@ class Tier:
     eval_batch: int = 32  # sequences per evaluation forward pass (the exported batch shape)
     eval_tokens: int = 65_536  # validation target tokens scored; a multiple of eval_batch x context_len
     corpus: str = "shakespeare"  # what `corpus = "default"` means on this tier
+    vocab_size: int = 4096  # the BPE vocabulary (DOC included) its data is tokenized with
+    needs_gpu: bool = False  # sized for a GPU: on a CPU it would train for its whole budget to no purpose
     baseline: str = "train.py"  # the tier's editable baseline, a file in harness/: its arena starts from it
+    overrun_seconds: float = 30.0  # seconds budgets: how long the process may outlive it (the export)
+    compute_tolerance: float = 2.0  # token budgets: CPU time allowed, as a multiple of the arena baseline's
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -87,12 +91,15 @@ TIERS: dict[str, Tier] = {
             budget_seconds=300.0,
             train_limit_seconds=900.0,  # 300 s of training plus start-up, compilation and export
             eval_limit_seconds=300.0,
-            context_len=1024,
-            eval_batch=16,
-            eval_tokens=131_072,
+            context_len=2048,  # the GPU baseline's training length: scored where it was trained
+            eval_batch=8,
+            eval_tokens=524_288,
             # 1.4M shakespeare tokens would be repeated hundreds of times in 300 s on a GPU.
             corpus="sympy",
             baseline="train_gpu.py",
+            vocab_size=8192,
+            needs_gpu=True,
+            overrun_seconds=120.0,  # exporting a compiled 50M model, and the last step in flight
             description="one GPU, 300 s of training: the familiar setting",
         ),
         Tier(
@@ -100,11 +107,14 @@ TIERS: dict[str, Tier] = {
             budget_seconds=1800.0,
             train_limit_seconds=2700.0,
             eval_limit_seconds=600.0,
-            context_len=1024,
-            eval_batch=16,
-            eval_tokens=131_072,
+            context_len=2048,  # the GPU baseline's training length: scored where it was trained
+            eval_batch=8,
+            eval_tokens=524_288,
             corpus="sympy",
             baseline="train_gpu.py",
+            vocab_size=8192,
+            needs_gpu=True,
+            overrun_seconds=120.0,
             description="one GPU, 30 min of training",
         ),
         Tier(

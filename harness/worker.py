@@ -1,4 +1,4 @@
-"""The training process: load the training split, call train(run), export. FIXED.
+"""The training process: call train(run) with batches the runner serves, export. FIXED.
 
 =====================================================================================================
 Started by the runner as a fresh interpreter in the run directory (its cwd), in its own process
@@ -6,11 +6,13 @@ group, through harness.procs.boot: it reads its instructions as one JSON object 
 neither argv nor the environment names the data) and enters the OS sandbox (harness.jail) before
 anything else, so train.py and all it starts can read only the interpreter, the packages and the
 harness, write only the run directory and a private temporary directory, reach no network and
-outlive nothing. The training split arrives as an open file descriptor that is read and closed
-before any agent code runs; the held-out splits are in a directory the sandbox does not grant.
+outlive nothing. The training split never enters this process: the runner serves each batch
+through a pipe (harness.feeder) and keeps the count and the clock; the held-out splits are in a
+directory the sandbox does not grant.
 It writes, in the run directory:
-  train.json   status, reason and training metrics; written as soon as train() ends, and again
-               after the export, so a later failure never loses the metrics
+  train.json   status, reason, the last loss and peak memory (what train.py says: the runner's
+               tokens, steps and seconds are the official figures); written as soon as train()
+               ends, and again after the export
   model.pt2    the returned model, exported with torch.export at the evaluation shape, in fp32
 Progress (step, tokens, loss) goes to the runner through a pipe (see Run.log), never stdout.
 =====================================================================================================
@@ -23,7 +25,6 @@ import json
 import os
 import resource
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,9 @@ def main(spec: dict[str, Any]) -> None:
         # so GPU runs rely on the runner's RSS polling alone.
         cap = int(spec["memory_cap_mb"]) << 20
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    started = time.perf_counter()
     record: dict[str, Any] = {"status": "crash", "reason": "the training process did not finish"}
     try:
-        _train(spec, run_dir, record, started)
+        _train(spec, run_dir, record)
     except BaseException as exc:  # every way train.py can fail is an outcome to report, not a crash of ours
         traceback.print_exc()
         record["status"], record["reason"] = _classify(exc, record.get("phase", "training"))
@@ -59,15 +59,11 @@ def main(spec: dict[str, Any]) -> None:
     os._exit(0)
 
 
-def _train(spec: dict[str, Any], run_dir: Path, record: dict[str, Any], started: float) -> None:
-    with os.fdopen(spec["data_fd"], "rb") as data:
-        raw = bytearray(data.read())  # closes the descriptor: nothing later can reopen the file by it
-
+def _train(spec: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     import torch
 
     from harness.contract import Run
 
-    tokens = torch.frombuffer(raw, dtype=torch.uint16) if raw else torch.zeros(0, dtype=torch.uint16)
     torch.manual_seed(spec["seed"])
     device = spec["device"]
 
@@ -78,15 +74,13 @@ def _train(spec: dict[str, Any], run_dir: Path, record: dict[str, Any], started:
         raise TypeError("train.py defines no function train(run)")
 
     record["phase"] = "training"
-    run = Run(
-        tokens=tokens, device=device, seed=spec["seed"], vocab_size=spec["vocab_size"],
-        context_len=spec["context_len"], budget_tokens=spec["budget_tokens"],
-        budget_seconds=spec["budget_seconds"], progress_fd=spec.get("progress_fd"),
-    )
+    run = Run(feed=tuple(spec["feed_fds"]), device=device, seed=spec["seed"], vocab_size=spec["vocab_size"],
+              context_len=spec["context_len"], progress_fd=spec.get("progress_fd"))  # fmt: skip
     try:
         model = train(run)
+        run._trained()  # the end of training, by the runner's clock
     finally:
-        record.update(run._metrics(), peak_memory_mb=_peak_memory_mb(torch, device))
+        record.update(last_loss=run._last_loss, peak_memory_mb=_peak_memory_mb(torch, device))
         _write(run_dir, record)
 
     model = getattr(model, "_orig_mod", model)  # the module inside a torch.compile wrapper
@@ -98,7 +92,7 @@ def _train(spec: dict[str, Any], run_dir: Path, record: dict[str, Any], started:
     with torch.no_grad():
         program = torch.export.export(model, (example,), strict=False)
     torch.export.save(program, run_dir / MODEL_FILE)
-    record.update(status="ok", reason="", export_seconds=time.perf_counter() - started - record["training_seconds"])
+    record.update(status="ok", reason="")
 
 
 def _import_train(path: Path) -> Any:

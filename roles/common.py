@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 from dataclasses import dataclass
 from importlib import resources
 
@@ -12,6 +13,9 @@ from agents.runtime import Context
 from blackboard.events import Purpose, RunFinished, RunStarted, new_id
 from harness import contract, runner, tiers
 from harness.runner import Progress, RunResult
+from swarm.ground.errors import BoardError
+
+log = logging.getLogger(__name__)
 
 
 def program(role: str) -> str:
@@ -58,13 +62,38 @@ async def run_job(ctx: Context, job: Job) -> RunResult:
             ctx.doing = f"training the {what}: step {p.step}, loss {p.loss:.3f}"
 
         result = await runner.run(job.code, tier, seed=job.seed, device=device, settings=ctx.settings.harness,
-                                  runs_dir=spec.dir / "runs", on_progress=progress)  # fmt: skip
+                                  runs_dir=spec.dir / "runs", on_progress=progress,
+                                  compute_budget=await compute_budget(ctx, job, tier))  # fmt: skip
     await ctx.board.publish(RunFinished(
         by=spec.agent, **ids, status=result.status, reason=result.reason or None, val_bpb=result.val_bpb,
         training_seconds=result.training_seconds, total_seconds=result.total_seconds, tokens=result.tokens,
-        steps=result.steps, params=result.params, peak_memory_mb=result.peak_memory_mb, fingerprint=result.fingerprint,
+        steps=result.steps, params=result.params, peak_memory_mb=result.peak_memory_mb, epochs=result.epochs,
+        tokens_per_second=result.tokens_per_second, mfu=result.mfu, cpu_seconds=result.cpu_seconds,
+        sandbox=result.sandbox, fingerprint=result.fingerprint,
         synthetic=result.synthetic, source_hash=result.source_hash, log_tail=result.log_tail[-4000:],
     ))  # fmt: skip
     score = f"val_bpb {result.val_bpb:.4f}" if result.val_bpb is not None else result.reason
     ctx.say(f"finished the {what}: {result.status}, {score}")
     return result
+
+
+async def compute_budget(ctx: Context, job: Job, tier: tiers.Tier) -> float | None:
+    """On a token tier, the median CPU seconds of the arena baseline's ok runs: the compute a
+    candidate may use (times the tier's tolerance; see harness.budgets). None until the baseline ran,
+    for the baseline itself, and on a seconds tier (the clock is the budget there)."""
+    if tier.budget_tokens is None or tier.synthetic or job.patch == job.arena.baseline_patch:
+        return None
+    sql = (f"SELECT median(cpu_seconds) FROM runs WHERE arena = {_literal(job.arena.id)} "
+           f"AND patch = {_literal(job.arena.baseline_patch)} AND status = 'ok' AND cpu_seconds IS NOT NULL")  # fmt: skip
+    try:
+        rows = (await ctx.board.query(sql, limit=1))["rows"]
+    except BoardError as exc:
+        log.warning("no compute budget for the %s (the run goes unchecked for compute): %s", job.patch, exc)
+        return None
+    value = rows[0][0] if rows and rows[0] else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"

@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
 
+from harness.runner import FAILED
 from swarm import output
 from swarm.ground.errors import BoardError, ConfigError
 from swarm.reader import Reader
@@ -26,7 +27,7 @@ HISTORY_COLUMNS = ("run", "updated", "status", "val_bpb", "purpose", "seed", "id
 LONG_FIELDS = ("code", "diff", "log_tail")  # shown on their own, not in a record's table
 GOOD = {"ok", "accepted", "approved", "approve", "promoted", "active"}
 PENDING = {"running", "submitted", "proposed", "held", "queued", "claimed"}
-BAD = {"crash", "timeout", "diverged", "oom", "rejected", "refused", "reject", "lost", "expired"}
+BAD = {*FAILED, "refused", "reject", "lost", "expired"}
 
 
 def parse_when(text: str | None, option: str, now: float | None = None) -> float | None:

@@ -37,13 +37,14 @@ from agents import knobs
 from agents.brains import space
 from agents.brains.base import IdeaContext, Trial
 from agents.knobs import Knob
+from harness.runner import FAILED as RUN_FAILED
 
 EXPLORE = 0.1  # share of proposals that jump at random in the whole range instead of following TPE
 N_STARTUP = 8  # TPE samples at random until this many trials have completed
 EXPLORE_K = (1, 2)  # knobs changed by an exploring proposal
 EXPLOIT_K = (1, 1, 2)  # and by an exploiting one: mostly one, so its effect can be read off
 DRAWS = 40  # attempts to find a configuration not tried before, per proposal
-FAILED = {"crash", "timeout", "diverged", "oom", "rejected"}
+FAILED = set(RUN_FAILED)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a study per call: its INFO lines are noise
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from harness import fingerprint, prepare, tiers
+from harness.errors import HarnessError
 from harness.devices import check_device, list_devices
 from harness.runner import Progress as RunProgress
 from harness.runner import RunResult, run
@@ -79,6 +80,13 @@ def run_command(ctx: Context, train_file: Path | None, tier: str | None, seed: i
     settings = ctx.settings(**overrides).harness
     chosen = tiers.for_settings(settings.tier, settings)
     device = check_device(device or list_devices()[0])
+    if chosen.needs_gpu and not device.startswith("cuda"):
+        raise HarnessError(
+            f"tier {chosen.name} needs a CUDA GPU and this machine has none: its baseline ({chosen.baseline}, "
+            f"~50M parameters) would spend its whole {chosen.budget_seconds:.0f} s budget on the CPU to no purpose. "
+            "To try the GPU code on this CPU, run `scripts/gpu_check --cpu` (the same baseline with its sizes "
+            "shrunk, about a minute); for CPU research use --tier tiny"
+        )
     source = (train_file or chosen.baseline_path).read_text()
     runs_dir = ctx.settings().dir / "runs"
     result = _run_with_progress(source, chosen, seed, device, settings, runs_dir)
