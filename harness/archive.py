@@ -27,6 +27,7 @@ from torch.export.pt2_archive._package import PT2ArchiveWriter
 from torch.utils import _pytree as pytree
 
 MAX_ENTRIES = 100_000
+MAX_TOTAL_BYTES = 16 << 30  # far above any model a tier trains; a zip bomb stops here
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 FQN = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\Z")
 TARGET = re.compile(r"torch\.ops\.aten\.([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\Z")
@@ -112,6 +113,8 @@ def _read_zip(path: str | Path) -> dict[str, bytes]:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
             _require(len(infos) <= MAX_ENTRIES, f"{len(infos)} entries")
+            total = sum(info.file_size for info in infos)
+            _require(total <= MAX_TOTAL_BYTES, f"{total} bytes unpacked; the limit is {MAX_TOTAL_BYTES}")
             roots = {info.filename.split("/", 1)[0] for info in infos}
             _require(len(roots) == 1 and IDENTIFIER.match(next(iter(roots))) is not None,
                      f"the entries must share one root folder, not {sorted(roots)[:5]}")

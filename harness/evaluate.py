@@ -75,7 +75,8 @@ def refuse_unpickling_code() -> None:
 
 
 def evaluate(spec: dict[str, Any]) -> dict[str, Any]:
-    torch.manual_seed(0)
+    secret = random.SystemRandom()  # os.urandom: nothing the program or the run's seed can predict
+    torch.manual_seed(secret.getrandbits(63))  # a program that draws random numbers cannot count its calls
     device = spec["device"]
     batch, length, vocab = spec["eval_batch"], spec["context_len"], spec["vocab_size"]
     with open(spec["tokenizer"]) as handle:
@@ -99,7 +100,6 @@ def evaluate(spec: dict[str, Any]) -> dict[str, Any]:
         return out.float().cpu()
 
     rows = val[starts[:, None] + torch.arange(length + 1)]
-    secret = random.SystemRandom()  # os.urandom: nothing the program or the run's seed can predict
     count = -(-2 * windows // batch) * batch - windows  # a probe per window at least, filling the last call
     found = probes.make_probes(val, rows[:, :-1], starts, count, vocab, secret)
     with torch.no_grad():
