@@ -40,12 +40,27 @@ mode, casts it to fp32 and exports it with torch.export at the evaluation shape
 The score (val_bpb: bits per byte of validation text, lower is better) is computed afterwards in
 a separate process, by harness code, from that exported program's logits, on validation data that
 this process never has. Nothing printed, returned or patched here changes it. A model whose
-earlier logits change when later tokens (or other sequences of the batch) change is rejected.
+earlier logits change when later tokens (or other sequences of the batch) change is rejected,
+and so is one that writes to its buffers (keeps state between calls).
 
-Rules the guard checks before a run: train.py is the only file changed; imports only torch (not
-torch.hub / torch.utils.cpp_extension), math, functools, dataclasses, typing, itertools,
-collections, time, __future__ and harness.contract; no file, process, network or reflection
-tricks (open, os, sys, subprocess, eval, exec, dunder attributes, private attributes of run ...).
+Rules the guard checks before a run: train.py is the only file changed; it imports only torch,
+math, functools, dataclasses, typing, itertools, collections, time, __future__ and
+harness.contract; no dunder attributes, no private attributes of run; and nothing on the deny
+list (harness/guard.py keeps it; these lines name all of it, and a test checks that they agree):
+    denied torch modules (by import or attribute): torch.hub, torch.utils.cpp_extension,
+        torch.package, torch.serialization, torch.multiprocessing, torch.distributed,
+        torch.utils.data, torch.testing.
+    denied names: __import__, breakpoint, compile, delattr, eval, exec, exit, globals, input,
+        locals, memoryview, open, quit, setattr, vars.
+    denied attributes (on any object, and as getattr/hasattr's name): load, save, from_file,
+        load_library, load_inline, load_state_dict_from_url, cpp_extension, classes, hub,
+        serialization, package, os, sys, ctypes, subprocess, importlib, builtins, io, pickle,
+        marshal, shutil, socket, inspect, gc, types, threading, multiprocessing, pathlib, tempfile,
+        glob, platform, posix, runpy, mmap, resource, urllib, _getframe, f_globals, f_locals,
+        f_builtins, f_back, f_code, gi_frame, gi_code, cr_frame, ag_frame, tb_frame, tb_next, _C,
+        _ops, _classes, _library, _utils_internal, _jit_internal, _export.
+torch.os, torch.sys and the like are those very modules, so they are denied as attributes.
+The guard is defence in depth: the sandbox and the evaluator's own checks stand behind it.
 =====================================================================================================
 """
 

@@ -9,15 +9,19 @@ network). It reads its instructions as JSON on stdin, loads the exported program
 operators and its weights: no Python of train.py is imported), and writes one JSON object to a
 pipe that only it holds (see main).
 
-1. Causality. Logits at position t may depend only on tokens 0..t of the same sequence. Checked on
-   real validation windows: the tokens after a cut are replaced (at three cuts), then every row but
-   the first; earlier logits, and the first row's, must not change. Else: rejected.
-2. val_bpb = sum of the cross-entropy (nats) over the scored target tokens
+1. The model file is checked before torch reads it and loaded from a clean copy (harness.archive):
+   plain tensors and aten operators only; a program that keeps state between calls is rejected.
+2. Causality. Logits at position t may depend only on tokens 0..t of the same sequence. Every
+   scored window gets a probe (harness.probes): a copy whose tokens after a random cut come from
+   elsewhere in the split, dealt with the scored rows into calls in a secret random order. The
+   log-probabilities of the scored targets up to the cut must equal the window's (PROBE_ATOL nats,
+   absolute). Else: rejected.
+3. val_bpb = sum of the cross-entropy (nats) over the scored target tokens
              / (ln 2 x the raw UTF-8 bytes of those target tokens).
    The tier fixes the scored tokens: eval_tokens // context_len windows of context_len + 1 tokens,
    spread evenly over the validation split. Document tokens (zero bytes) are not scored.
    A non-finite loss is reported as diverged.
-3. params: the number of parameter elements in the program's weights.
+4. params: the number of parameter elements in the program's weights.
 The model file was written by the training process, so loading it may not unpickle any Python
 object that names code (see refuse_unpickling_code).
 =====================================================================================================
@@ -29,6 +33,7 @@ import json
 import math
 import os
 import pickle
+import random
 import sys
 import time
 from typing import Any
@@ -36,8 +41,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-CAUSAL_ATOL = 1e-4  # relative to the logits' scale: a causal model's earlier logits are identical
-                    # up to float reordering; a leak of later tokens changes them far more
+from harness import archive, probes
+
+PROBE_ATOL = 1e-4  # nats, absolute: a causal program gives a probe's prefix the same log-probabilities
+                   # bit for bit on CPU (measured: 0.0); float reordering elsewhere stays far below this
 
 
 def main(spec: dict[str, Any]) -> None:
@@ -74,7 +81,8 @@ def refuse_unpickling_code() -> None:
 
 
 def evaluate(spec: dict[str, Any]) -> dict[str, Any]:
-    torch.manual_seed(0)
+    secret = random.SystemRandom()  # os.urandom: nothing the program or the run's seed can predict
+    torch.manual_seed(secret.getrandbits(63))  # a program that draws random numbers cannot count its calls
     device = spec["device"]
     batch, length, vocab = spec["eval_batch"], spec["context_len"], spec["vocab_size"]
     with open(spec["tokenizer"]) as handle:
@@ -83,8 +91,10 @@ def evaluate(spec: dict[str, Any]) -> dict[str, Any]:
         val = torch.frombuffer(bytearray(handle.read()), dtype=torch.uint16).long()
     windows = spec["eval_tokens"] // length
     starts = window_starts(val.numel(), windows, length + 1)
-
-    program = torch.export.load(spec["model"])
+    try:
+        program = archive.load_program(spec["model"], batch, length)
+    except archive.ArchiveRefused as exc:
+        return {"status": "rejected", "reason": str(exc)}
     params = count_params(program)
     model = program.module()
 
@@ -95,25 +105,39 @@ def evaluate(spec: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"the model returned {shape}, expected logits of shape {(batch, length, vocab)}")
         return out.float().cpu()
 
-    first = val[starts[:batch, None] + torch.arange(length)]
-    other = val[starts[batch : 2 * batch, None] + torch.arange(length)] if len(starts) >= 2 * batch else first.flip(0)
+    rows = val[starts[:, None] + torch.arange(length + 1)]
+    count = -(-2 * windows // batch) * batch - windows  # a probe per window at least, filling the last call
+    found = probes.make_probes(val, rows[:, :-1], starts, count, vocab, secret)
     with torch.no_grad():
-        problem = causality_problem(logits_of, first, other)
-        if problem:
-            return {"status": "rejected", "reason": f"model is not causal: {problem}", "params": params}
-        nll, nbytes = 0.0, 0.0
-        for i in range(0, len(starts), batch):
-            rows = val[starts[i : i + batch, None] + torch.arange(length + 1)]
-            x, y = rows[:, :-1], rows[:, 1:]
-            losses = F.cross_entropy(logits_of(x).reshape(-1, vocab), y.reshape(-1), reduction="none").double()
-            weights = token_bytes[y.reshape(-1)]
-            scored = weights > 0
-            nll += losses[scored].sum().item()
-            nbytes += weights.sum().item()
+        logprobs = log_probabilities(logits_of, rows, found, probes.deal(windows, found, batch, secret))
+    weights = token_bytes[rows[:, 1:]]
+    nll, nbytes = 0.0, 0.0
+    for i in range(0, windows, batch):  # summed batch by batch in window order, as always: same bits
+        nll += (-logprobs[i : i + batch]).reshape(-1)[weights[i : i + batch].reshape(-1) > 0].sum().item()
+        nbytes += weights[i : i + batch].sum().item()
     bpb = nll / (math.log(2) * nbytes)
     if not math.isfinite(bpb):
         return {"status": "diverged", "reason": f"validation loss is {bpb}", "params": params}
-    return {"status": "ok", "reason": "", "val_bpb": bpb, "params": params, "eval_tokens": len(starts) * length}
+    worst, where = probes.worst_difference(logprobs, weights > 0, windows, found)
+    if not worst <= PROBE_ATOL:
+        return {"status": "rejected", "params": params,
+                "reason": f"model is not causal: the log-probability of a scored token changed by {worst:.3g} nats "
+                          f"({where}) when only later tokens, or the other rows of its batch, changed"}  # fmt: skip
+    return {"status": "ok", "reason": "", "val_bpb": bpb, "params": params, "eval_tokens": windows * length}
+
+
+def log_probabilities(logits_of: Any, rows: torch.Tensor, found: list[probes.Probe], calls: list[list[int]]) -> torch.Tensor:
+    """(windows + probes, length) float64: each row's log-probability of its window's targets."""
+    windows, length = rows.shape[0], rows.shape[1] - 1
+    inputs = torch.cat([rows[:, :-1], torch.stack([p.tokens for p in found])]) if found else rows[:, :-1]
+    targets = torch.cat([rows[:, 1:], rows[[p.window for p in found], 1:]])
+    out = torch.empty(len(inputs), length, dtype=torch.float64)
+    for call in calls:
+        ids = torch.tensor(call)
+        logits = logits_of(inputs[ids])
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[ids].reshape(-1), reduction="none")
+        out[ids] = -losses.double().view(len(call), length)
+    return out
 
 
 def window_starts(total: int, windows: int, span: int) -> torch.Tensor:
@@ -123,28 +147,6 @@ def window_starts(total: int, windows: int, span: int) -> torch.Tensor:
     if windows == 1:
         return torch.zeros(1, dtype=torch.long)
     return torch.tensor([i * (total - span) // (windows - 1) for i in range(windows)], dtype=torch.long)
-
-
-def causality_problem(logits_of: Any, x: torch.Tensor, other: torch.Tensor) -> str:
-    """'' if the model is causal and keeps batch rows apart on these inputs, else what leaked."""
-    base = logits_of(x)
-    scale = CAUSAL_ATOL * (1.0 + base.abs().max().item())
-    length = x.shape[1]
-    for cut in sorted({1, length // 2, length - 1}):
-        changed = x.clone()
-        changed[:, cut:] = other[:, cut:]
-        if not torch.equal(changed[:, cut:], x[:, cut:]):
-            diff = (logits_of(changed)[:, :cut] - base[:, :cut]).abs().max().item()
-            if not diff <= scale:
-                return f"logits before position {cut} changed by {diff:.3g} when later tokens changed"
-    if x.shape[0] > 1:
-        # Windows never overlap, so other rows cannot hold a row's targets; still, a model that mixes
-        # rows is not a language model of one sequence, and its score would depend on the batching.
-        changed = torch.cat([x[:1], other[1:]])
-        diff = (logits_of(changed)[0] - base[0]).abs().max().item()
-        if not diff <= scale:
-            return f"a sequence's logits changed by {diff:.3g} when the other sequences of the batch changed"
-    return ""
 
 
 def count_params(program: torch.export.ExportedProgram) -> int:

@@ -15,13 +15,30 @@ MAX_BYTES = 100_000  # far above any honest train.py (the baseline is ~8 KB)
 MAX_LINES = 2_000
 ALLOWED_MODULES = {"torch", "math", "functools", "dataclasses", "typing", "itertools", "collections", "time",
                    "__future__", "harness.contract"}
+# THE DENY LIST. harness/contract.py's docstring names every entry of the three lists below (a test
+# checks that they agree); change them together.
 # torch submodules that load files, build native extensions, or reach other processes or hosts.
 DENIED_TORCH = ("torch.hub", "torch.utils.cpp_extension", "torch.package", "torch.serialization",
                 "torch.multiprocessing", "torch.distributed", "torch.utils.data", "torch.testing")
 DENIED_NAMES = {"open", "eval", "exec", "compile", "__import__", "globals", "vars", "locals", "breakpoint",
                 "input", "setattr", "delattr", "memoryview", "exit", "quit"}
-# Attributes that load or store files or native code, whatever object they hang off.
-DENIED_ATTRIBUTES = {"load", "save", "from_file", "load_library", "load_inline", "load_state_dict_from_url"}
+# Attributes refused whatever object they hang off (and as getattr/hasattr's constant name), each with
+# why: torch's own file, process and native-library entry points; the modules torch itself imports
+# (torch.os, torch.sys, torch.ctypes ... are those modules); frames and other interpreter internals.
+FILES = "loads or saves files or native code"
+MODULES = "is a module torch imports (os, sys, ...): no files, processes or interpreter internals through torch"
+FRAMES = "reaches frames or interpreter internals"
+NATIVE = "is torch's native or operator-registration internals"
+DENIED_ATTRIBUTES: dict[str, str] = {
+    **dict.fromkeys(("load", "save", "from_file", "load_library", "load_inline", "load_state_dict_from_url",
+                     "cpp_extension", "classes", "hub", "serialization", "package"), FILES),
+    **dict.fromkeys(("os", "sys", "ctypes", "subprocess", "importlib", "builtins", "io", "pickle", "marshal", "shutil",
+                     "socket", "inspect", "gc", "types", "threading", "multiprocessing", "pathlib", "tempfile",
+                     "glob", "platform", "posix", "runpy", "mmap", "resource", "urllib"), MODULES),
+    **dict.fromkeys(("_getframe", "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "gi_frame", "gi_code",
+                     "cr_frame", "ag_frame", "tb_frame", "tb_next"), FRAMES),
+    **dict.fromkeys(("_C", "_ops", "_classes", "_library", "_utils_internal", "_jit_internal", "_export"), NATIVE),
+}  # fmt: skip
 ALLOWED_DUNDERS = {"__init__", "__name__"}
 TRAIN_PATHS = ("train.py", "harness/train.py")
 
@@ -130,7 +147,7 @@ class _Visitor(ast.NodeVisitor):
                 # `from torch import hub` names a submodule: check the full name.
                 self._module(node, full)
                 if alias.name in DENIED_ATTRIBUTES:
-                    self.refuse(node, f"imports {full}: loading or saving files is not allowed")
+                    self.refuse(node, f"imports {full}: it {DENIED_ATTRIBUTES[alias.name]}")
             else:
                 self._module(node, module)
             self.aliases[alias.asname or alias.name] = full
@@ -142,10 +159,12 @@ class _Visitor(ast.NodeVisitor):
             self.refuse(node, f"uses {node.id}: interpreter internals are off limits")
 
     def visit_Call(self, node: ast.Call) -> None:
-        if isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) >= 2:
+        if isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") and len(node.args) >= 2:
             name = node.args[1]
             if not (isinstance(name, ast.Constant) and isinstance(name.value, str) and not name.value.startswith("_")):
-                self.refuse(node, "getattr() with a computed or private name: write the attribute out")
+                self.refuse(node, f"{node.func.id}() with a computed or private name: write the attribute out")
+            elif name.value in DENIED_ATTRIBUTES:
+                self.refuse(node, f"{node.func.id}(..., {name.value!r}): .{name.value} {DENIED_ATTRIBUTES[name.value]}")
         self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
@@ -155,10 +174,25 @@ class _Visitor(ast.NodeVisitor):
             if attr not in ALLOWED_DUNDERS:
                 self.refuse(node, f"uses .{attr}: interpreter internals are off limits")
         elif attr in DENIED_ATTRIBUTES:
-            self.refuse(node, f"uses .{attr}: loading or saving files or native code is not allowed")
+            self.refuse(node, f"uses .{attr}: it {DENIED_ATTRIBUTES[attr]}")
         elif attr.startswith("_") and root not in ("self", "cls") and not root.startswith("torch"):
             self.refuse(node, f"uses the private attribute .{attr}: run's internals belong to the harness")
+        else:
+            chain = self._chain(node)
+            if any(chain == d or chain.startswith(d + ".") for d in DENIED_TORCH):
+                self.refuse(node, f"uses {chain}: it loads files or code, or reaches other processes")
+                return  # one finding per chain, not one per prefix of it
         self.generic_visit(node)
+
+    def _chain(self, node: ast.AST) -> str:
+        """`torch.hub.load` for a plain attribute chain (through import aliases), else ''."""
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return ""
+        return ".".join([self.aliases.get(node.id, node.id), *reversed(parts)])
 
     def _root(self, node: ast.AST) -> str:
         """The module or name an attribute chain starts from, through import aliases."""

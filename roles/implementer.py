@@ -135,9 +135,7 @@ class Implementer(Role):
             return None
         if fixed is None:
             return None
-        event = PatchSubmitted(by=ctx.spec.agent, patch=new_id("p"), arena=self.arena.id, hypothesis=claim.ref,
-                               work=job.work, parent=job.patch, code=fixed.code, diff=unified_diff(job.code, fixed.code),
-                               code_hash=_hash(fixed.code))  # fmt: skip
+        event = repair_patch(ctx.spec.agent, self.arena.id, claim, job, fixed.code)
         verdict = await ctx.board.submit(event)
         if not verdict.ok:
             log.info("%s: repaired patch refused: %s", ctx.spec.agent, verdict.reason)
@@ -150,6 +148,18 @@ class Implementer(Role):
         await ctx.release(claim.claim, done=done, reason=reason)
         if done:
             ctx.count()
+
+
+def repair_patch(by: str, arena: str, claim: Claim, job: Job, code: str) -> PatchSubmitted:
+    """A repaired patch, submitted as an edit of the hypothesis's parent: what was accepted before.
+
+    Its parent and diff are not the crashed attempt's, so the review judges everything the repair
+    adds to accepted code, including what the crashed attempt had added (a seed, a file read).
+    """
+    parent = claim.parent or {}
+    return PatchSubmitted(by=by, patch=new_id("p"), arena=arena, hypothesis=claim.ref, work=job.work,
+                          parent=parent.get("id"), code=code, diff=unified_diff(parent.get("code", ""), code),
+                          code_hash=_hash(code))  # fmt: skip
 
 
 def _hash(code: str) -> str:

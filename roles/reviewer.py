@@ -13,7 +13,7 @@ from agents.runtime import Role
 from blackboard.client import Claim
 from blackboard.events import ReviewDone, new_id
 from harness import guard
-from roles.common import contract_text, program
+from roles.common import contract_text, program, unified_diff
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,21 @@ def static_problems(code: str, diff: str) -> list[str]:
     if diff:
         problems += guard.check_diff(diff).problems
     return problems
+
+
+def review_task(claim: Claim, program_text: str) -> ReviewTask:
+    """What the brain judges: the patch against its parent's code, with the diff computed here.
+
+    The diff the implementer submitted is not trusted (a repair's used to be against its crashed
+    attempt, hiding what that attempt added); the reviewer diffs the code it was given itself.
+    """
+    patch, hyp, best = claim.patch or {}, claim.hypothesis or {}, claim.best or {}
+    parent_code, code = (claim.parent or {}).get("code", ""), patch["code"]
+    diff = unified_diff(parent_code, code)
+    return ReviewTask(program=program_text, contract=contract_text(), title=hyp.get("title", ""),
+                      rationale=hyp.get("rationale", ""), intent=hyp.get("intent") or {}, parent_code=parent_code,
+                      code=code, diff=diff, values=patch.get("values", []), best_values=best.get("values", []),
+                      spread=best.get("spread"), problems=static_problems(code, diff))  # fmt: skip
 
 
 class Reviewer(Role):
@@ -43,12 +58,7 @@ class Reviewer(Role):
     async def _review(self, claim: Claim) -> None:
         ctx, patch, hyp = self.ctx, claim.patch or {}, claim.hypothesis or {}
         ctx.say(f"reviewing {patch['id']} ({hyp.get('title', '')})")
-        code, diff = patch["code"], patch.get("diff", "")
-        task = ReviewTask(program=self.program, contract=contract_text(), title=hyp.get("title", ""),
-                          rationale=hyp.get("rationale", ""), intent=hyp.get("intent") or {},
-                          parent_code=(claim.parent or {}).get("code", ""), code=code, diff=diff,
-                          values=patch.get("values", []), best_values=(claim.best or {}).get("values", []),
-                          spread=(claim.best or {}).get("spread"), problems=static_problems(code, diff))  # fmt: skip
+        task = review_task(claim, self.program)
         try:
             verdict = await ctx.brain.review(task)  # type: ignore[union-attr]
         except BrainError as exc:

@@ -1,36 +1,59 @@
-"""The evaluation's own logic on hand-made models: the causality check and the bits-per-byte sum."""
+"""The evaluation's own logic on hand-made models: the hidden probes and the bits-per-byte sum."""
 
 from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import torch
 
-from harness import evaluate, prepare
+from harness import evaluate, prepare, probes
 
 
-def causal(x: torch.Tensor) -> torch.Tensor:
-    """Logits from a running sum of the tokens so far: causal, and sensitive to every earlier token."""
-    return torch.nn.functional.one_hot(x.cumsum(1) % 16, 16).float()
+def test_probes_keep_the_prefix_and_continue_with_real_text() -> None:
+    val = torch.randint(0, 8, (5_000,))
+    starts = evaluate.window_starts(val.numel(), 16, 33)
+    inputs = val[starts[:, None] + torch.arange(32)]
+    found = probes.make_probes(val, inputs, starts, 16, 8, random.SystemRandom())
+    assert sorted(p.window for p in found) == list(range(16))  # every window probed once
+    text = val.tolist()
+    for p in found:
+        assert torch.equal(p.tokens[: p.cut + 1], inputs[p.window, : p.cut + 1])
+        assert p.tokens[p.cut + 1] != inputs[p.window, p.cut + 1]  # the probe differs right after its cut
+        tail = p.tokens[max(p.cut - 1, 0) :].tolist()  # the kept bigram and what follows: a real stretch of text
+        assert any(text[i : i + len(tail)] == tail for i in range(len(text) - len(tail) + 1))
 
 
-def test_a_causal_model_passes() -> None:
-    x, other = torch.randint(0, 16, (4, 12)), torch.randint(0, 16, (4, 12))
-    assert evaluate.causality_problem(causal, x, other) == ""
+def test_no_call_holds_a_window_and_its_probe() -> None:
+    found = [probes.Probe(w, 3, torch.zeros(8)) for w in range(32)]
+    for _ in range(20):
+        calls = probes.deal(32, found, 8, random.SystemRandom())
+        assert sorted(r for call in calls for r in call) == list(range(64)) and all(len(c) == 8 for c in calls)
+        for call in calls:
+            families = [r if r < 32 else found[r - 32].window for r in call]
+            assert len(set(families)) == len(families)
 
 
-def test_peeking_at_the_next_token_is_caught() -> None:
-    x, other = torch.randint(0, 16, (4, 12)), torch.randint(0, 16, (4, 12))
-    problem = evaluate.causality_problem(lambda t: causal(t.roll(-1, dims=1)), x, other)
-    assert problem.startswith("logits before position") and "when later tokens changed" in problem
+def test_the_order_is_secret_not_seeded() -> None:
+    found = [probes.Probe(w, 3, torch.zeros(8)) for w in range(32)]
+    torch.manual_seed(0)
+    first = probes.deal(32, found, 8, random.SystemRandom())
+    torch.manual_seed(0)
+    assert probes.deal(32, found, 8, random.SystemRandom()) != first
 
 
-def test_reading_other_sequences_of_the_batch_is_caught() -> None:
-    x, other = torch.randint(0, 16, (4, 12)), torch.randint(0, 16, (4, 12))
-    problem = evaluate.causality_problem(lambda t: causal(t + t.roll(1, dims=0)), x, other)  # row i reads row i-1
-    assert "other sequences of the batch" in problem
+def test_a_changed_scored_log_probability_before_the_cut_is_found() -> None:
+    found = [probes.Probe(0, 2, torch.zeros(6)), probes.Probe(1, 4, torch.zeros(6))]
+    logprobs = torch.zeros(4, 6, dtype=torch.float64)
+    scored = torch.ones(2, 6, dtype=torch.bool)
+    logprobs[2, 3:] = -5.0  # after probe 0's cut: allowed to change
+    assert probes.worst_difference(logprobs, scored, 2, found) == (0.0, "")
+    logprobs[3, 4] = -0.5  # at probe 1's cut: a leak
+    assert probes.worst_difference(logprobs, scored, 2, found) == (0.5, "window 1, tokens after position 4 replaced")
+    scored[1, 4] = False  # an unscored (document) token does not count
+    assert probes.worst_difference(logprobs, scored, 2, found)[0] == 0.0
 
 
 def test_windows_are_spread_evenly_and_never_overlap() -> None:

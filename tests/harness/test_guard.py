@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from harness import guard
@@ -50,6 +52,19 @@ def test_the_baseline_passes() -> None:
         ("    r = run\n    r._budget_tokens = 10**12\n", "private attribute ._budget_tokens"),
         ("    getattr(run, '_tokens')\n", "getattr()"),
         ("    getattr(run, name)\n", "getattr()"),
+        ("    getattr(torch.UntypedStorage, 'from_file')('x')\n", "getattr(..., 'from_file'): .from_file loads"),
+        ("    hasattr(torch, 'sys')\n", "hasattr(..., 'sys')"),
+        ("    torch.os.system('x')\n", "uses .os: it is a module torch imports"),
+        ("    torch.sys.modules['builtins'].open('x')\n", "uses .sys: it is a module torch imports"),
+        ("    torch.ctypes.CDLL(None)\n", "uses .ctypes"),
+        ("    torch.sys._getframe(1).f_globals\n", "uses ._getframe: it reaches frames"),
+        ("    (x for x in ()).gi_frame.f_back\n", "uses .gi_frame: it reaches frames"),
+        ("    torch._C._jit_get_operation('aten::add')\n", "uses ._C: it is torch's native"),
+        ("    torch.classes.load_library('x.so')\n", "uses .classes"),
+        ("    torch.utils.cpp_extension.load_inline('m', 'x')\n", "uses .cpp_extension"),
+        ("    torch.hub.download_url_to_file('u', 'f')\n", "uses torch.hub.download_url_to_file"),
+        ("    import torch.utils\n    torch.utils.data.DataLoader\n", "uses torch.utils.data.DataLoader"),
+        ("    from torch import serialization\n", "imports torch.serialization"),
     ],
 )
 def test_refuses_with_a_reason(body: str, needle: str) -> None:
@@ -84,6 +99,8 @@ def test_allows_ordinary_research_code() -> None:
         "    torch._dynamo.config.cache_size_limit = 64\n"
         "    model = torch.nn.Linear(2, 2)\n"
         "    getattr(model, 'weight')\n"
+        "    for m in model.modules():\n        m.eval()\n"
+        "    torch.signal.windows.hann(8)\n"
         "    return model\n"
     )
     assert problems(body) == ()
@@ -105,3 +122,19 @@ def test_a_diff_touching_another_file_is_refused() -> None:
     created = "--- /dev/null\n+++ b/sitecustomize.py\n@@ -0,0 +1 @@\n+import os\n"
     assert "sitecustomize.py" in guard.check_diff(created).reason
     assert not guard.check_diff("this is not a diff").ok
+
+
+def test_the_contract_names_the_whole_deny_list() -> None:
+    """The contract's docstring and the guard's rules are one list: each name appears in both."""
+    from harness import contract
+
+    doc = contract.__doc__ or ""
+
+    def listed(label: str) -> set[str]:
+        found = re.search(rf"{re.escape(label)}[^:]*:(.*?)\.\n", doc, re.S)
+        assert found, label
+        return {word.strip() for word in found.group(1).replace("\n", " ").split(",")}
+
+    assert listed("denied torch modules") == set(guard.DENIED_TORCH)
+    assert listed("denied names") == guard.DENIED_NAMES
+    assert listed("denied attributes") == set(guard.DENIED_ATTRIBUTES)

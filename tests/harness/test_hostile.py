@@ -176,7 +176,8 @@ TAMPER = """
     import harness.evaluate as ev
     import torch.nn.functional as F2
     ev.evaluate = lambda spec: {"status": "ok", "val_bpb": 0.0}
-    ev.causality_problem = lambda *a: ""
+    import harness.probes as probes
+    probes.check = lambda *a, **k: None
     F2.cross_entropy = lambda *a, **k: torch.zeros(())
     math.log = lambda x: 1e9
     torch.Tensor.sum = lambda self, *a, **k: torch.zeros(())
