@@ -177,7 +177,7 @@ TAMPER = """
     import torch.nn.functional as F2
     ev.evaluate = lambda spec: {"status": "ok", "val_bpb": 0.0}
     import harness.probes as probes
-    probes.check = lambda *a, **k: None
+    probes.worst_difference = lambda *a, **k: (0.0, "")
     F2.cross_entropy = lambda *a, **k: torch.zeros(())
     math.log = lambda x: 1e9
     torch.Tensor.sum = lambda self, *a, **k: torch.zeros(())
