@@ -5,18 +5,15 @@ runs), with deterministic ids and times so two calls give the same stream. `load
 stream and fills a projection's tables straight from DuckDB's `range()`: a million runs with their
 patches, hypotheses, work and claims in seconds, for the history benchmark.
 
-    python -m blackboard.bulk apply --cycles 2000 --batch 1 10 100 1000   # events/s by batch size
-    python -m blackboard.bulk history --runs 1000000 --db board.duckdb      # history() p50/p99
-    python -m blackboard.bulk apply --batch 100 1000 --onto board.duckdb    # events/s onto 1M runs
+The role names of the synthetic agents are the caller's (the registry in `roles` is above this
+floor); scripts/bench_bulk.py runs these as benchmarks.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,6 @@ from blackboard.events import (
 from blackboard.projection import Projection
 
 T0 = 1_700_000_000.0
-ROLES = ("ideator", "implementer", "reviewer", "replicator")
 FAILURES = ("crash", "timeout", "oom", "diverged")
 
 
@@ -68,14 +64,15 @@ def synthetic_events(cycles: int, arena: str = "tiny/cpu/000000000000", start: f
     return out
 
 
-def load_runs(conn: duckdb.DuckDBPyConnection, runs: int, *, arenas: int = 4, agents: int = 32, seeds: int = 3) -> None:
+def load_runs(conn: duckdb.DuckDBPyConnection, runs: int, *, roles: Sequence[str], arenas: int = 4, agents: int = 32,
+              seeds: int = 3) -> None:  # fmt: skip
     """Fill an empty projection with `runs` runs: `seeds` per patch (an explore, then replications),
     a hypothesis per patch, each patch the child of one twice as old in its arena (lineages about
     log2 deep), work and a claim per run, 1 run in 10 failed, one run every 0.5 s of history."""
     patches = -(-runs // seeds)
     conn.execute("BEGIN")
     conn.execute(
-        f"""INSERT INTO agents SELECT 'agent-' || i, {_sql_list(ROLES)}[i % 4 + 1], 'node-' || (i % 8), 'offline',
+        f"""INSERT INTO agents SELECT 'agent-' || i, {_sql_list(roles)}[i % {len(roles)} + 1], 'node-' || (i % 8), 'offline',
                ['cpu:0'], 1000 + i, 'active', make_timestamp(?::BIGINT * 1000000), NULL, NULL
            FROM range(?) t(i)""",
         [int(T0), agents],
@@ -181,39 +178,3 @@ def measure(call: Callable[[], object], calls: int) -> tuple[float, float]:
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
     return statistics.median(times), times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m blackboard.bulk", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    apply = sub.add_parser("apply", help="apply throughput by batch size")
-    apply.add_argument("--cycles", type=int, default=2000, help="ideas in the stream, 11 events each")
-    apply.add_argument("--batch", type=int, nargs="+", default=[1, 10, 100, 1000])
-    apply.add_argument("--onto", type=Path, help="apply onto this board (say, one `history --db` filled)")
-    history = sub.add_parser("history", help="history() latency over a bulk-loaded board")
-    history.add_argument("--runs", type=int, default=1_000_000)
-    history.add_argument("--calls", type=int, default=50)
-    history.add_argument("--db", type=Path, help="keep the board here (default: a temporary directory)")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.what == "apply":
-            for batch in args.batch:
-                events = synthetic_events(args.cycles, tag=f"b{batch}-")
-                rate = measure_apply(events, batch, args.onto or Path(tmp) / f"apply-{batch}.duckdb")
-                print(f"apply: {len(events)} events in batches of {batch}: {rate:,.0f} events/s")
-            return
-        db = args.db or Path(tmp) / "history.duckdb"
-        with Projection(db) as projection:
-            if projection.conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0:  # type: ignore[index]
-                started = time.perf_counter()
-                load_runs(projection.conn, args.runs)
-                print(f"loaded {args.runs:,} runs in {time.perf_counter() - started:.1f} s")
-            cursor = projection.cursor()
-            for name, filters in history_filters(cursor).items():
-                p50, p99 = measure(lambda: queries.history(cursor, **filters), args.calls)
-                print(f"history {name:>18}: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ({args.calls} calls)")
-            cursor.close()
-
-
-if __name__ == "__main__":
-    main()

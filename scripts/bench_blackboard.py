@@ -35,6 +35,7 @@ from blackboard.client import Board  # noqa: E402
 from blackboard.events import ArenaOpened, HypothesisProposed, new_id  # noqa: E402
 from blackboard.projection import Projection  # noqa: E402
 from blackboard.rules import code_hash  # noqa: E402
+from roles import ROLES  # noqa: E402
 from swarm.ground.bus import Bus  # noqa: E402
 from swarm.natsserver import NatsServer  # noqa: E402
 
@@ -149,7 +150,7 @@ def main() -> None:
     started = time.perf_counter()
     Projection(board).close()
     with duckdb.connect(str(board)) as conn:
-        bulk.load_runs(conn, args.runs)
+        bulk.load_runs(conn, args.runs, roles=list(ROLES))
     print(f"history over {args.runs:,} runs (loaded in {time.perf_counter() - started:.0f} s), "
           f"through a service, {args.calls} calls per filter:", flush=True)  # fmt: skip
     with NatsServer(dir=work / "nats2") as server:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from blackboard import bulk, queries
+from roles import ROLES
 from blackboard.projection import Projection
 
 
@@ -23,7 +26,7 @@ def test_the_synthetic_stream_is_the_same_on_every_call_and_applies_to_a_tidy_bo
 
 
 def test_a_bulk_loaded_board_answers_the_named_queries(projection: Projection) -> None:
-    bulk.load_runs(projection.conn, 3000, arenas=4, agents=8, seeds=3)
+    bulk.load_runs(projection.conn, 3000, roles=list(ROLES), arenas=4, agents=8, seeds=3)
     cursor = projection.cursor()
     counts = cursor.execute("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM patches), (SELECT count(*) FROM work)").fetchone()
     assert counts == (3000, 1000 + 4, 3000)
@@ -40,9 +43,12 @@ def test_a_bulk_loaded_board_answers_the_named_queries(projection: Projection) -
     cursor.close()
 
 
-def test_the_benchmark_entry_point_prints_its_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bulk.main(["apply", "--cycles", "20", "--batch", "50"])
-    bulk.main(["history", "--runs", "2000", "--calls", "3", "--db", str(tmp_path / "h.duckdb")])
-    out = capsys.readouterr().out
+def test_the_benchmark_entry_point_prints_its_figures(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_bulk.py"
+    apply = subprocess.run([sys.executable, str(script), "apply", "--cycles", "20", "--batch", "50"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    history = subprocess.run([sys.executable, str(script), "history", "--runs", "2000", "--calls", "3",
+                              "--db", str(tmp_path / "h.duckdb")], capture_output=True, text=True, check=True)  # fmt: skip
+    out = apply.stdout + history.stdout
     assert "apply: 221 events in batches of 50:" in out and "events/s" in out
     assert "loaded 2,000 runs" in out and out.count("p50") == 7
