@@ -17,7 +17,7 @@ from blackboard.client import Board
 from blackboard.events import ArenaOpened
 from blackboard.rules import code_hash
 from harness import fingerprint, prepare, tiers
-from harness.devices import hardware_class
+from harness.devices import device_of, hardware_class
 from harness.settings import HarnessSettings
 
 
@@ -44,7 +44,7 @@ def describe(tier_name: str, device: str, settings: HarnessSettings, notify: Cal
         prepared = prepare.prepare(settings.corpus, settings.cache_dir, settings.tokenizer, notify, tier.corpus,
                                    tier.vocab_size)
     print_ = fingerprint.fingerprint(prepared, tier)
-    hardware = hardware_class(device)
+    hardware = hardware_class(device_of(device))  # a slot (cpu#2) is of its device's class
     slug = re.sub(r"[^a-z0-9]+", "-", hardware.lower()).strip("-")
     arena = f"{tier.name}/{slug}/{print_[:12]}"
     return ArenaInfo(arena, tier.name, hardware, print_, tier.synthetic, f"p-base-{_short(arena)}")

@@ -49,3 +49,36 @@ def cpu_model() -> str:
     except OSError:
         pass
     return os.uname().machine
+
+
+SLOT = "#"  # cpu#2: the third slot of the CPU; a slot is a place for one run at a time
+
+
+def device_of(slot: str) -> str:
+    """The device a slot runs on: 'cuda:0#1' -> 'cuda:0', 'cpu' -> 'cpu'."""
+    return slot.split(SLOT, 1)[0]
+
+
+def slots(spec: str) -> list[str]:
+    """Device slots from a list like 'cuda:0,cuda:1', 'cpu*4' or 'cpu,cpu': a device named more than
+    once (or N times with *N) gets that many slots, each with its own lock, named 'cpu#0', 'cpu#1'..."""
+    names: list[str] = []
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        device, _, times = item.partition("*")
+        try:
+            count = int(times) if times else 1
+        except ValueError:
+            raise HarnessError(f"device slots {item!r}: after * give a number of slots, like cpu*4") from None
+        if count < 1:
+            raise HarnessError(f"device slots {item!r}: at least one slot")
+        names += [device.strip()] * count
+    repeated = {name for name in names if names.count(name) > 1}
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in repeated:
+            out.append(f"{name}{SLOT}{seen.setdefault(name, 0)}")
+            seen[name] += 1
+        else:
+            out.append(name)
+    return out

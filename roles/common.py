@@ -12,6 +12,7 @@ from agents.devices import PRIORITY, DeviceSlot
 from agents.runtime import Context
 from blackboard.events import Purpose, RunFinished, RunStarted, new_id
 from harness import contract, runner, tiers
+from harness.devices import device_of
 from harness.runner import Progress, RunResult
 from swarm.ground.errors import BoardError
 
@@ -47,14 +48,15 @@ class Job:
 
 async def run_job(ctx: Context, job: Job) -> RunResult:
     """Train and score `job` on this agent's device; RunStarted and RunFinished say so on the board."""
-    spec, device = ctx.spec, ctx.spec.device or "cpu"
+    spec, slot = ctx.spec, ctx.spec.device or "cpu"
+    device = device_of(slot)  # the slot (cpu#2) has its own lock; the run uses its device (cpu)
     run_id = new_id("r")
     tier = tiers.for_settings(job.arena.tier, ctx.settings.harness)
     ids = dict(run=run_id, patch=job.patch, arena=job.arena.id, work=job.work, seed=job.seed, purpose=job.purpose,
-               tier=tier.name, device=device, node=spec.node)  # fmt: skip
+               tier=tier.name, device=slot, node=spec.node)  # fmt: skip
     what = f"{job.purpose} run of {job.patch} seed {job.seed}" + (f" ({job.title})" if job.title else "")
-    ctx.say(f"waiting for {device} for the {what}")
-    async with DeviceSlot(spec.dir, device, PRIORITY[job.purpose]):
+    ctx.say(f"waiting for {slot} for the {what}")
+    async with DeviceSlot(spec.dir, slot, PRIORITY[job.purpose]):
         await ctx.board.publish(RunStarted(by=spec.agent, **ids))
         ctx.say(f"training the {what}")
 

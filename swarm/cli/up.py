@@ -37,9 +37,15 @@ def parse_roles(text: str) -> tuple[str, ...]:
 
 
 def parse_devices(text: str | None) -> list[str]:
-    from harness.devices import check_device, list_devices
+    """Device slots: every device here ('all'), or a list like cuda:0,cuda:1 or cpu*4 (four slots of the CPU)."""
+    from harness.devices import check_device, device_of, list_devices, slots
 
-    return list_devices() if text in (None, "all") else [check_device(d.strip()) for d in text.split(",")]
+    if text in (None, "all"):
+        return list_devices()
+    found = slots(text)
+    for slot in found:
+        check_device(device_of(slot))
+    return found
 
 
 def swarm_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,7 +58,8 @@ def swarm_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="What decides: offline needs no API key [default: offline]."),
         click.option("--corpus", default=None,
                      help="Training data: shakespeare, sympy, or a path to text files or Parquet shards [default: the tier's]."),
-        click.option("--devices", default=None, help="Devices for training: all, cpu, or a list like cuda:0,cuda:1 [default: all]."),
+        click.option("--devices", default=None, help="Device slots for training, one run each at a time: all, cpu, a list like "
+                     "cuda:0,cuda:1, or N slots of one device like cpu*4 (sim: N simulated devices) [default: all]."),
         click.option("--roles", default=",".join(ROLES), show_default=True, help="Roles of this machine's agents."),
         click.option("--ideators", type=int, default=None, help="Ideator agents [default: 1]."),
         click.option("--implementers", type=int, default=None, help="Implementer agents [default: one per device]."),

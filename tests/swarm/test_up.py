@@ -142,3 +142,15 @@ def test_bad_options_are_one_clear_line_and_start_nothing(tmp_path: Path, bad: l
     assert result.returncode == 2
     assert result.stderr.strip().startswith("swarm:") and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_several_slots_of_one_device_run_that_many_runs_at_once(tmp_path: Path) -> None:
+    directory = tmp_path / "swarm"
+    process = up(directory, "--devices", "cpu*3", "--max-runs", "9", env={"SWARM_HARNESS__SIM_SECONDS": "3"})
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    with board(directory) as db:
+        runs = db.execute("SELECT device, epoch(started_at), epoch(finished_at) FROM runs WHERE finished_at IS NOT NULL").fetchall()
+    assert {device for device, _, _ in runs} == {"cpu#0", "cpu#1", "cpu#2"}, runs
+    at_once = max(sum(1 for _, s, f in runs if s <= start < f) for _, start, _ in runs)
+    assert at_once == 3, f"at most {at_once} runs at once on three slots: {runs}"
