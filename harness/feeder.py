@@ -12,8 +12,9 @@ Wire (little-endian), one request at a time:
   reply     state u8, tokens u64, batches u64, elapsed f64, remaining_tokens i64, remaining_seconds f64
             then, for a batch that was served, batch_size x (seq_len + 1) uint16 token ids
   state: 0 served (for a status: budget left), 1 budget spent (nothing served), 2 bad request
-A seconds budget starts at the first batch served; `trained` (sent when train() returns) stamps the
-end of training. Windows are drawn by a generator seeded with the run's seed: the same seed and
+A seconds budget starts at the first batch served; `trained` (sent by the worker when train()
+returns) stamps the end of training, the latest stamp counting, so one that train.py sends early
+is overwritten. Windows are drawn by a generator seeded with the run's seed: the same seed and
 the same sequence of requests give the same batches.
 =====================================================================================================
 """
@@ -25,7 +26,7 @@ import random
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 REQUEST = struct.Struct("<BII")
 REPLY = struct.Struct("<BQQdqd")
@@ -42,8 +43,6 @@ class Counts:
     batches: int = 0
     first_batch: float | None = None  # the runner's monotonic clock
     trained: float | None = None
-    refused: int = 0  # batches asked for after the budget was spent
-    errors: list[str] = field(default_factory=list)
 
     def training_seconds(self, end: float) -> float | None:
         """From the first batch served to `trained`, or to `end` (the process's exit) without it."""
@@ -89,22 +88,20 @@ class Feeder:
             while (raw := read_exactly(self.requests_r, REQUEST.size)) is not None:
                 kind, batch_size, seq_len = REQUEST.unpack(raw)
                 payload, state = b"", SPENT if self._spent() else SERVED  # a status: is the budget spent?
-                if kind == TRAINED:
-                    if self.counts.trained is None:
-                        self.counts.trained = time.monotonic()
+                if kind == TRAINED:  # the latest counts: a stamp train.py sends early is overwritten by the real one
+                    self.counts.trained = time.monotonic()
                 elif kind == BATCH:
                     state, payload = self._batch(batch_size, seq_len)
                 elif kind != STATUS:
                     state = BAD
                 _write_all(self.replies_w, self._header(state) + payload)
-        except OSError as exc:  # the child went away mid-reply: the run is over either way
-            self.counts.errors.append(f"feeder: {exc}")
+        except BrokenPipeError:
+            return  # the training process went away mid-reply: the run is over, its counts stand
 
     def _batch(self, batch_size: int, seq_len: int) -> tuple[int, bytes]:
         if not (1 <= batch_size and 1 <= seq_len < self.n - 1 and batch_size * (seq_len + 1) <= MAX_BATCH_TOKENS):
             return BAD, b""
         if self._spent():
-            self.counts.refused += 1
             return SPENT, b""
         now = time.monotonic()
         if self.counts.first_batch is None:
