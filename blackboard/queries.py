@@ -150,7 +150,8 @@ def history(cursor: duckdb.DuckDBPyConnection, *, status: str | None = None, rol
                 SELECT run FROM runs {"WHERE " + " AND ".join(where) if where else ""}
                 ORDER BY updated_at DESC NULLS LAST, run DESC LIMIT ?)
             SELECT r.run, r.updated_at, r.status, r.val_bpb, r.purpose, r.seed, r.arena, r.tier, r.patch, r.parent,
-                   r.hypothesis, h.title, r.agent, a.role, r.node, r.device, r.reason, r.started_at, r.finished_at
+                   r.hypothesis, h.title, r.agent, a.role, r.node, r.device, r.reason, r.started_at, r.finished_at,
+                   r.tokens, r.training_seconds, r.tokens_per_second, r.mfu, r.epochs, r.peak_memory_mb, r.sandbox
             FROM recent JOIN runs r USING (run) LEFT JOIN hypotheses h USING (hypothesis) LEFT JOIN agents a USING (agent)
             ORDER BY r.updated_at DESC NULLS LAST, r.run DESC""",
         [*params, max(0, min(limit, MAX_ROWS))],

@@ -23,7 +23,8 @@ from swarm.reader import Reader
 
 _AGO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])(?:\s+ago)?\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-HISTORY_COLUMNS = ("run", "updated", "status", "val_bpb", "purpose", "seed", "idea", "agent", "role", "node")
+HISTORY_COLUMNS = ("run", "updated", "status", "val_bpb", "purpose", "seed", "idea", "tok/s", "MFU", "epochs", "agent",
+                   "role", "node")  # fmt: skip
 LONG_FIELDS = ("code", "diff", "log_tail")  # shown on their own, not in a record's table
 GOOD = {"ok", "accepted", "approved", "approve", "promoted", "active"}
 PENDING = {"running", "submitted", "proposed", "held", "queued", "claimed"}
@@ -69,8 +70,22 @@ def print_history(console: Console, runs: list[dict[str, Any]], fmt: str) -> Non
         return
     rows = [[run["run"], when(run.get("updated_at")), status_text(run.get("status")), bpb(run.get("val_bpb")),
              run.get("purpose"), run.get("seed"), run.get("title") or ("baseline" if run.get("purpose") == "baseline" else ""),
+             _rate(run.get("tokens_per_second")), _share(run.get("mfu")), _epochs(run.get("epochs")),
              run.get("agent"), run.get("role"), run.get("node")] for run in runs]  # fmt: skip
     console.print(output.table(HISTORY_COLUMNS, rows, title=f"{len(runs)} runs, newest first"))
+
+
+def _rate(value: Any) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
+def _share(value: Any) -> str:
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+def _epochs(value: Any) -> str:
+    """Epochs, flagged where the run saw its data more than once."""
+    return "" if value is None else f"{value:.2f}" + (" (repeated)" if value > 1 else "")
 
 
 # --- show ------------------------------------------------------------------------------------------
