@@ -74,3 +74,11 @@ def test_ctrl_c_or_sigterm_kills_the_run_and_everything_it_started(prepared, tmp
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in err
     assert not marked_pids(marker)
+
+
+def test_a_gpu_tier_on_a_machine_without_cuda_says_so_at_once(tmp_path: Path) -> None:
+    done = swarm("harness", "run", "--tier", "standard", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("swarm: tier standard needs a CUDA GPU and this machine has none")
+    assert "scripts/gpu_check --cpu" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / ".swarm").exists()  # nothing was prepared or run
