@@ -10,7 +10,7 @@ events' own. `status` columns hold the life of a thing; `*_at` columns when it h
 
 from __future__ import annotations
 
-PROJECTION_VERSION = 3  # bump when a table changes: an older file is dropped and rebuilt from the stream
+PROJECTION_VERSION = 4  # bump when a table changes: an older file is dropped and rebuilt from the stream
 
 # Tables whose rows are updated in place, and the column that keys them.
 KEYED: dict[str, str] = {
@@ -24,7 +24,7 @@ KEYED: dict[str, str] = {
     "reviews": "review",
 }
 # Tables that only grow, one row per event, keyed by its stream sequence.
-APPENDED = ("events", "parked", "bests", "replications", "usage", "leaders")
+APPENDED = ("events", "parked", "bests", "replications", "usage", "notes", "leaders")
 
 TABLES: dict[str, str] = {
     "meta": """
@@ -134,6 +134,10 @@ TABLES: dict[str, str] = {
         seq BIGINT PRIMARY KEY,
         agent VARCHAR, provider VARCHAR, model VARCHAR,
         input_tokens BIGINT, output_tokens BIGINT, cost_usd DOUBLE, recorded_at TIMESTAMP
+    """,
+    "notes": """
+        seq BIGINT PRIMARY KEY,               -- one row per lab-notebook note; an arena's latest is what ideators read
+        arena VARCHAR, trials BIGINT, note VARCHAR, written_by VARCHAR, written_at TIMESTAMP
     """,
     "leaders": """
         seq BIGINT PRIMARY KEY,

@@ -5,6 +5,7 @@ asks its brain one kind of question:
 - the ideator:     `ideas(IdeaContext)`      -> new hypotheses for an arena
 - the implementer: `implement(ImplementTask)` -> a new train.py; `repair(RepairTask)` after a crash
 - the reviewer:    `review(ReviewTask)`      -> approve or reject, with reasons
+- the ideator, every N trials: `note(IdeaContext)` -> the lab notebook's next note (LLM brains only)
 
 Every call to a paid model reports its `Usage` through the `on_usage` callback the agent gives the
 brain (it becomes a `UsageRecorded` event), and asks `budget_left` first: when the swarm-wide
@@ -47,6 +48,13 @@ class Trial(Record):
     reason: str | None = None  # why it failed, when it did
     best: bool = False  # the arena's current best
     code_change: bool = False  # it changed code, not only knob values: no evidence about knobs
+    std: float | None = None  # spread of its ok runs' val_bpb
+    outcome: str | None = None  # the promotion rule's latest verdict: promoted, not_better, failed...
+    explanation: str = ""  # why the rule decided so
+    rejected: list[str] = []  # reasons of the reviews that rejected it
+    rationale: str = ""
+    diff: str = ""  # against its parent: what a code change did
+    metrics: dict[str, float] = {}  # what the harness measured: steps, tokens, tokens_per_s, params, peak_memory_mb...
 
 
 class IdeaContext(Record):
@@ -58,9 +66,14 @@ class IdeaContext(Record):
     best_mean: float | None = None
     spread: float | None = None  # the arena's measured seed spread of val_bpb
     trials: list[Trial] = []  # everything tried here, oldest first
-    refused: list[str] = []  # titles recently refused as duplicates: do not propose them again
+    refused: list[str] = []  # ideas and patches refused as duplicates, each with a pointer to the original
     context_len: int | None = None  # the tier's evaluation length: training sequences below it waste a run
     n: int = 1  # how many ideas are wanted
+    tier_info: str = ""  # the tier block: budget kind and size, hard limits, hardware, evaluation size
+    contract: str = ""  # the harness contract: what train.py may and may not do
+    pending: list[str] = []  # hypotheses queued or in flight now: not to be proposed again
+    note: str = ""  # the arena's latest lab-notebook note
+    budget_tokens: int = 12_000  # the whole request's size: older, less informative trials are summarised
 
 
 class Idea(Record):
@@ -149,6 +162,10 @@ class Brain(ABC):
 
     @abstractmethod
     async def review(self, task: ReviewTask) -> ReviewVerdict: ...
+
+    async def note(self, context: IdeaContext) -> str | None:
+        """A lab-notebook note on what the arena has learned; None: this brain writes none (the offline one)."""
+        return None
 
     async def aclose(self) -> None:
         """Release what the brain holds (an SDK's connection pool); call it before the loop ends."""

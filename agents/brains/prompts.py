@@ -28,9 +28,10 @@ from agents.brains.base import (
     ReviewTask,
     ReviewVerdict,
 )
+from agents.brains import desk
 from agents.brains.optimiser import Proposal, history, title
 
-MAX_TRIALS = 60  # trials listed in an ideas prompt: the most recent ones, and always the best
+NOTE_WORDS = 250  # a lab note's length: read by every ideator on every call
 MAX_LOG = 4000  # characters of a failed run's log tail in a repair prompt
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)\n?```", re.S)
 
@@ -46,18 +47,43 @@ class Prompt:
 
 
 def ideas(context: IdeaContext, optimiser: str | None = None) -> Prompt:
-    """The ideator's request; `optimiser` is the hybrid brain's view of the optimiser's state."""
+    """The ideator's request, within `context.budget_tokens`: the desk (agents.brains.desk) with the
+    tier, the contract, the notebook, what is queued now and what was refused; `optimiser` is the
+    hybrid brain's view of the optimiser's state."""
+    return _desk("ideas", context, optimiser, _format("ideas", n=context.n))
+
+
+def note(context: IdeaContext) -> Prompt:
+    """The lab notebook's request: the same desk as an idea's, asking what the arena has learned."""
+    return _desk("note", context, None, _format("note", words=NOTE_WORDS))
+
+
+def _desk(kind: str, context: IdeaContext, optimiser: str | None, answer: str) -> Prompt:
+    system = _system(context.program, context.contract) if context.contract else context.program
     parts = [f"Arena {context.arena}, tier {context.tier}.",
              f"Best patch {context.best_patch}: val_bpb {_num(context.best_mean)}, seed spread {_num(context.spread)}.",
-             _section("The arena's best train.py", _fenced(context.best_code, "python")),
-             _section("Tried so far, oldest first", _trials(context))]  # fmt: skip
+             _section("The tier: fixed facts every idea must fit", context.tier_info or "unknown"),
+             _section("The lab notebook: the latest note", context.note or "no note yet"),
+             _section("The arena's best train.py", _fenced(context.best_code, "python"))]  # fmt: skip
+    if context.pending:
+        pending = "\n".join(f"- {p}" for p in context.pending)
+        parts.append(_section("Queued or being implemented now: do not propose these again", pending))
     if context.refused:
         refused = "\n".join(f"- {t}" for t in context.refused)
         parts.append(_section("Refused as duplicates: do not propose these again", refused))
     if optimiser:
         parts.append(_section("The optimiser's view", optimiser))
-    parts.append(_format("ideas", n=context.n))
-    return Prompt(context.program, _user("ideas", parts))
+    parts.append(answer)
+    room = context.budget_tokens * desk.CHARS_PER_TOKEN - len(system) - len(_user(kind, parts)) - 100
+    parts.insert(5, _section("Tried so far, oldest first", desk.trials_section(context, room)))
+    return Prompt(system, _user(kind, parts))
+
+
+def parse_note(text: str) -> str:
+    note = FENCE.sub(lambda m: m.group(2), text).strip()
+    if not note:
+        raise AnswerError("the note is empty; write what the arena has learned")
+    return note[: NOTE_WORDS * 10]
 
 
 def implement(task: ImplementTask) -> Prompt:
@@ -98,9 +124,9 @@ def optimiser_view(context: IdeaContext, proposals: list[Proposal]) -> str:
     best = knobs.read(context.best_code)
     ok = sorted((t for t in context.trials if t.val_bpb is not None), key=lambda t: t.val_bpb or 0.0)
     lines = ["Best configurations (knobs that differ from the arena's best):"]
-    lines += [f"- {_num(t.val_bpb)} (n={t.n}) {_delta(t.knobs, best)}" for t in ok[:5]] or ["- none yet"]
+    lines += [f"- {_num(t.val_bpb)} (n={t.n}) {desk.delta(t.knobs, best)}" for t in ok[:5]] or ["- none yet"]
     lines.append("Most recent trials:")
-    lines += [f"- {t.status} {_num(t.val_bpb)} {_delta(t.knobs, best)}" for t in context.trials[-10:]] or ["- none yet"]
+    lines += [f"- {t.status} {_num(t.val_bpb)} {desk.delta(t.knobs, best)}" for t in context.trials[-10:]] or ["- none yet"]
     lines.append("The search space (knob: kind, range searched around the best):")
     lines += [f"- {d.name}: {d.kind}, {knobs.render(d.from_unit(d.low))} .. {knobs.render(d.from_unit(d.high))}"
               for d in history(context).dims] or ["- no tunable knobs"]  # fmt: skip
@@ -209,28 +235,6 @@ def _fenced(text: str, lang: str) -> str:
 def _hypothesis(task: ImplementTask | ReviewTask) -> str:
     intent = json.dumps(task.intent, default=list) if task.intent else "{}"
     return _section("The hypothesis", f"title: {task.title}\nrationale: {task.rationale}\nintent: {intent}")
-
-
-def _trials(context: IdeaContext) -> str:
-    best = knobs.read(context.best_code)
-    shown = context.trials[-MAX_TRIALS:]
-    shown = [t for t in context.trials if t.best and t not in shown] + shown
-    lines = []
-    for t in shown:
-        score = f"val_bpb {_num(t.val_bpb)} (n={t.n})" if t.val_bpb is not None else t.status
-        why = f"; {t.reason}" if t.reason and t.status != "ok" else ""
-        mark = " [best]" if t.best else ""
-        lines.append(f"- {t.patch}{mark} {t.title!r}: {score}{why}; knobs vs best: {_delta(t.knobs, best)}")
-    skipped = len(context.trials) - len(shown)
-    head = [f"({skipped} older trials not shown)"] if skipped > 0 else []
-    return "\n".join(head + lines) or "nothing yet: this is the arena's first idea"
-
-
-def _delta(config: dict[str, Any], best: dict[str, Any]) -> str:
-    if not config:
-        return "unknown (its code does not parse as plain knobs)"
-    moved = [f"{k}={knobs.render(v)}" for k, v in config.items() if k in best and v != best[k]]
-    return ", ".join(moved) or "same"
 
 
 def _num(x: float | None) -> str:

@@ -63,7 +63,7 @@ async def test_ideas_come_from_the_model(kind: str, fake_llm: FakeLLM, brain: Ma
     (request,) = fake_llm.requests
     assert request.format == kind and request.task == "ideas" and request.body["model"] == MODELS[kind]
     assert request.system == "Propose experiments." and "MATRIX_LR = 0.03" in request.text
-    assert "p0 [best] 'baseline': val_bpb 1.6000 (n=3)" in request.text and "exactly 2 objects" in request.text
+    assert "p0 [best] 'baseline': val_bpb 1.6000 over n=3, the current best" in request.text and "exactly 2 objects" in request.text
     assert "temperature" not in request.body  # current models refuse anything but their default
     assert len(usages) == 1 and usages[0].provider == kind
 
