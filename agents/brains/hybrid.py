@@ -61,6 +61,9 @@ class HybridBrain(Brain):
             return ideas
         return (theirs + ideas[slots:])[: context.n]
 
+    async def note(self, context: IdeaContext) -> str | None:
+        return await self.llm.note(context)
+
     async def implement(self, task: ImplementTask) -> Implementation:
         if set(task.intent) == {"knobs"} and task.intent["knobs"]:
             return await self.offline.implement(task)

@@ -58,6 +58,12 @@ class LLMBrain(Brain):
         except BudgetSpent:
             return await self.offline.ideas(context)
 
+    async def note(self, context: IdeaContext) -> str | None:
+        try:
+            return await self.ask(prompts.note(context), prompts.parse_note)
+        except BudgetSpent:
+            return None
+
     async def implement(self, task: ImplementTask) -> Implementation:
         try:
             return await self.ask(prompts.implement(task), prompts.parse_code)
