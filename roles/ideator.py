@@ -60,7 +60,8 @@ class Ideator(Role):
     async def _propose(self, arena: dict[str, Any]) -> bool:
         ctx = self.ctx
         context, desk = await self._context(arena["arena"])
-        await self._write_note(context, desk)
+        if note := await self._write_note(context, desk):
+            context = context.model_copy(update={"note": note})
         ctx.say(f"thinking about {arena['arena']} ({len(context.trials)} trials so far)")
         before = novelty.earlier(context, desk["pending"])
         try:
@@ -104,24 +105,25 @@ class Ideator(Role):
         self.refused = (self.refused + refused)[-20:]
         return fresh, refused
 
-    async def _write_note(self, context: IdeaContext, desk: dict[str, Any]) -> None:
+    async def _write_note(self, context: IdeaContext, desk: dict[str, Any]) -> str | None:
         """Every `agents.note_every` finished trials, the brain distils the arena's lessons into a note
         (the offline brain writes none). Its id names the arena and the count, so two ideators that
         both decide to write it store one note."""
         every, done = self.ctx.settings.agents.note_every, len(desk["trials"])
         last = (desk.get("note") or {}).get("trials", 0)
         if not every or done < last + every:
-            return
+            return None
         try:
             note = await self.ctx.brain.note(context)  # type: ignore[union-attr]
         except BrainError as exc:
             log.warning("%s: no lab note this time: %s", self.ctx.spec.agent, exc)
-            return
+            return None
         if note:
             key = hashlib.sha256(f"{context.arena}/{done // every}".encode()).hexdigest()[:20]
             await self.ctx.board.publish(NoteWritten(id=f"e-note-{key}", by=self.ctx.spec.agent, arena=context.arena,
                                                      trials=done, note=note[:4000]))  # fmt: skip
             self.ctx.say(f"wrote a lab note on {context.arena} after {done} trials")
+        return note
 
     async def _context(self, arena: str) -> tuple[IdeaContext, dict[str, Any]]:
         """What the brain sees, and the desk read it was made from (its pending rows feed novelty)."""
