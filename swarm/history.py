@@ -82,7 +82,19 @@ async def gather_show(reader: Reader, id: str) -> dict[str, Any]:
         raise BoardError(f"no hypothesis, patch or run has the id {id!r}")
     start = await _lineage_start(reader, found)
     found["lineage"] = await reader.lineage(start) if start else None
+    found["note"] = await _latest_note(reader, found)
     return found
+
+
+async def _latest_note(reader: Reader, found: dict[str, Any]) -> dict[str, Any] | None:
+    """The lab notebook's latest note on the thing's arena: what the swarm had learned there."""
+    arena = found["record"].get("arena") or (found.get("patch") or {}).get("arena")
+    if not arena:
+        return None
+    quoted = str(arena).replace("'", "''")
+    rows = (await reader.query(f"SELECT trials, note, written_by, written_at FROM notes WHERE arena = '{quoted}' "
+                               "ORDER BY seq DESC LIMIT 1"))  # fmt: skip
+    return output.records(rows["columns"], rows["rows"])[0] if rows["rows"] else None
 
 
 async def _lineage_start(reader: Reader, found: dict[str, Any]) -> str:
@@ -126,6 +138,9 @@ def print_show(console: Console, found: dict[str, Any], fmt: str) -> None:
         if key in found:
             _print_records(console, key, found[key])
     _print_lineage(console, found.get("lineage"))
+    if note := found.get("note"):
+        console.print(Panel(Text(note["note"]), title_align="left", expand=False,
+                            title=f"lab notebook: the latest note on {record.get('arena')}, after {note['trials']} trials"))  # fmt: skip
 
 
 def _print_records(console: Console, title: str, items: list[dict[str, Any]]) -> None:

@@ -57,7 +57,7 @@ def test_report_renders_in_chromium_without_errors_and_plots_every_run(stopped: 
     assert browser.evaluate(DOTS) == count_runs(stopped)
     headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)")
     assert headings == ["val_bpb over experiments", "runs per node and per hour", "lineage of each arena's best",
-                        "promotions", "candidates not promoted"]  # fmt: skip
+                        "promotions", "candidates not promoted", "lab notebook"]  # fmt: skip
     assert browser.evaluate("document.querySelectorAll('figure svg').length") == 3
     assert browser.evaluate("document.title") == "swarm report (synthetic results)"
     promotions = browser.evaluate("document.querySelectorAll('h2 + table tbody tr').length")
@@ -90,3 +90,14 @@ def test_report_of_a_missing_swarm_is_one_clear_line(tmp_path: Path) -> None:
     result = swarm("report", str(tmp_path / "r.html"), "--dir", str(tmp_path / "none"))
     assert result.exit_code == 2 and result.stderr.startswith("swarm: no swarm directory at ") and result.stderr.count("\n") == 1
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_report_shows_the_lab_notebook() -> None:
+    from swarm.report import ReportData, render
+
+    note = {"seq": 9, "arena": "sim/cpu/abc", "trials": 20, "note": "Helps: MATRIX_LR 0.04 <p3>.", "written_by": "i1",
+            "written_at": "2026-01-01T00:00:00"}  # fmt: skip
+    data = ReportData("test", [], [], [], [], [], {}, notes=[note])
+    page = render(data, "", "", "")
+    assert "<h2>lab notebook</h2>" in page and "Helps: MATRIX_LR 0.04 &lt;p3&gt;." in page and ">20<" in page
+    assert "No notes" in render(ReportData("test", [], [], [], [], [], {}), "", "", "")
