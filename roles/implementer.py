@@ -1,7 +1,9 @@
 """The implementer: turns an approved hypothesis into a patch, runs it, publishes the result.
 
 It prepares its next patch while the current run trains (two tasks and a queue of one), so its
-device never waits for the brain. A patch that crashes or is rejected is repaired from its log
+device never waits for the brain. A patch is submitted only after it passes the pre-flight
+(harness.smoke: the guard, then one step, the export and one evaluation window on the CPU); an LLM
+brain gets the failure back in the same conversation, up to a limit, before any device time. A patch that crashes or is rejected is repaired from its log
 tail, at most `agents.repair_attempts` times; every attempt is a recorded run.
 """
 
@@ -17,6 +19,7 @@ from agents.runtime import Role
 from blackboard.client import Claim
 from blackboard.events import PatchSubmitted, new_id
 from blackboard.rules import code_hash
+from harness import smoke, tiers
 from harness.runner import RunResult
 from roles.common import Job, contract_text, program, run_job, unified_diff
 from swarm.ground.errors import BoardError
@@ -81,7 +84,11 @@ class Implementer(Role):
             return Ready(claim, self._job(claim, claim.patch["id"], claim.patch["code"]), task)
         ctx.say(f"implementing {hyp.get('title', claim.ref)!r}")
         try:
-            code = (await ctx.brain.implement(task)).code  # type: ignore[union-attr]
+            done = await ctx.brain.implement(task, self._preflight)  # type: ignore[union-attr]
+            code = done.code
+            if not done.checked and (problem := await self._preflight(code)) is not None:
+                await self._give_up(claim, f"the patch fails the pre-flight: {problem[:1000]}", done=True)
+                return None
         except CannotDo as exc:
             await self._give_up(claim, f"cannot implement: {exc}", done=True)
             return None
@@ -103,6 +110,13 @@ class Implementer(Role):
             return event.patch
         await self._give_up(claim, f"patch {verdict.status}: {verdict.reason}", done=True)
         return None
+
+    async def _preflight(self, code: str) -> str | None:
+        """The harness's smoke check of `code` on the CPU (harness.smoke): None when it passes, else what failed."""
+        self.ctx.say("pre-flight: the guard, then one step, the export and one evaluation window on the CPU")
+        tier = tiers.for_settings(self.arena.tier, self.ctx.settings.harness)
+        found = await smoke.check(code, tier, self.ctx.settings.harness, runs_dir=self.ctx.spec.dir / "smoke")
+        return None if found.ok else found.report()
 
     def _job(self, claim: Claim, patch: str, code: str) -> Job:
         title = (claim.hypothesis or {}).get("title", "")
@@ -129,7 +143,7 @@ class Implementer(Role):
         repair = RepairTask(**task.model_dump(), code=job.code, status=result.status, reason=result.reason,
                             log_tail=result.log_tail, attempt=attempt)  # fmt: skip
         try:
-            fixed = await ctx.brain.repair(repair)  # type: ignore[union-attr]
+            fixed = await ctx.brain.repair(repair, self._preflight)  # type: ignore[union-attr]
         except BrainError as exc:
             log.warning("%s: repair of %s failed: %s", ctx.spec.agent, job.patch, exc)
             return None

@@ -3,7 +3,8 @@
 A brain decides; roles do everything else (claiming, publishing, running the harness). Each role
 asks its brain one kind of question:
 - the ideator:     `ideas(IdeaContext)`      -> new hypotheses for an arena
-- the implementer: `implement(ImplementTask)` -> a new train.py; `repair(RepairTask)` after a crash
+- the implementer: `implement(ImplementTask, check)` -> a new train.py that passes `check` (the
+                   guard and a smoke run); `repair(RepairTask, check)` after a crash
 - the reviewer:    `review(ReviewTask)`      -> approve or reject, with reasons
 - the ideator, every N trials: `note(IdeaContext)` -> the lab notebook's next note (LLM brains only)
 
@@ -15,7 +16,7 @@ budget is spent, LLM brains stop calling their model and answer as the offline b
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -103,6 +104,10 @@ class RepairTask(ImplementTask):
 class Implementation(Record):
     code: str  # the whole new train.py
     notes: str = ""
+    checked: bool = False  # it passed the pre-flight check the brain was given (an LLM's conversation runs it)
+
+
+Check = Callable[[str], Awaitable[str | None]]  # a train.py -> None when it passes the pre-flight, else what failed
 
 
 class ReviewTask(Record):
@@ -154,10 +159,11 @@ class Brain(ABC):
     async def ideas(self, context: IdeaContext) -> list[Idea]: ...
 
     @abstractmethod
-    async def implement(self, task: ImplementTask) -> Implementation: ...
+    async def implement(self, task: ImplementTask, check: Check | None = None) -> Implementation:
+        """A new train.py; a brain that converses sends `check`'s complaints back until it passes."""
 
     @abstractmethod
-    async def repair(self, task: RepairTask) -> Implementation | None:
+    async def repair(self, task: RepairTask, check: Check | None = None) -> Implementation | None:
         """A fixed train.py, or None when the brain cannot repair this failure."""
 
     @abstractmethod

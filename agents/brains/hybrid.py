@@ -21,6 +21,7 @@ from agents.brains.base import (
     Accounting,
     Brain,
     BrainError,
+    Check,
     Idea,
     IdeaContext,
     Implementation,
@@ -64,13 +65,11 @@ class HybridBrain(Brain):
     async def note(self, context: IdeaContext) -> str | None:
         return await self.llm.note(context)
 
-    async def implement(self, task: ImplementTask) -> Implementation:
-        if set(task.intent) == {"knobs"} and task.intent["knobs"]:
-            return await self.offline.implement(task)
-        return await self.llm.implement(task)
+    async def implement(self, task: ImplementTask, check: Check | None = None) -> Implementation:
+        return await self.llm.implement(task, check)  # knob-only ideas are applied mechanically there
 
-    async def repair(self, task: RepairTask) -> Implementation | None:
-        return await self.llm.repair(task)
+    async def repair(self, task: RepairTask, check: Check | None = None) -> Implementation | None:
+        return await self.llm.repair(task, check)
 
     async def review(self, task: ReviewTask) -> ReviewVerdict:
         return await self.llm.review(task)

@@ -33,11 +33,16 @@ from agents.brains.optimiser import Proposal, history, title
 
 NOTE_WORDS = 250  # a lab note's length: read by every ideator on every call
 MAX_LOG = 4000  # characters of a failed run's log tail in a repair prompt
+EDIT = re.compile(r"<<<<<<< SEARCH\n(.*?)\n=======\n(.*?)\n?>>>>>>> REPLACE", re.S)
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)\n?```", re.S)
 
 
 class AnswerError(BrainError):
     """The model's answer is not in the format asked; the message says what is wrong."""
+
+
+class Declined(BrainError):
+    """The model answered that the hypothesis cannot work: no repair, and no more attempts."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,39 @@ def retry(error: str) -> str:
     return _format("retry", error=error)
 
 
+def cut_off(limit: int, room: int) -> str:
+    return _format("cut_off", limit=limit, room=room)
+
+
+def preflight(problem: str) -> str:
+    return _format("preflight", problem=problem[:MAX_LOG])
+
+
+def parse_repair(text: str, failed: str) -> Implementation:
+    """A repair's edits against the failed code; Declined when the model says the idea cannot work."""
+    if (match := re.match(r"\s*DECLINE:\s*(.*)", text, re.S)) is not None:
+        raise Declined(" ".join(match.group(1).split())[:500] or "the model declined without a reason")
+    return parse_edits(text, failed)
+
+
+def parse_edits(text: str, parent: str) -> Implementation:
+    """The new train.py: `parent` with the answer's SEARCH/REPLACE edits applied in order, or, when
+    the answer has none, the whole file it holds (parse_code)."""
+    edits = EDIT.findall(text)
+    if not edits:
+        return parse_code(text)
+    code = parent
+    for i, (search, replace) in enumerate(edits, 1):
+        found = code.count(search) if search.strip() else 0
+        if found != 1:
+            where = "is not in" if not found else f"occurs {found} times in"
+            raise AnswerError(f"edit {i}: its SEARCH text {where} the train.py it edits; copy the lines exactly, "
+                              f"whitespace included, with enough of them to be unique: {search[:300]!r}")  # fmt: skip
+        code = code.replace(search, replace, 1)
+    _valid(code)
+    return Implementation(code=code, notes=EDIT.sub("", text).strip()[:500])
+
+
 def optimiser_view(context: IdeaContext, proposals: list[Proposal]) -> str:
     """The optimiser's state for the hybrid brain: best configurations, recent trials, its suggestions."""
     best = knobs.read(context.best_code)
@@ -160,14 +198,19 @@ def parse_code(text: str) -> Implementation:
     if not blocks:
         raise AnswerError("no ```python fenced block with the whole train.py in the answer")
     code = max(blocks, key=len).strip("\n") + "\n"  # the file, not a snippet quoted around it
+    _valid(code)
+    notes = FENCE.sub("", text).strip()
+    return Implementation(code=code, notes=notes[:500])
+
+
+def _valid(code: str) -> None:
+    """AnswerError unless `code` parses and defines train(run) at the top level."""
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
         raise AnswerError(f"the train.py in the answer does not parse: {exc.msg} at line {exc.lineno}") from exc
     if not any(isinstance(node, ast.FunctionDef) and node.name == "train" for node in tree.body):
         raise AnswerError("the train.py in the answer defines no top-level function train(run): send the whole file")
-    notes = FENCE.sub("", text).strip()
-    return Implementation(code=code, notes=notes[:500])
 
 
 def parse_verdict(text: str) -> ReviewVerdict:
