@@ -244,7 +244,8 @@ def desk(cursor: duckdb.DuckDBPyConnection, arena: str) -> dict[str, Any]:
                 promotions AS (SELECT DISTINCT patch, true AS promoted FROM bests WHERE arena = ?)
            SELECT p.patch, p.parent, h.title, h.rationale, p.diff, v.outcome, v.explanation, j.rejected,
                   coalesce(m.promoted, false) AS promoted,
-                  count(*) FILTER (r.status = 'ok') AS n, stddev_samp(r.val_bpb) FILTER (r.status = 'ok') AS std,
+                  count(*) FILTER (r.status = 'ok') AS n, avg(r.val_bpb) FILTER (r.status = 'ok') AS val_bpb,
+                  stddev_samp(r.val_bpb) FILTER (r.status = 'ok') AS std,
                   avg(r.steps) FILTER (r.status = 'ok') AS steps, avg(r.tokens) FILTER (r.status = 'ok') AS tokens,
                   avg(r.training_seconds) FILTER (r.status = 'ok') AS training_seconds,
                   max(r.params) AS params, max(r.peak_memory_mb) AS peak_memory_mb,

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from agents.brains import novelty
-from agents.brains.desk import tier_block
+from agents.brains.desk import metrics_of, tier_block
 from agents.brains.base import BrainError, Idea, IdeaContext, Trial
 from agents.knobs import KnobError
 from agents.knobs import changes as knob_changes
@@ -161,18 +161,8 @@ def _trial(row: dict[str, Any], codes: dict[str, str], seen: dict[str, Any]) -> 
     code_change = parent is not None and knob_changes(parent, code) is None  # more than knob values moved
     return Trial(knobs=knobs, code_change=code_change, std=seen.get("std"), outcome=seen.get("outcome"),
                  explanation=seen.get("explanation") or "", rejected=seen.get("rejected") or [],
-                 rationale=seen.get("rationale") or "", diff=seen.get("diff") or "", metrics=_metrics(seen),
+                 rationale=seen.get("rationale") or "", diff=seen.get("diff") or "", metrics=metrics_of(seen),
                  **{k: row[k] for k in ("patch", "title", "status", "val_bpb", "n", "reason", "best")})  # fmt: skip
-
-
-def _metrics(seen: dict[str, Any]) -> dict[str, float]:
-    """What the harness measured: the means of the ok runs, or the last run's steps and seconds for a failure."""
-    m = {k: seen[k] for k in ("steps", "tokens", "training_seconds", "params", "peak_memory_mb") if seen.get(k) is not None}
-    if m.get("tokens") and m.get("training_seconds"):
-        m["tokens_per_s"] = m["tokens"] / m["training_seconds"]
-    if "steps" not in m and seen.get("last_steps") is not None:  # a failed trial: how far it got
-        m |= {"steps": seen["last_steps"], "training_seconds": seen.get("last_seconds")}
-    return {k: float(v) for k, v in m.items() if v is not None}
 
 
 def _refusal(row: dict[str, Any]) -> str:

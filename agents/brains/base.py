@@ -123,6 +123,9 @@ class ReviewTask(Record):
     best_values: list[float] = []  # val_bpb of the arena's best
     spread: float | None = None
     problems: list[str] = []  # what the static checks found (guard, scope of the diff)
+    metrics: dict[str, float] = {}  # what the harness measured on the candidate's runs (means)
+    parent_metrics: dict[str, float] = {}  # and on its parent's
+    similar: list[str] = []  # earlier trials of the arena that read like this one, with their outcomes
 
 
 class ReviewVerdict(Record):

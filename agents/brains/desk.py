@@ -107,6 +107,17 @@ def metrics_text(m: dict[str, float]) -> str:
     return "measured: " + ", ".join(f"{label} {fmt.format(m[key])}" for key, label, fmt in names if m.get(key) is not None)
 
 
+def metrics_of(row: dict[str, Any]) -> dict[str, float]:
+    """What the harness measured, from a board desk row: the means of the ok runs, or the last run's
+    steps and seconds for a failure (how far it got)."""
+    m = {k: row[k] for k in ("steps", "tokens", "training_seconds", "params", "peak_memory_mb") if row.get(k) is not None}
+    if m.get("tokens") and m.get("training_seconds"):
+        m["tokens_per_s"] = m["tokens"] / m["training_seconds"]
+    if "steps" not in m and row.get("last_steps") is not None:
+        m |= {"steps": row["last_steps"], "training_seconds": row.get("last_seconds")}
+    return {k: float(v) for k, v in m.items() if v is not None}
+
+
 def short_diff(diff: str) -> str:
     changed = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     shown = " | ".join(line[:LINE_CHARS] for line in changed[:DIFF_LINES])

@@ -94,6 +94,8 @@ class LLMBrain(Brain):
 
     async def review(self, task: ReviewTask) -> ReviewVerdict:
         static = rules.review(task)
+        if rules.hard_findings(task):
+            return static  # a hard reject that no answer could overrule: nothing to pay a model for
         try:
             return await self.ask(prompts.review(task, static), prompts.parse_verdict)
         except BudgetSpent:

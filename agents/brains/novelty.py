@@ -100,3 +100,19 @@ def _words(*texts: str) -> str:
 
 def _changed(diff: str) -> str:
     return " ".join(line[1:] for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---")))
+
+
+def similar_rows(title: str, rationale: str, rows: list[dict[str, Any]], floor: float = 60.0, top: int = 3) -> list[str]:
+    """The board desk rows that read most like (title, rationale), as lines with their outcomes: for a reviewer."""
+    text = _words(title, rationale)
+    scored = sorted(((fuzz.token_sort_ratio(text, _words(r.get("title") or "", r.get("rationale") or "")), r)
+                     for r in rows if r.get("title")), key=lambda pair: -pair[0])  # fmt: skip
+    lines = []
+    for score, r in scored[:top]:
+        if score < floor:
+            break
+        result = f"val_bpb {r['val_bpb']:.4f} over n={r['n']}" if r.get("val_bpb") is not None else r.get("last_status")
+        verdict = f", {r['outcome']}" if r.get("outcome") else ""
+        rejected = f", rejected in review: {'; '.join(r['rejected'])[:200]}" if r.get("rejected") else ""
+        lines.append(f"{r['patch']} {r['title']!r} ({score:.0f}% alike): {result}{verdict}{rejected}")
+    return lines

@@ -113,8 +113,14 @@ def review(task: ReviewTask, static: ReviewVerdict) -> Prompt:
                f"seed spread: {_num(task.spread)}")  # fmt: skip
     problems = "\n".join(f"- {p}" for p in task.problems) or "none"
     rules = f"verdict: {static.verdict}\n" + "\n".join(f"- {r}" for r in static.reasons)
-    parts = [_hypothesis(task), _section("The diff", _fenced(task.diff, "diff")),
+    measured = (f"candidate: {desk.metrics_text(task.metrics) if task.metrics else 'nothing measured yet'}\n"
+                f"parent: {desk.metrics_text(task.parent_metrics) if task.parent_metrics else 'nothing measured'}")
+    similar = "\n".join(f"- {s}" for s in task.similar) or "none"
+    parts = [_hypothesis(task), _section("The parent train.py", _fenced(task.parent_code, "python")),
+             _section("The diff", _fenced(task.diff, "diff")),
              _section("The new train.py", _fenced(task.code, "python")), _section("Results so far", results),
+             _section("What the harness measured (means over ok runs)", measured),
+             _section("Similar earlier trials in this arena", similar),
              _section("Problems found by the static checks", problems),
              _section("What the static rules conclude", rules), _format("review")]  # fmt: skip
     return Prompt(_system(task.program, task.contract), _user("review", parts))
