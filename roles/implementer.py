@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from agents.arena import ArenaInfo, describe_async, open_arena
-from agents.brains.base import BrainError, CannotDo, ImplementTask, RepairTask
+from agents.brains.base import BrainError, CannotDo, ImplementTask, PreflightFailed, RepairTask
 from agents.runtime import Role
 from blackboard.client import Claim
 from blackboard.events import PatchSubmitted, new_id
@@ -91,6 +91,9 @@ class Implementer(Role):
                 return None
         except CannotDo as exc:
             await self._give_up(claim, f"cannot implement: {exc}", done=True)
+            return None
+        except PreflightFailed as exc:  # the model had its chances: another try would cost the same
+            await self._give_up(claim, f"given up: {exc}", done=True)
             return None
         except BrainError as exc:  # the model failed now; another agent may do better later
             await self._give_up(claim, f"the brain failed: {exc}", done=False)

@@ -33,6 +33,10 @@ class CannotDo(BrainError):
     """This brain cannot do this task at all (say, the offline brain and an idea given only in words)."""
 
 
+class PreflightFailed(BrainError):
+    """The code still fails the pre-flight after the fixes allowed: the hypothesis is given up, not retried."""
+
+
 class Record(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -24,6 +24,7 @@ from agents.brains.base import (
     CannotDo,
     Check,
     Idea,
+    PreflightFailed,
     IdeaContext,
     Implementation,
     ImplementTask,
@@ -133,7 +134,7 @@ class LLMBrain(Brain):
                         return verdict
                     preflights += 1
                     if preflights > PREFLIGHTS:
-                        raise BrainError(f"{self.name} ({self.provider.model}): the code still fails the pre-flight "
+                        raise PreflightFailed(f"{self.name} ({self.provider.model}): the code still fails the pre-flight "
                                          f"after {PREFLIGHTS} fixes: {verdict[:500]}")  # fmt: skip
                     log.info("%s: pre-flight failed (%d of %d), sent back: %s", self.name, preflights, PREFLIGHTS,
                              verdict[:200])  # fmt: skip
