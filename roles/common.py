@@ -41,8 +41,9 @@ class Job:
     title: str = ""
 
 
-async def run_job(ctx: Context, job: Job) -> RunResult:
-    """Train and score `job` on this agent's device; RunStarted and RunFinished say so on the board."""
+async def run_job(ctx: Context, job: Job, curve: list[Progress] | None = None) -> RunResult:
+    """Train and score `job` on this agent's device; RunStarted and RunFinished say so on the board.
+    `curve` collects its progress reports (a repair reads the loss curve)."""
     spec, device = ctx.spec, ctx.spec.device or "cpu"
     run_id = new_id("r")
     tier = tiers.for_settings(job.arena.tier, ctx.settings.harness)
@@ -56,6 +57,8 @@ async def run_job(ctx: Context, job: Job) -> RunResult:
 
         def progress(p: Progress) -> None:
             ctx.doing = f"training the {what}: step {p.step}, loss {p.loss:.3f}"
+            if curve is not None:
+                curve.append(p)
 
         result = await runner.run(job.code, tier, seed=job.seed, device=device, settings=ctx.settings.harness,
                                   runs_dir=spec.dir / "runs", on_progress=progress)  # fmt: skip

@@ -103,6 +103,7 @@ class RepairTask(ImplementTask):
     reason: str
     log_tail: str = ""
     attempt: int = 1
+    facts: str = ""  # what matters for this kind of failure: traceback, memory and cap, steps, loss curve
 
 
 class Implementation(Record):
@@ -170,8 +171,11 @@ class Brain(ABC):
         """A new train.py; a brain that converses sends `check`'s complaints back until it passes."""
 
     @abstractmethod
-    async def repair(self, task: RepairTask, check: Check | None = None) -> Implementation | None:
-        """A fixed train.py, or None when the brain cannot repair this failure."""
+    async def repair(self, task: RepairTask, check: Check | None = None,
+                     thread: list[dict[str, str]] | None = None) -> Implementation | None:  # fmt: skip
+        """A fixed train.py, or None when the brain cannot (or, asked, declines to) repair this failure.
+        `thread` is the hypothesis' repair conversation so far, extended in place: each repair sees the
+        attempts before it."""
 
     @abstractmethod
     async def review(self, task: ReviewTask) -> ReviewVerdict: ...

@@ -68,8 +68,9 @@ class HybridBrain(Brain):
     async def implement(self, task: ImplementTask, check: Check | None = None) -> Implementation:
         return await self.llm.implement(task, check)  # knob-only ideas are applied mechanically there
 
-    async def repair(self, task: RepairTask, check: Check | None = None) -> Implementation | None:
-        return await self.llm.repair(task, check)
+    async def repair(self, task: RepairTask, check: Check | None = None,
+                     thread: list[dict[str, str]] | None = None) -> Implementation | None:  # fmt: skip
+        return await self.llm.repair(task, check, thread)
 
     async def review(self, task: ReviewTask) -> ReviewVerdict:
         return await self.llm.review(task)

@@ -84,9 +84,11 @@ class LLMBrain(Brain):
         except BudgetSpent:
             return await self.offline.implement(task)
 
-    async def repair(self, task: RepairTask, check: Check | None = None) -> Implementation | None:
+    async def repair(self, task: RepairTask, check: Check | None = None,
+                     thread: list[dict[str, str]] | None = None) -> Implementation | None:  # fmt: skip
         try:
-            return await self.ask(prompts.repair(task), lambda text: prompts.parse_repair(text, task.code), _on_code(check))
+            return await self.ask(prompts.repair(task, follow_up=bool(thread)),
+                                  lambda text: prompts.parse_repair(text, task.code), _on_code(check), thread)  # fmt: skip
         except Declined as exc:
             log.info("%s: declined to repair %r: %s", self.name, task.title, exc)
             return None
@@ -105,13 +107,15 @@ class LLMBrain(Brain):
     async def aclose(self) -> None:
         await self.provider.aclose()
 
-    async def ask(self, prompt: Prompt, parse: Callable[[str], T],
-                  check: Callable[[T], Awaitable[T | str]] | None = None) -> T:  # fmt: skip
+    async def ask(self, prompt: Prompt, parse: Callable[[str], T], check: Callable[[T], Awaitable[T | str]] | None = None,
+                  thread: list[dict[str, str]] | None = None) -> T:  # fmt: skip
         """Ask and parse, in one conversation: a bad answer goes back once with the parser's complaint,
         an answer cut off at the output limit goes back with twice the room, and a parsed answer that
         fails `check` (the pre-flight) goes back with what failed, up to PREFLIGHTS times.
-        BudgetSpent before any request when the budget is gone; BrainError when it cannot end well."""
-        messages = [{"role": "user", "content": prompt.user}]
+        BudgetSpent before any request when the budget is gone; BrainError when it cannot end well.
+        `thread` continues a conversation: the request is added to it, and the answer used too."""
+        messages = thread if thread is not None else []
+        messages.append({"role": "user", "content": prompt.user})
         limit, bad, preflights = self.provider.settings.max_tokens, 0, 0
         while True:
             if self.spent():
@@ -127,11 +131,10 @@ class LLMBrain(Brain):
                 except AnswerError as exc:
                     feedback, error = prompts.retry(str(exc)), str(exc)
                 else:
-                    if check is None:
-                        return result
-                    verdict = await check(result)
-                    if not isinstance(verdict, str):
-                        return verdict
+                    verdict = await check(result) if check is not None else result
+                    if check is None or not isinstance(verdict, str):
+                        messages.append({"role": "assistant", "content": completion.text})
+                        return verdict  # type: ignore[return-value]
                     preflights += 1
                     if preflights > PREFLIGHTS:
                         raise PreflightFailed(f"{self.name} ({self.provider.model}): the code still fails the pre-flight "

@@ -49,7 +49,8 @@ class OfflineBrain(Brain):
         done = ", ".join(f"{k} = {knobs.render(knobs.read(code)[k])}" for k in changes)
         return Implementation(code=code, notes=f"set {done} in place; nothing else changed")
 
-    async def repair(self, task: RepairTask, check: Check | None = None) -> Implementation | None:
+    async def repair(self, task: RepairTask, check: Check | None = None,
+                     thread: list[dict[str, str]] | None = None) -> Implementation | None:  # fmt: skip
         return None  # a knob edit cannot crash in a way that another knob edit would fix
 
     async def review(self, task: ReviewTask) -> ReviewVerdict:

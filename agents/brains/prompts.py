@@ -97,13 +97,16 @@ def implement(task: ImplementTask) -> Prompt:
     return Prompt(_system(task.program, task.contract), _user("implement", parts))
 
 
-def repair(task: RepairTask) -> Prompt:
+def repair(task: RepairTask, follow_up: bool = False) -> Prompt:
+    """A repair request; `follow_up`: a later attempt in the hypothesis' conversation, which has the
+    hypothesis and the earlier attempts already."""
     log = task.log_tail[-MAX_LOG:] or "(empty)"
-    parts = [_hypothesis(task),
-             _section(f"Attempt {task.attempt}: the train.py that failed", _fenced(task.code, "python")),
-             _section("What happened", f"status: {task.status}\nreason: {task.reason}"),
-             _section("The end of its log", _fenced(log, "text")),
-             _format("repair")]  # fmt: skip
+    what = task.facts or f"status: {task.status}\nreason: {task.reason}"
+    parts = [] if follow_up else [_hypothesis(task)]
+    parts += [_section(f"Attempt {task.attempt}: the train.py that failed" + (", your last repair" if follow_up else ""),
+                       _fenced(task.code, "python")),
+              _section("What happened", what), _section("The end of its log", _fenced(log, "text")),
+              _format("repair")]  # fmt: skip
     return Prompt(_system(task.program, task.contract), _user("repair", parts))
 
 

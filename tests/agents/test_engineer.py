@@ -21,7 +21,7 @@ from swarm.ground.bus import Bus
 from swarm.ground.settings import BoardSettings, BrainSettings, Settings
 from tests.agents.helpers import BASELINE
 from tests.fakellm import FakeLLM, Reply, Request
-from tests.service.conftest import running_service
+from tests.service.conftest import running_service, wait_leading
 
 Make = Callable[..., Brain]
 LR_LINE = "MATRIX_LR = 0.03  # Muon learning rate for the 2-D weights of the blocks"
@@ -91,7 +91,8 @@ async def test_a_repair_the_model_declines_ends_at_once(kind: str, fake_llm: Fak
 
 @pytest.fixture
 async def board(bus: Bus, tmp_path: Path) -> AsyncIterator[Board]:
-    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(promotion_seeds=1)):
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(promotion_seeds=1)) as service:
+        await wait_leading(service)
         yield Board(bus, agent="tester", retry_seconds=20)
 
 

@@ -21,7 +21,7 @@ from swarm.ground.bus import Bus
 from swarm.ground.settings import AgentsSettings, BoardSettings, BrainSettings, Settings
 from tests.agents.helpers import BASELINE, context
 from tests.fakellm import FakeLLM, Request, ideas_answer
-from tests.service.conftest import running_service
+from tests.service.conftest import running_service, wait_leading
 
 ARENA = "sim/cpu-x86/0123456789ab"
 NOTE = "Helps: MATRIX_LR 0.04 (p1). Hurts: nothing yet. Untried: the MLP. Repeated failures: none."
@@ -38,7 +38,8 @@ def _keys(keys: dict[str, str]) -> None:
 @pytest.fixture
 async def board(bus: Bus, tmp_path: Path) -> AsyncIterator[Board]:
     """A board with a sim arena: the baseline promoted, one knob trial run, one code idea queued."""
-    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(promotion_seeds=1)):
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(promotion_seeds=1)) as service:
+        await wait_leading(service)
         board = Board(bus, agent="tester", retry_seconds=20)
         await board.publish(ArenaOpened(by="n1", arena=ARENA, baseline_patch="p0", fingerprint="f" * 64, tier="sim",
                                         hardware="cpu-x86", baseline_code=BASELINE, baseline_hash=code_hash(BASELINE)))  # fmt: skip
