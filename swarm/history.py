@@ -169,6 +169,41 @@ def _print_lineage(console: Console, lineage: dict[str, Any] | None) -> None:
 
 # --- best ------------------------------------------------------------------------------------------
 
+# What each brain kind paid per promoted improvement: the LLM dollars its agents spent, the device
+# hours of the runs of the ideas its ideators proposed, and the promotions (beyond a baseline) of those.
+COSTS = """WITH kinds AS (SELECT agent, coalesce(brain, 'unknown') AS brain FROM agents),
+ideas AS (SELECT h.hypothesis, coalesce(k.brain, 'unknown') AS brain FROM hypotheses h LEFT JOIN kinds k ON k.agent = h.proposed_by),
+promoted AS (SELECT i.brain, count(*) AS promotions FROM bests b JOIN patches p USING (patch)
+             JOIN ideas i ON i.hypothesis = p.hypothesis WHERE b.previous IS NOT NULL GROUP BY i.brain),
+spent AS (SELECT coalesce(k.brain, 'unknown') AS brain, sum(u.cost_usd) AS llm_usd FROM usage u LEFT JOIN kinds k USING (agent) GROUP BY 1),
+device AS (SELECT i.brain, sum(r.total_seconds) / 3600 AS device_hours FROM runs r JOIN ideas i USING (hypothesis) GROUP BY 1),
+brains AS (SELECT brain FROM promoted UNION SELECT brain FROM spent UNION SELECT brain FROM device)
+SELECT brain, coalesce(promotions, 0) AS promotions, coalesce(llm_usd, 0) AS llm_usd, coalesce(device_hours, 0) AS device_hours,
+       CASE WHEN promotions > 0 THEN coalesce(llm_usd, 0) / promotions END AS usd_per_promotion,
+       CASE WHEN promotions > 0 THEN coalesce(device_hours, 0) / promotions END AS hours_per_promotion
+FROM brains LEFT JOIN promoted USING (brain) LEFT JOIN spent USING (brain) LEFT JOIN device USING (brain)"""
+COST_COLUMNS = ("brain", "promotions", "llm_usd", "device_hours", "usd_per_promotion", "hours_per_promotion")
+
+
+async def gather_costs(reader: Reader) -> list[dict[str, Any]]:
+    """Per brain kind: promotions, LLM dollars, device hours, and both per promotion (None without one)."""
+    table = await reader.table(COSTS, "brain")
+    return output.records(table["columns"], table["rows"])
+
+
+def print_costs(console: Console, costs: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "json":
+        console.print(output.to_json(costs), markup=False, highlight=False, soft_wrap=True)
+        return
+    rows = [[c["brain"], c["promotions"], f"${c['llm_usd']:.2f}", f"{c['device_hours']:.2f}",
+             "-" if c["usd_per_promotion"] is None else f"${c['usd_per_promotion']:.2f}",
+             "-" if c["hours_per_promotion"] is None else f"{c['hours_per_promotion']:.2f}"] for c in costs]  # fmt: skip
+    if fmt == "csv":
+        output.emit(console, COST_COLUMNS, [[c[k] for k in COST_COLUMNS] for c in costs], fmt)
+        return
+    console.print(output.table(("brain", "promotions", "LLM $", "device h", "$ per promotion", "device h per promotion"),
+                               rows or [["-", 0, "$0.00", "0.00", "-", "-"]], title="cost per result, by brain kind"))  # fmt: skip
+
 
 async def gather_bests(reader: Reader, arena: str | None = None) -> list[dict[str, Any]]:
     """Each arena's best with its lineage (baseline first) and whether its results are synthetic."""
