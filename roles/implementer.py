@@ -17,12 +17,12 @@ import logging
 from dataclasses import dataclass
 
 from agents.arena import ArenaInfo, describe_async, open_arena
+from agents.brains import failures
 from agents.brains.base import BrainError, CannotDo, ImplementTask, PreflightFailed, RepairTask
 from agents.runtime import Role
 from blackboard.client import Claim
 from blackboard.events import PatchSubmitted, new_id
 from blackboard.rules import code_hash
-from agents.brains import failures
 from harness import smoke, tiers
 from harness.runner import Progress, RunResult, memory_cap_mb
 from roles.common import Job, contract_text, program, run_job, unified_diff

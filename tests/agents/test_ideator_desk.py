@@ -20,7 +20,7 @@ from roles.ideator import Ideator
 from swarm.ground.bus import Bus
 from swarm.ground.settings import AgentsSettings, BoardSettings, BrainSettings, Settings
 from tests.agents.helpers import BASELINE, context
-from tests.fakellm import FakeLLM, Request, ideas_answer
+from tests.fakellm import FakeLLM, ideas_answer
 from tests.service.conftest import running_service, wait_leading
 
 ARENA = "sim/cpu-x86/0123456789ab"
