@@ -230,19 +230,25 @@ def show(cursor: duckdb.DuckDBPyConnection, id: str) -> dict[str, Any] | None:
     return None
 
 
+DESK_TRIALS = 400  # the latest trials a desk read details: ~1.6 KB each at most, within one 1 MB reply
+
+
 def desk(cursor: duckdb.DuckDBPyConnection, arena: str) -> dict[str, Any]:
-    """What an ideator reads besides the codes: per patch tried, its outcome, its review verdicts,
-    the harness's run metrics, its rationale and diff; the ideas waiting or being implemented; the
-    ideas and patches refused as duplicates; and the arena's latest lab-notebook note."""
+    """What an ideator reads besides the codes: per patch tried (the latest DESK_TRIALS), its outcome,
+    its review verdicts, the harness's run metrics, its rationale and the start of its diff; the ideas
+    waiting or being implemented; the ideas and patches refused as duplicates; and the arena's latest
+    lab-notebook note."""
     trials = _records(
         cursor,
         """WITH finished AS (SELECT * FROM runs WHERE arena = ? AND status <> 'running'),
                 verdicts AS (SELECT patch, arg_max(outcome, seq) AS outcome, arg_max(explanation, seq) AS explanation
                              FROM replications WHERE arena = ? GROUP BY patch),
-                rejections AS (SELECT patch, list(array_to_string(reasons, '; ')) AS rejected
+                rejections AS (SELECT patch, list(left(array_to_string(reasons, '; '), 200)) AS rejected
                                FROM reviews WHERE verdict = 'reject' GROUP BY patch),
                 promotions AS (SELECT DISTINCT patch, true AS promoted FROM bests WHERE arena = ?)
-           SELECT p.patch, p.parent, h.title, h.rationale, p.diff, v.outcome, v.explanation, j.rejected,
+           SELECT * FROM (
+           SELECT p.patch, p.parent, h.title, left(h.rationale, 240) AS rationale, left(p.diff, 400) AS diff, v.outcome,
+                  left(v.explanation, 200) AS explanation, j.rejected,
                   coalesce(m.promoted, false) AS promoted,
                   count(*) FILTER (r.status = 'ok') AS n, avg(r.val_bpb) FILTER (r.status = 'ok') AS val_bpb,
                   stddev_samp(r.val_bpb) FILTER (r.status = 'ok') AS std,
@@ -255,8 +261,8 @@ def desk(cursor: duckdb.DuckDBPyConnection, arena: str) -> dict[str, Any]:
            LEFT JOIN hypotheses h ON h.hypothesis = p.hypothesis
            LEFT JOIN verdicts v ON v.patch = p.patch LEFT JOIN rejections j ON j.patch = p.patch
            LEFT JOIN promotions m ON m.patch = p.patch
-           GROUP BY ALL ORDER BY started_at, p.patch""",
-        [arena, arena, arena],
+           GROUP BY ALL ORDER BY started_at DESC, p.patch DESC LIMIT ?) ORDER BY started_at, patch""",
+        [arena, arena, arena, DESK_TRIALS],
     )
     pending = _records(
         cursor,
