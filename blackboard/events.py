@@ -313,6 +313,15 @@ class UsageRecorded(Event):
     cost_usd: float
 
 
+class NoteWritten(Event):
+    """The lab notebook: what an arena has learned so far, distilled by a brain every N finished trials."""
+
+    kind: Literal["note_written"] = "note_written"
+    arena: str
+    trials: int  # finished trials of the arena the note covers
+    note: str
+
+
 class LeaderElected(Decision):
     kind: Literal["leader_elected"] = "leader_elected"
     instance: str
@@ -324,7 +333,7 @@ AnyEvent = Annotated[
         HypothesisProposed, HypothesisApproved, HypothesisRejected,
         WorkQueued, WorkCancelled, ClaimGranted, ClaimRenewed, ClaimReleased, ClaimExpired,
         PatchSubmitted, PatchAccepted, PatchRefused, RunStarted, RunFinished, RunLost, ReviewDone,
-        ReplicationDone, BestPromoted, UsageRecorded, LeaderElected,
+        ReplicationDone, BestPromoted, UsageRecorded, NoteWritten, LeaderElected,
     ],
     Field(discriminator="kind"),
 ]  # fmt: skip

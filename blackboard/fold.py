@@ -30,7 +30,8 @@ import pydantic_core
 from blackboard import rules
 from blackboard.events import (
     AgentJoined, AgentLeft, ArenaOpened, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed,
-    Event, HypothesisApproved, HypothesisProposed, HypothesisRejected, LeaderElected, PatchAccepted, PatchRefused,
+    Event, HypothesisApproved, HypothesisProposed, HypothesisRejected, LeaderElected, NoteWritten, PatchAccepted,
+    PatchRefused,
     PatchSubmitted, ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, UsageRecorded, WorkCancelled,
     WorkQueued,
 )  # fmt: skip
@@ -379,6 +380,11 @@ def _usage_recorded(rows: Rows, seq: int, e: UsageRecorded) -> None:
     })  # fmt: skip
 
 
+def _note_written(rows: Rows, seq: int, e: NoteWritten) -> None:
+    rows.appended["notes"].append({"seq": seq, "arena": e.arena, "trials": e.trials, "note": e.note,
+                                   "written_by": e.by, "written_at": timestamp(e.at)})  # fmt: skip
+
+
 def _leader_elected(rows: Rows, seq: int, e: LeaderElected) -> None:
     rows.appended["leaders"].append({"seq": seq, "instance": e.instance, "elected_at": timestamp(e.at)})
 
@@ -406,6 +412,7 @@ HANDLERS: dict[str, Callable[[Rows, int, Any], None]] = {
     "best_promoted": _best_promoted,
     "replication_done": _replication_done,
     "usage_recorded": _usage_recorded,
+    "note_written": _note_written,
     "leader_elected": _leader_elected,
 }
 

@@ -232,6 +232,74 @@ def show(cursor: duckdb.DuckDBPyConnection, id: str) -> dict[str, Any] | None:
     return None
 
 
+DESK_TRIALS = 400  # the latest trials a desk read details: ~1.6 KB each at most, within one 1 MB reply
+
+
+def desk(cursor: duckdb.DuckDBPyConnection, arena: str) -> dict[str, Any]:
+    """What an ideator reads besides the codes: per patch tried (the latest DESK_TRIALS), its outcome,
+    its review verdicts, the harness's run metrics, its rationale and the start of its diff; the ideas
+    waiting or being implemented; the ideas and patches refused as duplicates; and the arena's latest
+    lab-notebook note."""
+    trials = _records(
+        cursor,
+        """WITH finished AS (SELECT * FROM runs WHERE arena = ? AND status <> 'running'),
+                verdicts AS (SELECT patch, arg_max(outcome, seq) AS outcome, arg_max(explanation, seq) AS explanation
+                             FROM replications WHERE arena = ? GROUP BY patch),
+                rejections AS (SELECT patch, list(left(array_to_string(reasons, '; '), 200)) AS rejected
+                               FROM reviews WHERE verdict = 'reject' GROUP BY patch),
+                promotions AS (SELECT DISTINCT patch, true AS promoted FROM bests WHERE arena = ?)
+           SELECT * FROM (
+           SELECT p.patch, p.parent, h.title, left(h.rationale, 240) AS rationale, left(p.diff, 400) AS diff, v.outcome,
+                  left(v.explanation, 200) AS explanation, j.rejected,
+                  coalesce(m.promoted, false) AS promoted,
+                  count(*) FILTER (r.status = 'ok') AS n, avg(r.val_bpb) FILTER (r.status = 'ok') AS val_bpb,
+                  stddev_samp(r.val_bpb) FILTER (r.status = 'ok') AS std,
+                  avg(r.steps) FILTER (r.status = 'ok') AS steps, avg(r.tokens) FILTER (r.status = 'ok') AS tokens,
+                  avg(r.training_seconds) FILTER (r.status = 'ok') AS training_seconds,
+                  max(r.params) AS params, max(r.peak_memory_mb) AS peak_memory_mb,
+                  arg_max(r.status, r.updated_at) AS last_status, arg_max(r.steps, r.updated_at) AS last_steps,
+                  arg_max(r.training_seconds, r.updated_at) AS last_seconds, min(r.started_at) AS started_at
+           FROM finished r JOIN patches p ON p.patch = r.patch
+           LEFT JOIN hypotheses h ON h.hypothesis = p.hypothesis
+           LEFT JOIN verdicts v ON v.patch = p.patch LEFT JOIN rejections j ON j.patch = p.patch
+           LEFT JOIN promotions m ON m.patch = p.patch
+           GROUP BY ALL ORDER BY started_at DESC, p.patch DESC LIMIT ?) ORDER BY started_at, patch""",
+        [arena, arena, arena, DESK_TRIALS],
+    )
+    pending = _records(
+        cursor,
+        """SELECT h.hypothesis, h.parent, h.title, h.rationale, h.intent, bool_or(w.status = 'claimed') AS in_flight
+           FROM hypotheses h LEFT JOIN work w ON w.ref = h.hypothesis AND w.work_kind = 'implement'
+           WHERE h.arena = ? AND (h.status = 'proposed' OR w.status IN ('queued', 'claimed'))
+           GROUP BY ALL ORDER BY min(h.proposed_at), h.hypothesis""",
+        [arena],
+    )
+    refused = _records(
+        cursor,
+        """SELECT * FROM (
+             SELECT h.title, h.reason, h.duplicate_of, h.decided_at FROM hypotheses h
+             WHERE h.arena = ? AND h.status = 'rejected'
+             UNION ALL
+             SELECT h.title, p.reason, p.duplicate_of, p.decided_at FROM patches p
+             LEFT JOIN hypotheses h ON h.hypothesis = p.hypothesis WHERE p.arena = ? AND p.status = 'refused')
+           ORDER BY decided_at DESC LIMIT 20""",
+        [arena, arena],
+    )
+    return {"trials": trials, "pending": pending, "refused": refused, "note": latest_note(cursor, arena)}
+
+
+def latest_note(cursor: duckdb.DuckDBPyConnection, arena: str) -> dict[str, Any] | None:
+    """The arena's latest lab-notebook note: its text, the trials it covers, who wrote it and when."""
+    return _record(cursor, "SELECT arena, trials, note, written_by, written_at FROM notes WHERE arena = ? "
+                           "ORDER BY seq DESC LIMIT 1", [arena])  # fmt: skip
+
+
+def notes(cursor: duckdb.DuckDBPyConnection, arena: str | None = None) -> list[dict[str, Any]]:
+    """Every lab-notebook note, oldest first, of one arena or all."""
+    where, params = ("WHERE arena = ?", [arena]) if arena else ("", [])
+    return _records(cursor, f"SELECT arena, trials, note, written_by, written_at FROM notes {where} ORDER BY seq", params)
+
+
 def _runs(cursor: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> list[dict[str, Any]]:
     return _records(
         cursor,

@@ -1,5 +1,5 @@
 """The read requests every service instance answers: best, trials and codes from the decision
-state in memory; query, history, show, lineage and stats from the DuckDB projection.
+state in memory; query, history, show, lineage, stats, desk and notes from the DuckDB projection.
 
 A read of the projection flushes what the service has received first, so it sees at least every
 event applied before the request came, and runs in a thread on a cursor of its own (DuckDB
@@ -29,7 +29,8 @@ class Reads:
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
         return {"best": self._best, "query": self._query, "history": self._history, "show": self._show,
-                "lineage": self._lineage, "stats": self._stats, "trials": self._trials, "codes": self._codes}  # fmt: skip
+                "lineage": self._lineage, "stats": self._stats, "trials": self._trials, "codes": self._codes,
+                "desk": self._desk, "notes": self._notes}  # fmt: skip
 
     # --- from the state -------------------------------------------------------------------------
 
@@ -74,6 +75,12 @@ class Reads:
 
     async def _lineage(self, body: dict[str, Any]) -> Any:
         return await self._read(queries.lineage, text(body, "id"))
+
+    async def _desk(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._read(queries.desk, text(body, "arena"))
+
+    async def _notes(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._read(queries.notes, body.get("arena") or None)
 
     async def _stats(self, body: dict[str, Any]) -> dict[str, Any]:
         stats = await self._read(_overview)

@@ -24,7 +24,7 @@ KEYED: dict[str, str] = {
     "reviews": "review",
 }
 # Tables that only grow, one row per event, keyed by its stream sequence.
-APPENDED = ("events", "parked", "bests", "replications", "usage", "leaders")
+APPENDED = ("events", "parked", "bests", "replications", "usage", "notes", "leaders")
 
 TABLES: dict[str, str] = {
     "meta": """
@@ -135,6 +135,10 @@ TABLES: dict[str, str] = {
         seq BIGINT PRIMARY KEY,
         agent VARCHAR, provider VARCHAR, model VARCHAR,
         input_tokens BIGINT, output_tokens BIGINT, cost_usd DOUBLE, recorded_at TIMESTAMP
+    """,
+    "notes": """
+        seq BIGINT PRIMARY KEY,               -- one row per lab-notebook note; an arena's latest is what ideators read
+        arena VARCHAR, trials BIGINT, note VARCHAR, written_by VARCHAR, written_at TIMESTAMP
     """,
     "leaders": """
         seq BIGINT PRIMARY KEY,

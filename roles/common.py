@@ -46,8 +46,9 @@ class Job:
     title: str = ""
 
 
-async def run_job(ctx: Context, job: Job) -> RunResult:
-    """Train and score `job` on this agent's device; RunStarted and RunFinished say so on the board."""
+async def run_job(ctx: Context, job: Job, curve: list[Progress] | None = None) -> RunResult:
+    """Train and score `job` on this agent's device; RunStarted and RunFinished say so on the board.
+    `curve` collects its progress reports (a repair reads the loss curve)."""
     spec, slot = ctx.spec, ctx.spec.device or "cpu"
     device = device_of(slot)  # the slot (cpu#2) has its own lock; the run uses its device (cpu)
     run_id = new_id("r")
@@ -62,6 +63,8 @@ async def run_job(ctx: Context, job: Job) -> RunResult:
 
         def progress(p: Progress) -> None:
             ctx.doing = f"training the {what}: step {p.step}, loss {p.loss:.3f}"
+            if curve is not None:
+                curve.append(p)
 
         result = await runner.run(job.code, tier, seed=job.seed, device=device, settings=ctx.settings.harness,
                                   runs_dir=spec.dir / "runs", on_progress=progress,

@@ -1,8 +1,13 @@
 """The implementer: turns an approved hypothesis into a patch, runs it, publishes the result.
 
 It prepares its next patch while the current run trains (two tasks and a queue of one), so its
-device never waits for the brain. A patch that crashes or is rejected is repaired from its log
-tail, at most `agents.repair_attempts` times; every attempt is a recorded run.
+device never waits for the brain. A patch is submitted only after it passes the pre-flight
+(harness.smoke: the guard, then one step, the export and one evaluation window on the CPU); an LLM
+brain gets the failure back in the same conversation, up to a limit, before any device time. A
+run that crashed, ran out of memory or time, or diverged is repaired with the facts of its failure
+(agents.brains.failures) in one conversation per hypothesis, at most `agents.repair_attempts`
+times; every attempt is a recorded run. A hypothesis whose implementation fails
+`agents.implement_failures` times, by any agent, is given up with the reason.
 """
 
 from __future__ import annotations
@@ -12,17 +17,19 @@ import logging
 from dataclasses import dataclass
 
 from agents.arena import ArenaInfo, describe_async, open_arena
-from agents.brains.base import BrainError, CannotDo, ImplementTask, RepairTask
+from agents.brains import failures
+from agents.brains.base import BrainError, CannotDo, ImplementTask, PreflightFailed, RepairTask
 from agents.runtime import Role
 from blackboard.client import Claim
 from blackboard.events import PatchSubmitted, new_id
 from blackboard.rules import code_hash
-from harness.runner import RunResult
+from harness import smoke, tiers
+from harness.runner import Progress, RunResult, memory_cap_mb
 from roles.common import Job, contract_text, program, run_job, unified_diff
 from swarm.ground.errors import BoardError
 
 log = logging.getLogger(__name__)
-REPAIRABLE = ("crash", "rejected")
+REPAIRABLE = ("crash", "rejected", "oom", "timeout", "diverged")
 
 
 @dataclass(frozen=True)
@@ -81,13 +88,25 @@ class Implementer(Role):
             return Ready(claim, self._job(claim, claim.patch["id"], claim.patch["code"]), task)
         ctx.say(f"implementing {hyp.get('title', claim.ref)!r}")
         try:
-            code = (await ctx.brain.implement(task)).code  # type: ignore[union-attr]
+            done = await ctx.brain.implement(task, self._preflight)  # type: ignore[union-attr]
+            code = done.code
+            if not done.checked and (problem := await self._preflight(code)) is not None:
+                await self._give_up(claim, f"the patch fails the pre-flight: {problem[:1000]}", done=True)
+                return None
         except CannotDo as exc:
             await self._give_up(claim, f"cannot implement: {exc}", done=True)
             return None
-        except BrainError as exc:  # the model failed now; another agent may do better later
-            await self._give_up(claim, f"the brain failed: {exc}", done=False)
-            await asyncio.sleep(5)
+        except PreflightFailed as exc:  # the model had its chances: another try would cost the same
+            await self._give_up(claim, f"given up: {exc}", done=True)
+            return None
+        except BrainError as exc:  # the model failed now; another agent may do better later, K times in all
+            failed = await self._failures(claim) + 1
+            limit = ctx.settings.agents.implement_failures
+            if failed >= limit:
+                await self._give_up(claim, f"given up after {failed} failed implementations: {exc}", done=True)
+            else:
+                await self._give_up(claim, f"the brain failed ({failed} of {limit}): {exc}", done=False)
+                await asyncio.sleep(5)
             return None
         patch = await self._submit(claim, code, parent.get("id"))
         return Ready(claim, self._job(claim, patch, code), task) if patch else None
@@ -104,32 +123,44 @@ class Implementer(Role):
         await self._give_up(claim, f"patch {verdict.status}: {verdict.reason}", done=True)
         return None
 
+    async def _preflight(self, code: str) -> str | None:
+        """The harness's smoke check of `code` on the CPU (harness.smoke): None when it passes, else what failed."""
+        self.ctx.say("pre-flight: the guard, then one step, the export and one evaluation window on the CPU")
+        tier = tiers.for_settings(self.arena.tier, self.ctx.settings.harness)
+        found = await smoke.check(code, tier, self.ctx.settings.harness, runs_dir=self.ctx.spec.dir / "smoke")
+        return None if found.ok else found.report()
+
     def _job(self, claim: Claim, patch: str, code: str) -> Job:
         title = (claim.hypothesis or {}).get("title", "")
         return Job(patch, code, self.arena, claim.seed or 0, "explore", claim.work, title)
 
     async def _run(self, item: Ready) -> None:
         ctx, claim, job = self.ctx, item.claim, item.job
-        result = await run_job(ctx, job)
+        curve: list[Progress] = []
+        result = await run_job(ctx, job, curve)
         attempts = ctx.settings.agents.repair_attempts
+        thread: list[dict[str, str]] = []  # one repair conversation per hypothesis: each attempt sees the earlier ones
         for attempt in range(1, attempts + 1):
             if result.status not in REPAIRABLE or ctx.stopping:
                 break
-            fixed = await self._repair(claim, item.task, job, result, attempt)
+            fixed = await self._repair(claim, item.task, job, result, attempt, curve, thread)
             if fixed is None:
                 break
-            job = fixed
-            result = await run_job(ctx, job)
+            job, curve = fixed, []
+            result = await run_job(ctx, job, curve)
         await ctx.release(claim.claim, done=True, reason=f"ran {job.patch}: {result.status}")
         ctx.count()
 
-    async def _repair(self, claim: Claim, task: ImplementTask, job: Job, result: RunResult, attempt: int) -> Job | None:
+    async def _repair(self, claim: Claim, task: ImplementTask, job: Job, result: RunResult, attempt: int,
+                      curve: list[Progress], thread: list[dict[str, str]]) -> Job | None:  # fmt: skip
         ctx = self.ctx
         ctx.say(f"repairing {job.patch} after {result.status} (attempt {attempt})")
+        tier = tiers.for_settings(self.arena.tier, ctx.settings.harness)
         repair = RepairTask(**task.model_dump(), code=job.code, status=result.status, reason=result.reason,
-                            log_tail=result.log_tail, attempt=attempt)  # fmt: skip
+                            log_tail=result.log_tail, attempt=attempt,
+                            facts=failures.facts(result, curve, tier, memory_cap_mb(ctx.settings.harness)))  # fmt: skip
         try:
-            fixed = await ctx.brain.repair(repair)  # type: ignore[union-attr]
+            fixed = await ctx.brain.repair(repair, self._preflight, thread)  # type: ignore[union-attr]
         except BrainError as exc:
             log.warning("%s: repair of %s failed: %s", ctx.spec.agent, job.patch, exc)
             return None
@@ -141,6 +172,13 @@ class Implementer(Role):
             log.info("%s: repaired patch refused: %s", ctx.spec.agent, verdict.reason)
             return None
         return Job(event.patch, fixed.code, job.arena, job.seed, job.purpose, job.work, f"{job.title} (repair {attempt})")
+
+    async def _failures(self, claim: Claim) -> int:
+        """How often this hypothesis' implementation failed before, by any agent: claims released undone."""
+        ref = claim.ref.replace("'", "''")
+        found = await self.ctx.board.query("SELECT count(*) FROM claims c JOIN work w USING (work) WHERE "
+                                           f"w.ref = '{ref}' AND c.status = 'released' AND NOT c.done")  # fmt: skip
+        return int(found["rows"][0][0])
 
     async def _give_up(self, claim: Claim, reason: str, done: bool) -> None:
         ctx = self.ctx

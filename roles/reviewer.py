@@ -2,13 +2,17 @@
 
 Does the diff do what the hypothesis says, touch nothing outside the contract, game no metric;
 is the gain worth the added complexity? Static checks run first and their findings go to the
-brain; the verdict and its reasons are published as ReviewDone."""
+brain with the evidence (the parent, the diff, the run metrics of the candidate and its parent, the
+similar earlier trials); a static finding of gaming or of a contract breach is a hard reject that no
+brain's approval overrules. The verdict and its reasons are published as ReviewDone."""
 
 from __future__ import annotations
 
 import logging
 
-from agents.brains.base import BrainError, ReviewTask
+from agents.brains import novelty, rules
+from agents.brains.base import BrainError, ReviewTask, ReviewVerdict
+from agents.brains.desk import metrics_of
 from agents.runtime import Role
 from blackboard.client import Claim
 from blackboard.events import ReviewDone, new_id
@@ -58,13 +62,22 @@ class Reviewer(Role):
     async def _review(self, claim: Claim) -> None:
         ctx, patch, hyp = self.ctx, claim.patch or {}, claim.hypothesis or {}
         ctx.say(f"reviewing {patch['id']} ({hyp.get('title', '')})")
-        task = review_task(claim, self.program)
+        rows = {row["patch"]: row for row in (await ctx.board.ask("desk", {"arena": claim.arena}, timeout=30))["trials"]}
+        others = [row for key, row in rows.items() if key != patch["id"]]
+        task = review_task(claim, self.program).model_copy(update=dict(
+            metrics=metrics_of(rows.get(patch["id"], {})),
+            parent_metrics=metrics_of(rows.get((claim.parent or {}).get("id") or "", {})),
+            similar=novelty.similar_rows(hyp.get("title", ""), hyp.get("rationale", ""), others),
+        ))  # fmt: skip
         try:
             verdict = await ctx.brain.review(task)  # type: ignore[union-attr]
         except BrainError as exc:
             log.warning("%s: review of %s failed, back to the pool: %s", ctx.spec.agent, patch["id"], exc)
             await ctx.release(claim.claim, done=False, reason=f"the brain failed: {exc}")
             return
+        if (hard := rules.hard_findings(task)) and verdict.verdict != "reject":
+            # Gaming and contract findings are hard rejects: no brain's approval overrules them.
+            verdict = ReviewVerdict(verdict="reject", reasons=[f"hard reject, {h}" for h in hard] + verdict.reasons)
         await ctx.board.publish(ReviewDone(by=ctx.spec.agent, review=new_id("v"), patch=patch["id"], work=claim.work,
                                            verdict=verdict.verdict, reasons=verdict.reasons))  # fmt: skip
         ctx.say(f"{verdict.verdict}d {patch['id']}: {'; '.join(verdict.reasons)[:200]}")

@@ -98,7 +98,19 @@ async def gather_show(reader: Reader, id: str) -> dict[str, Any]:
         raise BoardError(f"no hypothesis, patch or run has the id {id!r}")
     start = await _lineage_start(reader, found)
     found["lineage"] = await reader.lineage(start) if start else None
+    found["note"] = await _latest_note(reader, found)
     return found
+
+
+async def _latest_note(reader: Reader, found: dict[str, Any]) -> dict[str, Any] | None:
+    """The lab notebook's latest note on the thing's arena: what the swarm had learned there."""
+    arena = found["record"].get("arena") or (found.get("patch") or {}).get("arena")
+    if not arena:
+        return None
+    quoted = str(arena).replace("'", "''")
+    rows = (await reader.query(f"SELECT trials, note, written_by, written_at FROM notes WHERE arena = '{quoted}' "
+                               "ORDER BY seq DESC LIMIT 1"))  # fmt: skip
+    return output.records(rows["columns"], rows["rows"])[0] if rows["rows"] else None
 
 
 async def _lineage_start(reader: Reader, found: dict[str, Any]) -> str:
@@ -142,6 +154,9 @@ def print_show(console: Console, found: dict[str, Any], fmt: str) -> None:
         if key in found:
             _print_records(console, key, found[key])
     _print_lineage(console, found.get("lineage"))
+    if note := found.get("note"):
+        console.print(Panel(Text(note["note"]), title_align="left", expand=False,
+                            title=f"lab notebook: the latest note on {record.get('arena')}, after {note['trials']} trials"))  # fmt: skip
 
 
 def _print_records(console: Console, title: str, items: list[dict[str, Any]]) -> None:
@@ -169,6 +184,41 @@ def _print_lineage(console: Console, lineage: dict[str, Any] | None) -> None:
 
 
 # --- best ------------------------------------------------------------------------------------------
+
+# What each brain kind paid per promoted improvement: the LLM dollars its agents spent, the device
+# hours of the runs of the ideas its ideators proposed, and the promotions (beyond a baseline) of those.
+COSTS = """WITH kinds AS (SELECT agent, coalesce(brain, 'unknown') AS brain FROM agents),
+ideas AS (SELECT h.hypothesis, coalesce(k.brain, 'unknown') AS brain FROM hypotheses h LEFT JOIN kinds k ON k.agent = h.proposed_by),
+promoted AS (SELECT i.brain, count(*) AS promotions FROM bests b JOIN patches p USING (patch)
+             JOIN ideas i ON i.hypothesis = p.hypothesis WHERE b.previous IS NOT NULL GROUP BY i.brain),
+spent AS (SELECT coalesce(k.brain, 'unknown') AS brain, sum(u.cost_usd) AS llm_usd FROM usage u LEFT JOIN kinds k USING (agent) GROUP BY 1),
+device AS (SELECT i.brain, sum(r.total_seconds) / 3600 AS device_hours FROM runs r JOIN ideas i USING (hypothesis) GROUP BY 1),
+brains AS (SELECT brain FROM promoted UNION SELECT brain FROM spent UNION SELECT brain FROM device)
+SELECT brain, coalesce(promotions, 0) AS promotions, coalesce(llm_usd, 0) AS llm_usd, coalesce(device_hours, 0) AS device_hours,
+       CASE WHEN promotions > 0 THEN coalesce(llm_usd, 0) / promotions END AS usd_per_promotion,
+       CASE WHEN promotions > 0 THEN coalesce(device_hours, 0) / promotions END AS hours_per_promotion
+FROM brains LEFT JOIN promoted USING (brain) LEFT JOIN spent USING (brain) LEFT JOIN device USING (brain)"""
+COST_COLUMNS = ("brain", "promotions", "llm_usd", "device_hours", "usd_per_promotion", "hours_per_promotion")
+
+
+async def gather_costs(reader: Reader) -> list[dict[str, Any]]:
+    """Per brain kind: promotions, LLM dollars, device hours, and both per promotion (None without one)."""
+    table = await reader.table(COSTS, "brain")
+    return output.records(table["columns"], table["rows"])
+
+
+def print_costs(console: Console, costs: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "json":
+        console.print(output.to_json(costs), markup=False, highlight=False, soft_wrap=True)
+        return
+    rows = [[c["brain"], c["promotions"], f"${c['llm_usd']:.2f}", f"{c['device_hours']:.2f}",
+             "-" if c["usd_per_promotion"] is None else f"${c['usd_per_promotion']:.2f}",
+             "-" if c["hours_per_promotion"] is None else f"{c['hours_per_promotion']:.2f}"] for c in costs]  # fmt: skip
+    if fmt == "csv":
+        output.emit(console, COST_COLUMNS, [[c[k] for k in COST_COLUMNS] for c in costs], fmt)
+        return
+    console.print(output.table(("brain", "promotions", "LLM $", "device h", "$ per promotion", "device h per promotion"),
+                               rows or [["-", 0, "$0.00", "0.00", "-", "-"]], title="cost per result, by brain kind"))  # fmt: skip
 
 
 async def gather_bests(reader: Reader, arena: str | None = None) -> list[dict[str, Any]]:

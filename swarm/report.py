@@ -3,7 +3,8 @@
 The page needs nothing but itself: the figures are inline SVG (`swarm.plots`), the style is inline,
 there is no script and no link to fetch. It shows val_bpb over experiments (every run a dot), runs
 per node and per hour, the lineage of each arena's best, the promotions with their diffs and
-reasons, and the candidates that were not promoted with why. Its data comes through a
+reasons, the candidates that were not promoted with why, the cost per promoted improvement of each brain
+kind, and the lab notebook's notes. Its data comes through a
 `swarm.reader.Reader`, so it is the same from a running swarm and from its directory.
 """
 
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from swarm import output, plots
 from swarm.export import HISTORY, HISTORY_ORDER
-from swarm.history import bpb, gather_bests, when
+from swarm.history import bpb, gather_bests, gather_costs, when
 from swarm.reader import Reader
 
 PROMOTIONS = """SELECT b.seq, b.arena, b.patch, h.title, b.mean, b.std, b.n, b.previous, b.previous_mean, b.threshold,
@@ -28,6 +29,7 @@ FROM replications r LEFT JOIN patches p USING (patch) LEFT JOIN hypotheses h ON 
 WHERE r.outcome <> 'promoted'"""
 CHILDREN = "SELECT parent, count(*) AS tried FROM patches WHERE parent IS NOT NULL GROUP BY parent"
 ARENAS = "SELECT arena, tier, hardware, synthetic FROM arenas"
+NOTES = "SELECT seq, arena, trials, note, written_by, written_at FROM notes"
 
 
 @dataclass
@@ -39,6 +41,8 @@ class ReportData:
     not_promoted: list[dict[str, Any]]
     bests: list[dict[str, Any]]  # each arena's best, with its lineage (baseline first)
     children: dict[str, int]  # patch -> how many patches were built on it
+    notes: list[dict[str, Any]] = field(default_factory=list)  # the lab notebook, oldest first
+    costs: list[dict[str, Any]] = field(default_factory=list)  # per brain kind: dollars and device hours per promotion
 
     def synthetic(self, arena: str) -> bool:
         return any(a["arena"] == arena and a["synthetic"] for a in self.arenas)
@@ -55,6 +59,7 @@ async def gather(reader: Reader) -> ReportData:
         promotions=await _rows(reader, PROMOTIONS, "b.seq"), not_promoted=await _rows(reader, NOT_PROMOTED, "r.seq"),
         bests=await gather_bests(reader),
         children={row["parent"]: row["tried"] for row in await _rows(reader, CHILDREN, "parent")},
+        notes=await _rows(reader, NOTES, "seq"), costs=await gather_costs(reader),
     )  # fmt: skip
 
 
@@ -118,8 +123,30 @@ def render(data: ReportData, progress: str, nodes: str, hours: str) -> str:
               "<h2>lineage of each arena's best</h2>", _lineages(data),
               "<h2>promotions</h2>", _promotions(data),
               "<h2>candidates not promoted</h2>", _not_promoted(data),
+              "<h2>cost per result</h2>", _costs(data),
+              "<h2>lab notebook</h2>", _notes(data),
               "</body></html>\n"]  # fmt: skip
     return "\n".join(parts)
+
+
+def _costs(data: ReportData) -> str:
+    if not data.costs:
+        return "<p>Nothing spent yet.</p>"
+    rows = [[_e(c["brain"]), _e(c["promotions"]), f"${c['llm_usd']:.2f}", f"{c['device_hours']:.2f}",
+             "-" if c["usd_per_promotion"] is None else f"${c['usd_per_promotion']:.2f}",
+             "-" if c["hours_per_promotion"] is None else f"{c['hours_per_promotion']:.2f}"] for c in data.costs]  # fmt: skip
+    return ("<p>What each brain kind paid per promoted improvement: the LLM dollars its agents spent, and the device "
+            "hours of the runs of the ideas its ideators proposed.</p>" +
+            _table(["brain", "promotions", "LLM $", "device h", "$ per promotion", "device h per promotion"], rows,
+                   frozenset({"promotions", "LLM $", "device h", "$ per promotion", "device h per promotion"})))  # fmt: skip
+
+
+def _notes(data: ReportData) -> str:
+    if not data.notes:
+        return "<p>No notes: the notebook is written by LLM brains every few trials, never by the offline brain.</p>"
+    rows = [[_e(when(n["written_at"])), _e(n["arena"]), _e(n["trials"]), f"<pre>{_e(n['note'])}</pre>", _e(n["written_by"])]
+            for n in data.notes]  # fmt: skip
+    return _table(["written (UTC)", "arena", "after trials", "note", "by"], rows, frozenset({"after trials"}))
 
 
 def _e(value: Any) -> str:

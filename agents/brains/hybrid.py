@@ -21,6 +21,7 @@ from agents.brains.base import (
     Accounting,
     Brain,
     BrainError,
+    Check,
     Idea,
     IdeaContext,
     Implementation,
@@ -61,13 +62,15 @@ class HybridBrain(Brain):
             return ideas
         return (theirs + ideas[slots:])[: context.n]
 
-    async def implement(self, task: ImplementTask) -> Implementation:
-        if set(task.intent) == {"knobs"} and task.intent["knobs"]:
-            return await self.offline.implement(task)
-        return await self.llm.implement(task)
+    async def note(self, context: IdeaContext) -> str | None:
+        return await self.llm.note(context)
 
-    async def repair(self, task: RepairTask) -> Implementation | None:
-        return await self.llm.repair(task)
+    async def implement(self, task: ImplementTask, check: Check | None = None) -> Implementation:
+        return await self.llm.implement(task, check)  # knob-only ideas are applied mechanically there
+
+    async def repair(self, task: RepairTask, check: Check | None = None,
+                     thread: list[dict[str, str]] | None = None) -> Implementation | None:  # fmt: skip
+        return await self.llm.repair(task, check, thread)
 
     async def review(self, task: ReviewTask) -> ReviewVerdict:
         return await self.llm.review(task)

@@ -3,13 +3,17 @@
 Every call asks the swarm's budget first: when it is spent, no request is made and the brain
 answers as the offline brain would (said once in the log). Every response's tokens and cost are
 reported through `accounting.on_usage`, retries included. An answer in the wrong format gets one
-retry with the parser's complaint sent back to the model; a second bad answer is a BrainError.
+retry with the parser's complaint sent back to the model; a second bad answer is a BrainError. An
+answer cut off at the output limit is asked again with twice the room (never "answer more briefly").
+Code is asked for as search/replace edits against its parent (a whole file is the fallback) and, in
+the same conversation, sent back with what the pre-flight found until it passes (PREFLIGHTS times).
+A knob-only idea is applied mechanically (agents.knobs), whatever the brain.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from agents.brains import prompts, rules
@@ -17,7 +21,10 @@ from agents.brains.base import (
     Accounting,
     Brain,
     BrainError,
+    CannotDo,
+    Check,
     Idea,
+    PreflightFailed,
     IdeaContext,
     Implementation,
     ImplementTask,
@@ -28,11 +35,12 @@ from agents.brains.base import (
 )
 from agents.brains.offline import OfflineBrain
 from agents.brains.prices import Price
-from agents.brains.prompts import AnswerError, Prompt
+from agents.brains.prompts import AnswerError, Declined, Prompt
 from agents.brains.providers import Completion, Provider
 
 T = TypeVar("T")
 ATTEMPTS = 2  # the first answer and one retry with the error fed back
+PREFLIGHTS = 3  # code sent back after failing the pre-flight (guard, smoke run), in the same conversation
 log = logging.getLogger(__name__)
 
 
@@ -58,20 +66,39 @@ class LLMBrain(Brain):
         except BudgetSpent:
             return await self.offline.ideas(context)
 
-    async def implement(self, task: ImplementTask) -> Implementation:
+    async def note(self, context: IdeaContext) -> str | None:
         try:
-            return await self.ask(prompts.implement(task), prompts.parse_code)
+            return await self.ask(prompts.note(context), prompts.parse_note)
+        except BudgetSpent:
+            return None
+
+    async def implement(self, task: ImplementTask, check: Check | None = None) -> Implementation:
+        if set(task.intent) == {"knobs"} and task.intent["knobs"]:
+            try:  # a knob turn is mechanical: no tokens spent, no chance to change anything else
+                return await self.offline.implement(task)
+            except CannotDo as exc:
+                log.info("%s: %s; asking the model instead", self.name, exc)
+        try:
+            return await self.ask(prompts.implement(task), lambda text: prompts.parse_edits(text, task.parent_code),
+                                  _on_code(check))  # fmt: skip
         except BudgetSpent:
             return await self.offline.implement(task)
 
-    async def repair(self, task: RepairTask) -> Implementation | None:
+    async def repair(self, task: RepairTask, check: Check | None = None,
+                     thread: list[dict[str, str]] | None = None) -> Implementation | None:  # fmt: skip
         try:
-            return await self.ask(prompts.repair(task), prompts.parse_code)
+            return await self.ask(prompts.repair(task, follow_up=bool(thread)),
+                                  lambda text: prompts.parse_repair(text, task.code), _on_code(check), thread)  # fmt: skip
+        except Declined as exc:
+            log.info("%s: declined to repair %r: %s", self.name, task.title, exc)
+            return None
         except BudgetSpent:
             return await self.offline.repair(task)
 
     async def review(self, task: ReviewTask) -> ReviewVerdict:
         static = rules.review(task)
+        if rules.hard_findings(task):
+            return static  # a hard reject that no answer could overrule: nothing to pay a model for
         try:
             return await self.ask(prompts.review(task, static), prompts.parse_verdict)
         except BudgetSpent:
@@ -80,27 +107,49 @@ class LLMBrain(Brain):
     async def aclose(self) -> None:
         await self.provider.aclose()
 
-    async def ask(self, prompt: Prompt, parse: Callable[[str], T]) -> T:
-        """Ask, parse, and on a bad answer ask once more with the error; BudgetSpent before any
-        request when the budget is gone, BrainError when the model fails or answers badly twice."""
-        messages = [{"role": "user", "content": prompt.user}]
-        error = ""
-        for attempt in range(ATTEMPTS):
+    async def ask(self, prompt: Prompt, parse: Callable[[str], T], check: Callable[[T], Awaitable[T | str]] | None = None,
+                  thread: list[dict[str, str]] | None = None) -> T:  # fmt: skip
+        """Ask and parse, in one conversation: a bad answer goes back once with the parser's complaint,
+        an answer cut off at the output limit goes back with twice the room, and a parsed answer that
+        fails `check` (the pre-flight) goes back with what failed, up to PREFLIGHTS times.
+        BudgetSpent before any request when the budget is gone; BrainError when it cannot end well.
+        `thread` continues a conversation: the request is added to it, and the answer used too."""
+        messages = thread if thread is not None else []
+        messages.append({"role": "user", "content": prompt.user})
+        limit, bad, preflights = self.provider.settings.max_tokens, 0, 0
+        while True:
             if self.spent():
                 raise BudgetSpent
-            completion = await self.provider.complete(prompt.system, messages)
+            completion = await self.provider.complete(prompt.system, messages, max_tokens=limit)
             self._record(completion)
-            try:
-                if completion.stop_reason == "max_tokens":
-                    raise AnswerError(f"the answer was cut off at the limit of {self.provider.settings.max_tokens} "
-                                      "tokens; answer more briefly")  # fmt: skip
-                return parse(completion.text)
-            except AnswerError as exc:
-                error = str(exc)
-                log.info("%s: unusable answer (attempt %d of %d): %s", self.name, attempt + 1, ATTEMPTS, error)
-                messages += [{"role": "assistant", "content": completion.text or "(empty)"},
-                             {"role": "user", "content": prompts.retry(error)}]  # fmt: skip
-        raise BrainError(f"{self.name} ({self.provider.model}): no usable answer after {ATTEMPTS} attempts: {error}")
+            if completion.stop_reason == "max_tokens":
+                feedback, error = prompts.cut_off(limit, limit * 2), f"the answer was cut off at {limit} tokens"
+                limit *= 2
+            else:
+                try:
+                    result = parse(completion.text)
+                except AnswerError as exc:
+                    feedback, error = prompts.retry(str(exc)), str(exc)
+                else:
+                    verdict = await check(result) if check is not None else result
+                    if check is None or not isinstance(verdict, str):
+                        messages.append({"role": "assistant", "content": completion.text})
+                        return verdict  # type: ignore[return-value]
+                    preflights += 1
+                    if preflights > PREFLIGHTS:
+                        raise PreflightFailed(f"{self.name} ({self.provider.model}): the code still fails the pre-flight "
+                                         f"after {PREFLIGHTS} fixes: {verdict[:500]}")  # fmt: skip
+                    log.info("%s: pre-flight failed (%d of %d), sent back: %s", self.name, preflights, PREFLIGHTS,
+                             verdict[:200])  # fmt: skip
+                    messages += [{"role": "assistant", "content": completion.text},
+                                 {"role": "user", "content": prompts.preflight(verdict)}]  # fmt: skip
+                    continue
+            bad += 1
+            log.info("%s: unusable answer (attempt %d of %d): %s", self.name, bad, ATTEMPTS, error)
+            if bad >= ATTEMPTS:
+                raise BrainError(f"{self.name} ({self.provider.model}): no usable answer after {ATTEMPTS} attempts: {error}")
+            messages += [{"role": "assistant", "content": completion.text or "(empty)"},
+                         {"role": "user", "content": feedback}]  # fmt: skip
 
     def spent(self) -> bool:
         """Whether the swarm's budget is gone (said once in the log when it first is)."""
@@ -118,3 +167,15 @@ class LLMBrain(Brain):
                       output_tokens=completion.output_tokens, cost_usd=cost)  # fmt: skip
         self.accounting.spent_locally += cost
         self.accounting.on_usage(usage)
+
+
+def _on_code(check: Check | None) -> Callable[[Implementation], Awaitable[Implementation | str]] | None:
+    """`check` of an implementation's code: the implementation marked checked, or what failed."""
+    if check is None:
+        return None
+
+    async def run(done: Implementation) -> Implementation | str:
+        problem = await check(done.code)
+        return done.model_copy(update={"checked": True}) if problem is None else problem
+
+    return run

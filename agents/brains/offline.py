@@ -14,6 +14,7 @@ from agents.brains.base import (
     Accounting,
     Brain,
     CannotDo,
+    Check,
     Idea,
     IdeaContext,
     Implementation,
@@ -35,7 +36,7 @@ class OfflineBrain(Brain):
     async def ideas(self, context: IdeaContext) -> list[Idea]:
         return [to_idea(p, context) for p in self.optimiser.propose(context, context.n)]
 
-    async def implement(self, task: ImplementTask) -> Implementation:
+    async def implement(self, task: ImplementTask, check: Check | None = None) -> Implementation:
         changes = task.intent.get("knobs")
         if not isinstance(changes, dict) or not changes:
             raise CannotDo(f"offline brain: {task.title!r} names no knob values; it can only turn knobs")
@@ -48,7 +49,8 @@ class OfflineBrain(Brain):
         done = ", ".join(f"{k} = {knobs.render(knobs.read(code)[k])}" for k in changes)
         return Implementation(code=code, notes=f"set {done} in place; nothing else changed")
 
-    async def repair(self, task: RepairTask) -> Implementation | None:
+    async def repair(self, task: RepairTask, check: Check | None = None,
+                     thread: list[dict[str, str]] | None = None) -> Implementation | None:  # fmt: skip
         return None  # a knob edit cannot crash in a way that another knob edit would fix
 
     async def review(self, task: ReviewTask) -> ReviewVerdict:

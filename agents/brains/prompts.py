@@ -28,15 +28,21 @@ from agents.brains.base import (
     ReviewTask,
     ReviewVerdict,
 )
+from agents.brains import desk
 from agents.brains.optimiser import Proposal, history, title
 
-MAX_TRIALS = 60  # trials listed in an ideas prompt: the most recent ones, and always the best
+NOTE_WORDS = 250  # a lab note's length: read by every ideator on every call
 MAX_LOG = 4000  # characters of a failed run's log tail in a repair prompt
+EDIT = re.compile(r"<<<<<<< SEARCH\n(.*?)\n=======\n(.*?)\n?>>>>>>> REPLACE", re.S)
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)\n?```", re.S)
 
 
 class AnswerError(BrainError):
     """The model's answer is not in the format asked; the message says what is wrong."""
+
+
+class Declined(BrainError):
+    """The model answered that the hypothesis cannot work: no repair, and no more attempts."""
 
 
 @dataclass(frozen=True)
@@ -46,18 +52,43 @@ class Prompt:
 
 
 def ideas(context: IdeaContext, optimiser: str | None = None) -> Prompt:
-    """The ideator's request; `optimiser` is the hybrid brain's view of the optimiser's state."""
+    """The ideator's request, within `context.budget_tokens`: the desk (agents.brains.desk) with the
+    tier, the contract, the notebook, what is queued now and what was refused; `optimiser` is the
+    hybrid brain's view of the optimiser's state."""
+    return _desk("ideas", context, optimiser, _format("ideas", n=context.n))
+
+
+def note(context: IdeaContext) -> Prompt:
+    """The lab notebook's request: the same desk as an idea's, asking what the arena has learned."""
+    return _desk("note", context, None, _format("note", words=NOTE_WORDS))
+
+
+def _desk(kind: str, context: IdeaContext, optimiser: str | None, answer: str) -> Prompt:
+    system = _system(context.program, context.contract) if context.contract else context.program
     parts = [f"Arena {context.arena}, tier {context.tier}.",
              f"Best patch {context.best_patch}: val_bpb {_num(context.best_mean)}, seed spread {_num(context.spread)}.",
-             _section("The arena's best train.py", _fenced(context.best_code, "python")),
-             _section("Tried so far, oldest first", _trials(context))]  # fmt: skip
+             _section("The tier: fixed facts every idea must fit", context.tier_info or "unknown"),
+             _section("The lab notebook: the latest note", context.note or "no note yet"),
+             _section("The arena's best train.py", _fenced(context.best_code, "python"))]  # fmt: skip
+    if context.pending:
+        pending = "\n".join(f"- {p}" for p in context.pending)
+        parts.append(_section("Queued or being implemented now: do not propose these again", pending))
     if context.refused:
         refused = "\n".join(f"- {t}" for t in context.refused)
         parts.append(_section("Refused as duplicates: do not propose these again", refused))
     if optimiser:
         parts.append(_section("The optimiser's view", optimiser))
-    parts.append(_format("ideas", n=context.n))
-    return Prompt(context.program, _user("ideas", parts))
+    parts.append(answer)
+    room = context.budget_tokens * desk.CHARS_PER_TOKEN - len(system) - len(_user(kind, parts)) - 100
+    parts.insert(5, _section("Tried so far, oldest first", desk.trials_section(context, room)))
+    return Prompt(system, _user(kind, parts))
+
+
+def parse_note(text: str) -> str:
+    note = FENCE.sub(lambda m: m.group(2), text).strip()
+    if not note:
+        raise AnswerError("the note is empty; write what the arena has learned")
+    return note[: NOTE_WORDS * 10]
 
 
 def implement(task: ImplementTask) -> Prompt:
@@ -66,13 +97,16 @@ def implement(task: ImplementTask) -> Prompt:
     return Prompt(_system(task.program, task.contract), _user("implement", parts))
 
 
-def repair(task: RepairTask) -> Prompt:
+def repair(task: RepairTask, follow_up: bool = False) -> Prompt:
+    """A repair request; `follow_up`: a later attempt in the hypothesis' conversation, which has the
+    hypothesis and the earlier attempts already."""
     log = task.log_tail[-MAX_LOG:] or "(empty)"
-    parts = [_hypothesis(task),
-             _section(f"Attempt {task.attempt}: the train.py that failed", _fenced(task.code, "python")),
-             _section("What happened", f"status: {task.status}\nreason: {task.reason}"),
-             _section("The end of its log", _fenced(log, "text")),
-             _format("repair")]  # fmt: skip
+    what = task.facts or f"status: {task.status}\nreason: {task.reason}"
+    parts = [] if follow_up else [_hypothesis(task)]
+    parts += [_section(f"Attempt {task.attempt}: the train.py that failed" + (", your last repair" if follow_up else ""),
+                       _fenced(task.code, "python")),
+              _section("What happened", what), _section("The end of its log", _fenced(log, "text")),
+              _format("repair")]  # fmt: skip
     return Prompt(_system(task.program, task.contract), _user("repair", parts))
 
 
@@ -82,8 +116,14 @@ def review(task: ReviewTask, static: ReviewVerdict) -> Prompt:
                f"seed spread: {_num(task.spread)}")  # fmt: skip
     problems = "\n".join(f"- {p}" for p in task.problems) or "none"
     rules = f"verdict: {static.verdict}\n" + "\n".join(f"- {r}" for r in static.reasons)
-    parts = [_hypothesis(task), _section("The diff", _fenced(task.diff, "diff")),
+    measured = (f"candidate: {desk.metrics_text(task.metrics) if task.metrics else 'nothing measured yet'}\n"
+                f"parent: {desk.metrics_text(task.parent_metrics) if task.parent_metrics else 'nothing measured'}")
+    similar = "\n".join(f"- {s}" for s in task.similar) or "none"
+    parts = [_hypothesis(task), _section("The parent train.py", _fenced(task.parent_code, "python")),
+             _section("The diff", _fenced(task.diff, "diff")),
              _section("The new train.py", _fenced(task.code, "python")), _section("Results so far", results),
+             _section("What the harness measured (means over ok runs)", measured),
+             _section("Similar earlier trials in this arena", similar),
              _section("Problems found by the static checks", problems),
              _section("What the static rules conclude", rules), _format("review")]  # fmt: skip
     return Prompt(_system(task.program, task.contract), _user("review", parts))
@@ -93,14 +133,47 @@ def retry(error: str) -> str:
     return _format("retry", error=error)
 
 
+def cut_off(limit: int, room: int) -> str:
+    return _format("cut_off", limit=limit, room=room)
+
+
+def preflight(problem: str) -> str:
+    return _format("preflight", problem=problem[:MAX_LOG])
+
+
+def parse_repair(text: str, failed: str) -> Implementation:
+    """A repair's edits against the failed code; Declined when the model says the idea cannot work."""
+    if (match := re.match(r"\s*DECLINE:\s*(.*)", text, re.S)) is not None:
+        raise Declined(" ".join(match.group(1).split())[:500] or "the model declined without a reason")
+    return parse_edits(text, failed)
+
+
+def parse_edits(text: str, parent: str) -> Implementation:
+    """The new train.py: `parent` with the answer's SEARCH/REPLACE edits applied in order, or, when
+    the answer has none, the whole file it holds (parse_code)."""
+    edits = EDIT.findall(text)
+    if not edits:
+        return parse_code(text)
+    code = parent
+    for i, (search, replace) in enumerate(edits, 1):
+        found = code.count(search) if search.strip() else 0
+        if found != 1:
+            where = "is not in" if not found else f"occurs {found} times in"
+            raise AnswerError(f"edit {i}: its SEARCH text {where} the train.py it edits; copy the lines exactly, "
+                              f"whitespace included, with enough of them to be unique: {search[:300]!r}")  # fmt: skip
+        code = code.replace(search, replace, 1)
+    _valid(code)
+    return Implementation(code=code, notes=EDIT.sub("", text).strip()[:500])
+
+
 def optimiser_view(context: IdeaContext, proposals: list[Proposal]) -> str:
     """The optimiser's state for the hybrid brain: best configurations, recent trials, its suggestions."""
     best = knobs.read(context.best_code)
     ok = sorted((t for t in context.trials if t.val_bpb is not None), key=lambda t: t.val_bpb or 0.0)
     lines = ["Best configurations (knobs that differ from the arena's best):"]
-    lines += [f"- {_num(t.val_bpb)} (n={t.n}) {_delta(t.knobs, best)}" for t in ok[:5]] or ["- none yet"]
+    lines += [f"- {_num(t.val_bpb)} (n={t.n}) {desk.delta(t.knobs, best)}" for t in ok[:5]] or ["- none yet"]
     lines.append("Most recent trials:")
-    lines += [f"- {t.status} {_num(t.val_bpb)} {_delta(t.knobs, best)}" for t in context.trials[-10:]] or ["- none yet"]
+    lines += [f"- {t.status} {_num(t.val_bpb)} {desk.delta(t.knobs, best)}" for t in context.trials[-10:]] or ["- none yet"]
     lines.append("The search space (knob: kind, range searched around the best):")
     lines += [f"- {d.name}: {d.kind}, {knobs.render(d.from_unit(d.low))} .. {knobs.render(d.from_unit(d.high))}"
               for d in history(context).dims] or ["- no tunable knobs"]  # fmt: skip
@@ -134,14 +207,19 @@ def parse_code(text: str) -> Implementation:
     if not blocks:
         raise AnswerError("no ```python fenced block with the whole train.py in the answer")
     code = max(blocks, key=len).strip("\n") + "\n"  # the file, not a snippet quoted around it
+    _valid(code)
+    notes = FENCE.sub("", text).strip()
+    return Implementation(code=code, notes=notes[:500])
+
+
+def _valid(code: str) -> None:
+    """AnswerError unless `code` parses and defines train(run) at the top level."""
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
         raise AnswerError(f"the train.py in the answer does not parse: {exc.msg} at line {exc.lineno}") from exc
     if not any(isinstance(node, ast.FunctionDef) and node.name == "train" for node in tree.body):
         raise AnswerError("the train.py in the answer defines no top-level function train(run): send the whole file")
-    notes = FENCE.sub("", text).strip()
-    return Implementation(code=code, notes=notes[:500])
 
 
 def parse_verdict(text: str) -> ReviewVerdict:
@@ -209,28 +287,6 @@ def _fenced(text: str, lang: str) -> str:
 def _hypothesis(task: ImplementTask | ReviewTask) -> str:
     intent = json.dumps(task.intent, default=list) if task.intent else "{}"
     return _section("The hypothesis", f"title: {task.title}\nrationale: {task.rationale}\nintent: {intent}")
-
-
-def _trials(context: IdeaContext) -> str:
-    best = knobs.read(context.best_code)
-    shown = context.trials[-MAX_TRIALS:]
-    shown = [t for t in context.trials if t.best and t not in shown] + shown
-    lines = []
-    for t in shown:
-        score = f"val_bpb {_num(t.val_bpb)} (n={t.n})" if t.val_bpb is not None else t.status
-        why = f"; {t.reason}" if t.reason and t.status != "ok" else ""
-        mark = " [best]" if t.best else ""
-        lines.append(f"- {t.patch}{mark} {t.title!r}: {score}{why}; knobs vs best: {_delta(t.knobs, best)}")
-    skipped = len(context.trials) - len(shown)
-    head = [f"({skipped} older trials not shown)"] if skipped > 0 else []
-    return "\n".join(head + lines) or "nothing yet: this is the arena's first idea"
-
-
-def _delta(config: dict[str, Any], best: dict[str, Any]) -> str:
-    if not config:
-        return "unknown (its code does not parse as plain knobs)"
-    moved = [f"{k}={knobs.render(v)}" for k, v in config.items() if k in best and v != best[k]]
-    return ", ".join(moved) or "same"
 
 
 def _num(x: float | None) -> str:

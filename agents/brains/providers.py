@@ -43,7 +43,8 @@ class Provider(ABC):
         self.model = model
 
     @abstractmethod
-    async def complete(self, system: str, messages: list[dict[str, str]]) -> Completion: ...
+    async def complete(self, system: str, messages: list[dict[str, str]], max_tokens: int | None = None) -> Completion:
+        """The model's answer; `max_tokens` overrides the settings' room for output (a cut-off answer's retry)."""
 
     @abstractmethod
     async def aclose(self) -> None:
@@ -65,13 +66,13 @@ class AnthropicProvider(Provider):
         if not (self.client.api_key or self.client.auth_token or self.client.credentials):
             raise ConfigError("brain anthropic: no credentials; set ANTHROPIC_API_KEY")
 
-    async def complete(self, system: str, messages: list[dict[str, str]]) -> Completion:
+    async def complete(self, system: str, messages: list[dict[str, str]], max_tokens: int | None = None) -> Completion:
         # This SDK has no temperature argument any more (current models refuse one); older models
         # and gateways still take it in the body.
         extra = None if self.settings.temperature is None else {"temperature": self.settings.temperature}
         try:
             response = await self.client.messages.create(
-                model=self.model, max_tokens=self.settings.max_tokens, system=system,
+                model=self.model, max_tokens=max_tokens or self.settings.max_tokens, system=system,
                 messages=messages, extra_body=extra)  # type: ignore[arg-type]  # fmt: skip
         except anthropic.APIError as exc:
             raise BrainError(f"anthropic: {type(exc).__name__}: {redact(str(exc))}") from None
@@ -101,12 +102,12 @@ class OpenAIProvider(Provider):
         self.client = openai.AsyncOpenAI(api_key=key, base_url=settings.base_url, timeout=settings.timeout_seconds,
                                          max_retries=settings.max_retries)  # fmt: skip
 
-    async def complete(self, system: str, messages: list[dict[str, str]]) -> Completion:
+    async def complete(self, system: str, messages: list[dict[str, str]], max_tokens: int | None = None) -> Completion:
         extra: dict[str, Any] = {} if self.settings.temperature is None else {"temperature": self.settings.temperature}
         # OpenAI's reasoning models take only max_completion_tokens; many compatible servers
         # (older vLLM, llama.cpp, Ollama) know only max_tokens.
         limit = "max_tokens" if self.settings.base_url else "max_completion_tokens"
-        extra[limit] = self.settings.max_tokens
+        extra[limit] = max_tokens or self.settings.max_tokens
         try:
             conversation = [{"role": "system", "content": system}, *messages]
             create = self.client.chat.completions.create

@@ -29,11 +29,15 @@ SEED_WORDS = {"seed", "manual_seed", "manual_seed_all", "set_rng_state", "get_rn
               "random", "use_deterministic_algorithms"}  # fmt: skip
 
 
+def hard_findings(task: ReviewTask) -> list[str]:
+    """What no brain may overrule: the guard's findings and lines that read like metric gaming."""
+    return [f"static check: {p}" for p in task.problems] + [
+        f"looks like metric gaming: {line}" for line in gaming_lines(task.parent_code, task.code)]
+
+
 def review(task: ReviewTask) -> ReviewVerdict:
     """Approve or reject by the static rules, with every reason stated either way."""
-    reasons: list[str] = [f"static check: {p}" for p in task.problems]
-    gaming = gaming_lines(task.parent_code, task.code)
-    reasons += [f"looks like metric gaming: {line}" for line in gaming]
+    reasons = hard_findings(task)
     knob_changes = knobs.changes(task.parent_code, task.code)
     gain, noise = gain_and_noise(task)
     if knob_changes is None:

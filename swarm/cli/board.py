@@ -118,12 +118,16 @@ def show(ctx: Context, id: str, swarm_dir: Path | None, url: str | None, fmt: st
 @format_option()
 @click.pass_obj
 def best(ctx: Context, swarm_dir: Path | None, url: str | None, arena: str | None, fmt: str) -> None:
-    """Each arena's best: mean ± std of val_bpb over its seeds, the idea, and the lineage that led to it."""
-    from swarm.history import gather_bests, print_bests
+    """Each arena's best: mean ± std of val_bpb over its seeds, the idea, and the lineage that led to it;
+    then what each brain kind paid per promoted improvement (LLM dollars, device hours)."""
+    from swarm.history import gather_bests, gather_costs, print_bests, print_costs
 
     bests = read(ctx, swarm_dir, url, functools.partial(gather_bests, arena=arena))
     if bests is not None:
         print_bests(console(), bests, fmt)
+        costs = read(ctx, swarm_dir, url, gather_costs)
+        if costs is not None and fmt == "table":
+            print_costs(console(), costs, fmt)
 
 
 @click.command("query")

@@ -88,6 +88,8 @@ class AgentsSettings(Frozen):
     replicators: int = 1
     ideas_ahead: int = 2  # approved ideas waiting per implementer before ideators hold back
     repair_attempts: int = 2  # an implementer repairs a crashed patch from its log at most this often
+    implement_failures: int = 3  # a hypothesis whose implementation fails this often (any agent) is given up
+    note_every: int = 10  # an ideator's LLM brain writes a lab-notebook note per arena every this many trials; 0: never
 
 
 class Settings(Frozen):

@@ -85,14 +85,15 @@ async def test_knob_ideas_are_implemented_mechanically(keys: dict, fake_llm: Fak
     assert (await brain.implement(code_task)).code == new_code and len(fake_llm.requests) == 1
 
 
-async def test_reviews_are_the_llms_with_the_static_problems(
+async def test_a_static_problem_is_a_hard_reject_the_llm_is_not_paid_to_overrule(
     keys: dict, fake_llm: FakeLLM, open_brain: Make
 ) -> None:
     fake_llm.on("review", verdict_answer("approve", ["Faithful."]))
     task = ReviewTask(program="", contract="", title="t", rationale="r", parent_code=BASELINE, code=BASELINE, diff="",
                       problems=["line 4: imports os"])  # fmt: skip
     verdict = await hybrid(fake_llm, open_brain, share=0.5).review(task)
-    assert verdict.reasons == ["Faithful."] and "- line 4: imports os" in fake_llm.requests[0].text
+    assert verdict.verdict == "reject" and verdict.reasons == ["static check: line 4: imports os"]
+    assert fake_llm.requests == []
 
 
 async def test_a_spent_budget_leaves_the_optimisers_ideas(keys: dict, fake_llm: FakeLLM, open_brain: Make) -> None:

@@ -1,9 +1,12 @@
 """A whole swarm driven by an LLM, through the real Anthropic and OpenAI SDKs against a fake server.
 
 The fake model plays every role from a script: the ideator proposes an idea that really improves
-the score, one whose patch crashes, one that games the metric, and the first one again; the
-implementer writes those patches (and repairs the crash); the reviewer approves. The sim tier
-scores patches in a fraction of a second, so the whole story takes a minute.
+the score, one whose patch would crash, one that games the metric, and the first one again in other
+words; the implementer writes those patches; the reviewer approves. The pre-flight sends the crash
+back in the same conversation and it is fixed before any run; the cheat fails the pre-flight every
+time and is given up with the reason, never run; the repeated idea is refused before it is queued,
+with a pointer, and the model is asked once more. The sim tier scores patches in a fraction of a
+second, so the whole story takes a minute.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def improving_change() -> dict[str, float]:
 GOOD = improving_change()
 IDEAS = {
     "good": {"title": "Tune the most sensitive knobs", "rationale": "they matter most", "intent": {"knobs": GOOD}},
+    "again": {"title": "Move the knobs that matter", "rationale": "same values, other words", "intent": {"knobs": GOOD}},
     "crash": {"title": "Name the learning rate", "rationale": "readability", "intent": {"change": "make MATRIX_LR a word"}},
     "cheat": {"title": "Peek at the validation data", "rationale": "more data", "intent": {"change": "read val"}},
 }
@@ -61,17 +65,17 @@ REPAIRED = edit(BASELINE, {"MATRIX_LR": read(BASELINE)["MATRIX_LR"] * 3})  # run
 
 
 def script(fake: FakeLLM) -> None:
-    """The model's answers: four ideas in turn (the last one a duplicate), then none; patches by idea."""
-    ideas = [ideas_answer([IDEAS[k]]) for k in ("good", "crash", "cheat", "good")]
+    """The model's answers: four ideas in turn (the last one a duplicate), then none; patches by idea:
+    the crash is fixed when the pre-flight sends it back, the cheat comes back unchanged every time."""
+    ideas = [ideas_answer([IDEAS[k]]) for k in ("good", "crash", "cheat", "again")]
 
     def answer(request: Request) -> str:
         if request.task == "ideas":
             return ideas.pop(0) if ideas else ideas_answer([])
-        if request.task == "implement":
+        if request.task in ("implement", "repair"):
+            if request.title == IDEAS["crash"]["title"] and request.attempt > 1:
+                return code_answer(REPAIRED, "MATRIX_LR must be a number")
             return code_answer(CODE[request.title or ""])
-        if request.task == "repair":  # the crash gets a fix; the cheat comes back unchanged
-            fixed = REPAIRED if request.title == IDEAS["crash"]["title"] else CODE[request.title or ""]
-            return code_answer(fixed, "MATRIX_LR must be a number")
         return verdict_answer("approve", ["The diff changes only the knobs the hypothesis names."])
 
     fake.answer_with(answer)
@@ -86,8 +90,9 @@ async def board_state(url: str) -> dict[str, list[list[object]]]:
                         "ON h.hypothesis = p.hypothesis WHERE b.previous IS NOT NULL",
             "runs": "SELECT h.title, r.status, r.reason, r.purpose FROM runs r JOIN hypotheses h USING (hypothesis) "
                     "ORDER BY r.updated_at",
-            "duplicates": "SELECT title, duplicate_of, reason FROM hypotheses WHERE status = 'rejected'",
-            "first": "SELECT hypothesis FROM hypotheses WHERE title = ? AND status = 'approved'",
+            "given_up": "SELECT h.title, c.reason FROM claims c JOIN work w USING (work) JOIN hypotheses h "
+                        "ON h.hypothesis = w.ref WHERE c.done AND c.reason LIKE 'given up%'",
+            "first": "SELECT h.hypothesis, p.patch FROM hypotheses h LEFT JOIN patches p USING (hypothesis) WHERE h.title = ?",
             "usage": "SELECT provider, count(*), sum(input_tokens), sum(output_tokens) FROM usage GROUP BY provider",
             "leaks": f"SELECT count(*) FROM events WHERE payload LIKE '%{SECRET}%'",
         }
@@ -96,12 +101,17 @@ async def board_state(url: str) -> dict[str, list[list[object]]]:
         await bus.close()
 
 
-def story_complete(state: dict[str, list[list[object]]]) -> bool:
+def refusals(fake: FakeLLM) -> list[str]:
+    """The ideas requests that carry a refusal made before queueing."""
+    return [r.text for r in fake.for_task("ideas") if "refused before queueing" in r.text]
+
+
+def story_complete(state: dict[str, list[list[object]]], fake: FakeLLM) -> bool:
     runs = state["runs"]
     crash_title, cheat_title = IDEAS["crash"]["title"], IDEAS["cheat"]["title"]
-    return (bool(state["promoted"]) and bool(state["duplicates"])
+    return (bool(state["promoted"]) and bool(refusals(fake))
             and any(t == crash_title and s == "ok" for t, s, _, _ in runs)
-            and any(t == cheat_title and s == "rejected" for t, s, _, _ in runs))  # fmt: skip
+            and any(t == cheat_title for t, _ in state["given_up"]))  # fmt: skip
 
 
 @pytest.mark.slow
@@ -124,23 +134,27 @@ def test_an_llm_swarm_promotes_repairs_rejects_and_refuses(provider: str, tmp_pa
             deadline, state = time.monotonic() + 240, {}
             while time.monotonic() < deadline:
                 state = asyncio.run(board_state(url.group(1)))
-                if story_complete(state):
+                if story_complete(state, fake):
                     break
                 assert process.poll() is None, process.stdout.read()
                 time.sleep(2)
         finally:
             process.send_signal(signal.SIGINT)
             out = first + process.communicate(timeout=120)[0]
-    assert story_complete(state), (state, out[-3000:])
+    assert story_complete(state, fake), (state, out[-3000:])
     assert sim.loss(read_knobs(REPAIRED), read_knobs(BASELINE)) > sim.loss(read_knobs(BASELINE), read_knobs(BASELINE)) + 0.01
     [(promoted, title)] = state["promoted"]
     assert title == IDEAS["good"]["title"]
-    crash = [(s, r) for t, s, r, _ in state["runs"] if t == IDEAS["crash"]["title"]]
-    assert crash[0][0] == "crash" and "MATRIX_LR" in crash[0][1] and crash[-1][0] == "ok"  # crashed, then repaired
-    cheat = [r for t, s, r, _ in state["runs"] if t == IDEAS["cheat"]["title"] and s == "rejected"]
-    assert cheat and "open" in cheat[0]
-    [(dup_title, duplicate_of, reason)] = state["duplicates"]
-    assert dup_title == IDEAS["good"]["title"] and [[duplicate_of]] == state["first"] and duplicate_of in reason
+    crash = [s for t, s, _, _ in state["runs"] if t == IDEAS["crash"]["title"]]
+    assert crash and set(crash) == {"ok"}  # fixed in the pre-flight: the crashing version never ran
+    fixes = [r for r in fake.for_task("implement") if r.title == IDEAS["crash"]["title"] and r.attempt == 2]
+    assert fixes and "failed the pre-flight" in fixes[0].text and "MATRIX_LR" in fixes[0].text
+    assert not [t for t, _, _, _ in state["runs"] if t == IDEAS["cheat"]["title"]]  # never ran
+    [(_, reason)] = [row for row in state["given_up"] if row[0] == IDEAS["cheat"]["title"]]
+    assert "pre-flight" in reason and "open" in reason
+    [[hypothesis, patch]] = state["first"]  # the pointer: the queued idea, or its patch once it has run
+    assert any(f"the same knob configuration as {ref} " in refusals(fake)[0] for ref in (hypothesis, patch))
+    assert not [t for t, _, _, _ in state["runs"] if t == IDEAS["again"]["title"]]
     [(used_provider, calls, tokens_in, tokens_out)] = state["usage"]
     assert used_provider == provider and calls >= 6 and tokens_in > 0 and tokens_out > 0
     assert state["leaks"] == [[0]]

@@ -192,6 +192,7 @@ def test_best_gives_each_arena_its_mean_std_n_idea_and_lineage(stopped: Path) ->
     assert best["lineage"][0]["parent"] is None and best["lineage"][-1]["patch"] == best["patch"]
     table = swarm("best", "--dir", str(stopped)).stdout
     assert "(synthetic)" in table and f"{best['mean']:.4f} ± {best['std']:.4f}" in table
+    assert "cost per result, by brain kind" in table and "offline" in table  # promotions per brain: LLM $, device h
     assert swarm("best", "--dir", str(stopped), "--arena", "nowhere", "--format", "json").stdout.strip() == "[]"
 
 

@@ -57,7 +57,7 @@ def test_report_renders_in_chromium_without_errors_and_plots_every_run(stopped: 
     assert browser.evaluate(DOTS) == count_runs(stopped)
     headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)")
     assert headings == ["val_bpb over experiments", "runs per node and per hour", "lineage of each arena's best",
-                        "promotions", "candidates not promoted"]  # fmt: skip
+                        "promotions", "candidates not promoted", "cost per result", "lab notebook"]  # fmt: skip
     assert browser.evaluate("document.querySelectorAll('figure svg').length") == 3
     assert browser.evaluate("document.title") == "swarm report (synthetic results)"
     promotions = browser.evaluate("document.querySelectorAll('h2 + table tbody tr').length")
@@ -90,3 +90,49 @@ def test_report_of_a_missing_swarm_is_one_clear_line(tmp_path: Path) -> None:
     result = swarm("report", str(tmp_path / "r.html"), "--dir", str(tmp_path / "none"))
     assert result.exit_code == 2 and result.stderr.startswith("swarm: no swarm directory at ") and result.stderr.count("\n") == 1
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_report_shows_the_lab_notebook() -> None:
+    from swarm.report import ReportData, render
+
+    note = {"seq": 9, "arena": "sim/cpu/abc", "trials": 20, "note": "Helps: MATRIX_LR 0.04 <p3>.", "written_by": "i1",
+            "written_at": "2026-01-01T00:00:00"}  # fmt: skip
+    data = ReportData("test", [], [], [], [], [], {}, notes=[note])
+    page = render(data, "", "", "")
+    assert "<h2>lab notebook</h2>" in page and "Helps: MATRIX_LR 0.04 &lt;p3&gt;." in page and ">20<" in page
+    assert "No notes" in render(ReportData("test", [], [], [], [], [], {}), "", "", "")
+
+
+async def test_cost_per_result_is_per_brain_kind(tmp_path: Path) -> None:
+    from blackboard.events import (AgentJoined, ArenaOpened, BestPromoted, HypothesisProposed, PatchSubmitted,
+                                   RunFinished, UsageRecorded)  # fmt: skip
+    from blackboard.projection import Projection
+    from swarm.history import gather_costs
+    from swarm.reader import FileReader
+    from swarm.report import ReportData, render
+
+    ids = dict(patch="p1", arena="sim/cpu/a", seed=0, purpose="explore", tier="sim", device="cpu", node="n1")
+    events = [
+        ArenaOpened(by="n1", arena="sim/cpu/a", baseline_patch="p0", fingerprint="f", tier="sim", hardware="cpu",
+                    baseline_code="A = 1\n", baseline_hash="h0"),
+        AgentJoined(by="i1", agent="i1", role="ideator", node="n1", brain="anthropic"),
+        AgentJoined(by="i2", agent="i2", role="ideator", node="n1", brain="offline"),
+        HypothesisProposed(by="i1", hypothesis="h1", arena="sim/cpu/a", title="t"),
+        PatchSubmitted(by="m1", patch="p1", arena="sim/cpu/a", hypothesis="h1", parent="p0", code="A = 2\n", code_hash="h1"),
+        *[RunFinished(by="m1", run=f"r{i}", **ids, status="ok", val_bpb=1.5, total_seconds=1800.0, fingerprint="f",
+                      source_hash="s") for i in range(2)],
+        BestPromoted(by="s", arena="sim/cpu/a", patch="p1", mean=1.5, std=0.0, n=2, previous="p0", reason="better"),
+        UsageRecorded(by="i1", agent="i1", provider="anthropic", model="m", input_tokens=1, output_tokens=1, cost_usd=1.5),
+        UsageRecorded(by="i2", agent="i2", provider="offline", model="tpe", input_tokens=0, output_tokens=0, cost_usd=0.0),
+    ]  # fmt: skip
+    projection = Projection(tmp_path / "board.duckdb")
+    projection.apply_many(enumerate(events, 1))
+    costs = await gather_costs(FileReader(projection.conn, "test"))
+    assert costs == [
+        {"brain": "anthropic", "promotions": 1, "llm_usd": 1.5, "device_hours": 1.0, "usd_per_promotion": 1.5,
+         "hours_per_promotion": 1.0},
+        {"brain": "offline", "promotions": 0, "llm_usd": 0.0, "device_hours": 0.0, "usd_per_promotion": None,
+         "hours_per_promotion": None},
+    ]  # fmt: skip
+    page = render(ReportData("test", [], [], [], [], [], {}, costs=costs), "", "", "")
+    assert "<h2>cost per result</h2>" in page and "$1.50" in page

@@ -1,0 +1,121 @@
+"""Repair that remembers: a failed run is repaired with the facts of its kind of failure, in one
+conversation per hypothesis; a hypothesis whose implementation keeps failing is given up with its
+reason and not queued again (fake LLM server, both wire formats; a real board and runner)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agents.arena import describe, open_arena
+from agents.brains import failures, make_brain
+from agents.brains.base import Accounting
+from agents.runtime import AgentSpec, Context
+from blackboard.client import Board
+from blackboard.events import HypothesisProposed
+from harness import tiers
+from harness.runner import Progress, RunResult
+from harness.settings import HarnessSettings
+from roles.implementer import Implementer
+from swarm.ground.bus import Bus
+from swarm.ground.settings import AgentsSettings, BoardSettings, BrainSettings, Settings
+from tests.fakellm import FakeLLM, Request
+from tests.service.conftest import running_service, wait_leading
+
+LR_LINE = "MATRIX_LR = 0.03  # Muon learning rate for the 2-D weights of the blocks"
+
+
+def edit(search: str, replace: str) -> str:
+    return f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\nDone.\n"
+
+
+@pytest.fixture(autouse=True)
+def _keys(keys: dict[str, str]) -> None:
+    """Both providers' keys are set."""
+
+
+@pytest.fixture
+async def board(bus: Bus, tmp_path: Path) -> AsyncIterator[Board]:
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(promotion_seeds=1)) as service:
+        await wait_leading(service)
+        yield Board(bus, agent="tester", retry_seconds=20)
+
+
+async def implementer(board: Board, fake: FakeLLM, kind: str, tmp_path: Path, **agents: int) -> Implementer:
+    """An implementer of a sim arena on the board, with one approved code idea waiting."""
+    harness = HarnessSettings(sim_seconds=0.1)
+    info = describe("sim", "cpu", harness)
+    await open_arena(board, info)
+    assert (await board.propose(HypothesisProposed(by="i1", hypothesis="h1", arena=info.id, title="Faster LR",
+                                                   intent={"change": "a much faster learning rate"}))).ok  # fmt: skip
+    url = fake.url if kind == "anthropic" else fake.openai_url
+    settings = Settings(dir=tmp_path, harness=harness, agents=AgentsSettings(**agents),
+                        brain=BrainSettings(kind=kind, base_url=url, model="fake"))  # type: ignore[arg-type]
+    role = Implementer(Context(AgentSpec("m1", Implementer, "n1", "", tmp_path, device="cpu"), settings, board,
+                               make_brain(settings.brain, Accounting()), board.heartbeat(10)))  # fmt: skip
+    role.arena, role.program = info, "Implement."
+    return role
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+async def test_a_diverged_run_is_repaired_in_one_conversation(
+    kind: str, board: Board, fake_llm: FakeLLM, tmp_path: Path
+) -> None:  # fmt: skip
+    answers = {"implement": edit(LR_LINE, "MATRIX_LR = 3000.0"),
+               "repair": [edit("MATRIX_LR = 3000.0", "MATRIX_LR = 300.0"), edit("MATRIX_LR = 300.0", "MATRIX_LR = 0.05")]}  # fmt: skip
+
+    def answer(request: Request) -> str:
+        return answers["implement"] if request.task == "implement" else answers["repair"].pop(0)
+
+    fake_llm.answer_with(answer)
+    role = await implementer(board, fake_llm, kind, tmp_path)
+    try:
+        claim = await board.claim(["implement"], [role.arena.id], wait=30)
+        ready = await role._prepare(claim)  # type: ignore[arg-type]
+        assert ready is not None
+        await role._run(ready)
+    finally:
+        await role.ctx.brain.aclose()  # type: ignore[union-attr]
+    first, second = fake_llm.for_task("repair")
+    assert "status: diverged" in first.text and "MATRIX_LR = 3000.0 is far outside" in first.text
+    assert [m["role"] for m in second.messages] == ["user", "assistant", "user"]  # the first attempt is visible
+    assert second.messages[0]["content"] == first.text and "MATRIX_LR = 300.0" in second.messages[1]["content"]
+    assert "Attempt 2" in second.text and "your last repair" in second.text and "MATRIX_LR = 300.0 is far" in second.text
+    runs = (await board.query("SELECT status FROM runs WHERE hypothesis = 'h1' ORDER BY updated_at"))["rows"]
+    assert runs == [["diverged"], ["diverged"], ["ok"]]
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+async def test_a_hypothesis_that_keeps_failing_is_given_up_with_its_reason(
+    kind: str, board: Board, fake_llm: FakeLLM, tmp_path: Path
+) -> None:  # fmt: skip
+    fake_llm.on("implement", "I would rather talk about it.")
+    role = await implementer(board, fake_llm, kind, tmp_path, implement_failures=2)
+    try:
+        for _ in range(2):
+            claim = await board.claim(["implement"], [role.arena.id], wait=30)
+            assert claim is not None and await role._prepare(claim) is None
+    finally:
+        await role.ctx.brain.aclose()  # type: ignore[union-attr]
+    assert await board.claim(["implement"], [role.arena.id], wait=1) is None  # not queued again
+    reasons = (await board.query("SELECT done, reason FROM claims ORDER BY granted_at"))["rows"]
+    assert [done for done, _ in reasons] == [False, True]
+    assert reasons[-1][1].startswith("given up after 2 failed implementations: ") and "no usable answer" in reasons[-1][1]
+
+
+def test_an_out_of_memory_run_is_described_with_its_memory_cap_steps_curve_and_whole_traceback(tmp_path: Path) -> None:
+    frames = "".join(f'  File "train.py", line {i}, in f{i}\n    f{i + 1}()\n' for i in range(60))
+    (tmp_path / "train.log").write_text("step 1\nTraceback (most recent call last):\n" + frames +
+                                        "torch.OutOfMemoryError: CUDA out of memory\n")  # fmt: skip
+    result = RunResult(status="oom", reason="out of memory", steps=42, peak_memory_mb=2100.0, training_seconds=31.5,
+                       tier="tiny", device="cpu", hardware="cpu", seed=0, fingerprint="f", source_hash="s",
+                       run_dir=str(tmp_path), log_tail="(the last lines only)")  # fmt: skip
+    curve = [Progress(step, step * 100, 5.0 - step / 10, step * 0.7, 262144, None) for step in range(1, 43)]
+    text = failures.facts(result, curve, tiers.get("tiny"), 2048)
+    assert "status: oom" in text and "steps reached: 42" in text
+    assert "peak memory: 2100 MB; the memory cap: 2048 MB" in text
+    assert "training time: 31.5 s; the training process's hard limit: 300 s" in text
+    assert "loss curve (step: loss): 1: 4.9, " in text and "42: 0.8" in text
+    assert "in f0\n" in text and "torch.OutOfMemoryError: CUDA out of memory" in text  # the whole traceback
