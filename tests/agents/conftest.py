@@ -9,9 +9,12 @@ import pytest
 
 from agents.brains import make_brain
 from agents.brains.base import Accounting, Brain
-from swarm.ground.settings import BrainSettings
+from blackboard.client import Board
+from swarm.ground.bus import Bus
+from swarm.ground.settings import BoardSettings, BrainSettings
 from tests.agents.helpers import ANTHROPIC_KEY, OPENAI_KEY
 from tests.fakellm import fake_llm  # noqa: F401  (a fixture)
+from tests.service.conftest import running_service, wait_leading
 
 
 @pytest.fixture
@@ -43,3 +46,11 @@ async def open_brain() -> AsyncIterator[Callable[..., Brain]]:
     yield make
     for brain in made:
         await brain.aclose()
+
+
+@pytest.fixture
+async def board(bus: Bus, tmp_path: Path) -> AsyncIterator[Board]:
+    """A real blackboard service (a candidate is promoted on one seed) and a client of it."""
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(promotion_seeds=1)) as service:
+        await wait_leading(service)
+        yield Board(bus, agent="tester", retry_seconds=20)

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from agents import knobs
 from agents.brains.base import IdeaContext, Trial
+from blackboard.client import Board
+from blackboard.events import ArenaOpened
+from blackboard.rules import code_hash
 
 BASELINE = (Path(__file__).resolve().parents[2] / "harness" / "train.py").read_text()
 ANTHROPIC_KEY = "sk-ant-test-4f9c2e7d1b8a6053"
@@ -32,3 +35,9 @@ def warm_trials(count: int = 8) -> list[Trial]:
               status="ok", val_bpb=1.61 + 0.001 * i, n=1)  # fmt: skip
         for i in range(count - 1)
     ]
+
+
+async def open_sim_arena(board: Board, arena: str) -> None:
+    """The arena opened on the board as a node opens it, with the baseline as patch p0."""
+    await board.publish(ArenaOpened(by="n1", arena=arena, baseline_patch="p0", fingerprint="f" * 64, tier="sim",
+                                    hardware="cpu-x86", baseline_code=BASELINE, baseline_hash=code_hash(BASELINE)))  # fmt: skip

@@ -25,9 +25,7 @@ METRICS = {"steps": 120.0, "tokens": 262144.0, "tokens_per_s": 5461.3, "params":
            "training_seconds": 48.0}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _keys(keys: dict[str, str]) -> None:
-    """Both providers' keys are set."""
+pytestmark = pytest.mark.usefixtures("keys")  # both providers' keys are set
 
 
 @pytest.fixture(params=["anthropic", "openai"])

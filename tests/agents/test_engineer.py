@@ -4,7 +4,7 @@ and is fixed before any run is recorded (fake LLM server, both wire formats; a r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,11 +17,9 @@ from blackboard.client import Board
 from blackboard.events import HypothesisProposed
 from harness.settings import HarnessSettings
 from roles.implementer import Implementer
-from swarm.ground.bus import Bus
-from swarm.ground.settings import BoardSettings, BrainSettings, Settings
+from swarm.ground.settings import BrainSettings, Settings
 from tests.agents.helpers import BASELINE
 from tests.fakellm import FakeLLM, Reply, Request
-from tests.service.conftest import running_service, wait_leading
 
 Make = Callable[..., Brain]
 LR_LINE = "MATRIX_LR = 0.03  # Muon learning rate for the 2-D weights of the blocks"
@@ -31,9 +29,7 @@ def edit(search: str, replace: str, note: str = "Done.") -> str:
     return f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n{note}\n"
 
 
-@pytest.fixture(autouse=True)
-def _keys(keys: dict[str, str]) -> None:
-    """Both providers' keys are set."""
+pytestmark = pytest.mark.usefixtures("keys")  # both providers' keys are set
 
 
 @pytest.fixture(params=["anthropic", "openai"])
@@ -87,13 +83,6 @@ async def test_a_repair_the_model_declines_ends_at_once(kind: str, fake_llm: Fak
 
 
 # --- the pre-flight, on a real board with the real runner ------------------------------------------
-
-
-@pytest.fixture
-async def board(bus: Bus, tmp_path: Path) -> AsyncIterator[Board]:
-    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(promotion_seeds=1)) as service:
-        await wait_leading(service)
-        yield Board(bus, agent="tester", retry_seconds=20)
 
 
 async def test_a_patch_that_fails_the_preflight_is_fixed_before_any_run(

@@ -14,14 +14,12 @@ from agents.brains import make_brain, novelty
 from agents.brains.base import Accounting, Idea
 from agents.runtime import AgentSpec, Context
 from blackboard.client import Board
-from blackboard.events import ArenaOpened, HypothesisProposed, PatchSubmitted, RunFinished, RunStarted, new_id
+from blackboard.events import HypothesisProposed, PatchSubmitted, RunFinished, RunStarted, new_id
 from blackboard.rules import code_hash
 from roles.ideator import Ideator
-from swarm.ground.bus import Bus
-from swarm.ground.settings import AgentsSettings, BoardSettings, BrainSettings, Settings
-from tests.agents.helpers import BASELINE, context
+from swarm.ground.settings import AgentsSettings, BrainSettings, Settings
+from tests.agents.helpers import BASELINE, context, open_sim_arena
 from tests.fakellm import FakeLLM, ideas_answer
-from tests.service.conftest import running_service, wait_leading
 
 ARENA = "sim/cpu-x86/0123456789ab"
 NOTE = "Helps: MATRIX_LR 0.04 (p1). Hurts: nothing yet. Untried: the MLP. Repeated failures: none."
@@ -30,32 +28,26 @@ SAME_KNOBS = {"title": "A faster learning rate", "rationale": "more steps of pro
 NEW = {"title": "Warmdown 0.5", "rationale": "a longer decay", "intent": {"knobs": {"WARMDOWN_FRACTION": 0.5}}}
 
 
-@pytest.fixture(autouse=True)
-def _keys(keys: dict[str, str]) -> None:
-    """Both providers' keys are set."""
+pytestmark = pytest.mark.usefixtures("keys")  # both providers' keys are set
 
 
 @pytest.fixture
-async def board(bus: Bus, tmp_path: Path) -> AsyncIterator[Board]:
-    """A board with a sim arena: the baseline promoted, one knob trial run, one code idea queued."""
-    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(promotion_seeds=1)) as service:
-        await wait_leading(service)
-        board = Board(bus, agent="tester", retry_seconds=20)
-        await board.publish(ArenaOpened(by="n1", arena=ARENA, baseline_patch="p0", fingerprint="f" * 64, tier="sim",
-                                        hardware="cpu-x86", baseline_code=BASELINE, baseline_hash=code_hash(BASELINE)))  # fmt: skip
-        await run(board, await board.claim(["baseline"], [ARENA]), "p0", 1.60)
-        h1 = HypothesisProposed(by="i0", hypothesis="h1", arena=ARENA, title="MATRIX_LR 0.04",
-                                rationale="the optimiser saw promise", intent={"knobs": {"MATRIX_LR": 0.04}})  # fmt: skip
-        assert (await board.propose(h1)).ok
-        claim = await board.claim(["implement"], [ARENA])
-        code = knobs.edit(BASELINE, {"MATRIX_LR": 0.04})
-        assert (await board.submit(PatchSubmitted(by="m1", patch="p1", arena=ARENA, hypothesis="h1", work=claim.work,
-                                                  parent="p0", code=code, diff="", code_hash=code_hash(code)))).ok  # fmt: skip
-        await run(board, claim, "p1", 1.59)
-        h2 = HypothesisProposed(by="i0", hypothesis="h2", arena=ARENA, parent="p0", title="SwiGLU MLP",
-                                rationale="gated units", intent={"change": "ReLU^2 -> SwiGLU"})  # fmt: skip
-        assert (await board.propose(h2)).ok
-        yield board
+async def board(board: Board) -> AsyncIterator[Board]:
+    """The board with a sim arena: the baseline promoted, one knob trial run, one code idea queued."""
+    await open_sim_arena(board, ARENA)
+    await run(board, await board.claim(["baseline"], [ARENA]), "p0", 1.60)
+    h1 = HypothesisProposed(by="i0", hypothesis="h1", arena=ARENA, title="MATRIX_LR 0.04",
+                            rationale="the optimiser saw promise", intent={"knobs": {"MATRIX_LR": 0.04}})  # fmt: skip
+    assert (await board.propose(h1)).ok
+    claim = await board.claim(["implement"], [ARENA])
+    code = knobs.edit(BASELINE, {"MATRIX_LR": 0.04})
+    assert (await board.submit(PatchSubmitted(by="m1", patch="p1", arena=ARENA, hypothesis="h1", work=claim.work,
+                                              parent="p0", code=code, diff="", code_hash=code_hash(code)))).ok  # fmt: skip
+    await run(board, claim, "p1", 1.59)
+    h2 = HypothesisProposed(by="i0", hypothesis="h2", arena=ARENA, parent="p0", title="SwiGLU MLP",
+                            rationale="gated units", intent={"change": "ReLU^2 -> SwiGLU"})  # fmt: skip
+    assert (await board.propose(h2)).ok
+    yield board
 
 
 async def run(board: Board, claim: object, patch: str, value: float) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import pytest
 
 from agents import knobs
-from agents.brains.base import Accounting, Brain, BrainError, CannotDo, ImplementTask, RepairTask, ReviewTask, Usage
+from agents.brains.base import Accounting, Brain, BrainError, ImplementTask, RepairTask, ReviewTask, Usage
 from swarm.ground.settings import BrainSettings
 from tests.agents.helpers import BASELINE, context
-from tests.fakellm import FakeLLM, Reply, code_answer, ideas_answer, verdict_answer
+from tests.fakellm import FakeLLM, code_answer, ideas_answer, verdict_answer
 
 Make = Callable[..., Brain]
 MODELS = {"anthropic": "claude-sonnet-5-5", "openai": "gpt-6-sol"}  # both $2 in, $10 out per million tokens

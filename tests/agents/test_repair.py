@@ -4,7 +4,6 @@ reason and not queued again (fake LLM server, both wire formats; a real board an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,8 @@ from harness import tiers
 from harness.runner import Progress, RunResult
 from harness.settings import HarnessSettings
 from roles.implementer import Implementer
-from swarm.ground.bus import Bus
-from swarm.ground.settings import AgentsSettings, BoardSettings, BrainSettings, Settings
+from swarm.ground.settings import AgentsSettings, BrainSettings, Settings
 from tests.fakellm import FakeLLM, Request
-from tests.service.conftest import running_service, wait_leading
 
 LR_LINE = "MATRIX_LR = 0.03  # Muon learning rate for the 2-D weights of the blocks"
 
@@ -31,16 +28,7 @@ def edit(search: str, replace: str) -> str:
     return f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\nDone.\n"
 
 
-@pytest.fixture(autouse=True)
-def _keys(keys: dict[str, str]) -> None:
-    """Both providers' keys are set."""
-
-
-@pytest.fixture
-async def board(bus: Bus, tmp_path: Path) -> AsyncIterator[Board]:
-    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(promotion_seeds=1)) as service:
-        await wait_leading(service)
-        yield Board(bus, agent="tester", retry_seconds=20)
+pytestmark = pytest.mark.usefixtures("keys")  # both providers' keys are set
 
 
 async def implementer(board: Board, fake: FakeLLM, kind: str, tmp_path: Path, **agents: int) -> Implementer:

@@ -14,34 +14,27 @@ from agents.brains import make_brain
 from agents.brains.base import Accounting
 from agents.runtime import AgentSpec, Context
 from blackboard.client import Board
-from blackboard.events import ArenaOpened, HypothesisProposed, PatchSubmitted, RunFinished, RunStarted, new_id
+from blackboard.events import HypothesisProposed, PatchSubmitted, RunFinished, RunStarted, new_id
 from blackboard.rules import code_hash
 from roles.common import unified_diff
 from roles.reviewer import Reviewer
-from swarm.ground.bus import Bus
-from swarm.ground.settings import BoardSettings, BrainSettings, Settings
-from tests.agents.helpers import BASELINE
+from swarm.ground.settings import BrainSettings, Settings
+from tests.agents.helpers import BASELINE, open_sim_arena
 from tests.fakellm import FakeLLM, verdict_answer
-from tests.service.conftest import running_service, wait_leading
 
 ARENA = "sim/cpu-x86/0123456789ab"
 CHEAT = BASELINE.replace("import math\n", "import math\nVAL = open('/data/val.bin', 'rb').read()\n", 1)
 
 
-@pytest.fixture(autouse=True)
-def _keys(keys: dict[str, str]) -> None:
-    """Both providers' keys are set."""
+pytestmark = pytest.mark.usefixtures("keys")  # both providers' keys are set
 
 
 @pytest.fixture
-async def board(bus: Bus, tmp_path: Path) -> AsyncIterator[Board]:
-    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(promotion_seeds=1)) as service:
-        await wait_leading(service)
-        board = Board(bus, agent="tester", retry_seconds=20)
-        await board.publish(ArenaOpened(by="n1", arena=ARENA, baseline_patch="p0", fingerprint="f" * 64, tier="sim",
-                                        hardware="cpu-x86", baseline_code=BASELINE, baseline_hash=code_hash(BASELINE)))  # fmt: skip
-        await run(board, await board.claim(["baseline"], [ARENA], wait=30), "p0", 1.60, steps=300)
-        yield board
+async def board(board: Board) -> AsyncIterator[Board]:
+    """The board with a sim arena whose baseline ran."""
+    await open_sim_arena(board, ARENA)
+    await run(board, await board.claim(["baseline"], [ARENA], wait=30), "p0", 1.60, steps=300)
+    yield board
 
 
 async def run(board: Board, claim: object, patch: str, value: float, steps: int) -> None:
