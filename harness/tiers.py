@@ -35,6 +35,7 @@ class Tier:
     eval_tokens: int = 65_536  # validation target tokens scored; a multiple of eval_batch x context_len
     corpus: str = "shakespeare"  # what `corpus = "default"` means on this tier
     baseline: str = "train.py"  # the tier's editable baseline, a file in harness/: its arena starts from it
+    needs_gpu: bool = False  # only a GPU node serves it by default (swarm join --tiers can say otherwise)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -83,6 +84,19 @@ TIERS: dict[str, Tier] = {
             description="CPU, about a minute on 2 cores; a token budget, bit-identical for a seed",
         ),
         Tier(
+            name="small",
+            # The tiny tier's model and data with 4x the tokens: the upper rung of a CPU ladder
+            # (tiny -> small), a few minutes a run on 2 cores.
+            budget_tokens=1_048_576,
+            train_limit_seconds=1200.0,
+            eval_limit_seconds=120.0,
+            context_len=128,
+            eval_batch=32,
+            eval_tokens=65_536,
+            corpus="shakespeare",
+            description="CPU, 4x tiny's tokens: the upper rung of the CPU ladder",
+        ),
+        Tier(
             name="standard",
             budget_seconds=300.0,
             train_limit_seconds=900.0,  # 300 s of training plus start-up, compilation and export
@@ -93,6 +107,7 @@ TIERS: dict[str, Tier] = {
             # 1.4M shakespeare tokens would be repeated hundreds of times in 300 s on a GPU.
             corpus="sympy",
             baseline="train_gpu.py",
+            needs_gpu=True,
             description="one GPU, 300 s of training: the familiar setting",
         ),
         Tier(
@@ -105,6 +120,7 @@ TIERS: dict[str, Tier] = {
             eval_tokens=131_072,
             corpus="sympy",
             baseline="train_gpu.py",
+            needs_gpu=True,
             description="one GPU, 30 min of training",
         ),
         Tier(
@@ -117,6 +133,19 @@ TIERS: dict[str, Tier] = {
             eval_batch=1,
             eval_tokens=128,
             description="synthetic: a known noisy function of train.py's UPPER_CASE knobs, no torch",
+        ),
+        Tier(
+            name="sim-large",
+            kind="sim",
+            budget_seconds=2.0,
+            train_limit_seconds=60.0,
+            eval_limit_seconds=10.0,
+            context_len=128,
+            eval_batch=1,
+            eval_tokens=128,
+            # Its optimum moves for some knobs (harness.sim.SHIFTED): the upper rung of the sim
+            # ladder, where some of sim's winners hold and some do not.
+            description="synthetic, the upper rung of the sim ladder: sim's optimum, shifted for some knobs",
         ),
     )
 }
