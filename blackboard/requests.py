@@ -19,6 +19,7 @@ from blackboard.events import (
     AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisRejected,
     PatchAccepted, PatchRefused, WorkQueued, new_id,
 )  # fmt: skip
+from blackboard import cascade
 from blackboard.reads import text, texts
 from blackboard.state import DEVICE_WORK, State, Work
 from blackboard.writer import Batch, Writer, not_leading
@@ -190,4 +191,6 @@ class Requests:
             hyp = state.hypotheses.get(patch.hypothesis or "")
             out["hypothesis"] = {"id": hyp.id, "title": hyp.title, "rationale": hyp.rationale, "intent": hyp.intent} if hyp else None
             out["best"] = {"values": state.best_values(work.arena), "spread": state.spread(work.arena)}
+            if work.kind == "transfer":
+                out["transfer"] = cascade.plan(state, work.id)
         return out
