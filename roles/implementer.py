@@ -1,4 +1,6 @@
 """The implementer: turns an approved hypothesis into a patch, runs it, publishes the result.
+It also ports winners of the rung below (or restacks its own rung's) onto its arena's best
+(agents.transfer); that patch is not run here: the board queues its replications.
 
 It prepares its next patch while the current run trains (two tasks and a queue of one), so its
 device never waits for the brain. A patch that crashes or is rejected is repaired from its log
@@ -10,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from agents.arena import ArenaInfo, describe_async, open_arena
 from agents.brains.base import BrainError, CannotDo, ImplementTask, RepairTask
 from agents.runtime import Role
+from agents.transfer import NotPortable, port
 from blackboard.client import Claim
-from blackboard.events import PatchSubmitted, new_id
+from blackboard.events import PatchSubmitted, PortMethod, TransferPorted, new_id
 from blackboard.rules import code_hash
 from harness.runner import RunResult
 from roles.common import Job, contract_text, program, run_job, unified_diff
@@ -62,7 +66,7 @@ class Implementer(Role):
         ctx = self.ctx
         while not ctx.stopping:
             ctx.say("waiting for an approved hypothesis")
-            claim = await ctx.board.claim(["implement"], [self.arena.id], wait=10)
+            claim = await ctx.board.claim(["transfer", "implement"], [self.arena.id], wait=10)
             if claim is None:
                 continue
             ctx.heartbeat.hold(claim.claim)
@@ -74,6 +78,9 @@ class Implementer(Role):
     async def _prepare(self, claim: Claim) -> Ready | None:
         """The claim's patch, written and accepted; None (the claim released) when there is none."""
         ctx, hyp, parent = self.ctx, claim.hypothesis or {}, claim.parent or {}
+        if claim.kind == "transfer":
+            await self._transfer(claim)
+            return None
         task = ImplementTask(program=self.program, contract=contract_text(), title=hyp.get("title", ""),
                              rationale=hyp.get("rationale", ""), intent=hyp.get("intent") or {},
                              parent_code=parent.get("code", ""))  # fmt: skip
@@ -103,6 +110,46 @@ class Implementer(Role):
             return event.patch
         await self._give_up(claim, f"patch {verdict.status}: {verdict.reason}", done=True)
         return None
+
+    async def _transfer(self, claim: Claim) -> None:
+        """Re-apply the claim's change to this arena's best and submit it, or say why it cannot be."""
+        ctx, plan = self.ctx, claim.transfer or {}
+        onto, title = plan["onto"], (claim.hypothesis or {}).get("title", plan["source"])
+        ctx.say(f"re-applying {title!r} to {onto['id']}")
+        method: PortMethod | None = None
+        try:
+            ported = port(plan["base"]["code"], plan["change"]["code"], onto["code"])
+            code, method, reason = ported.code, ported.method, ""  # type: ignore[assignment]
+        except NotPortable as exc:
+            code, reason = None, str(exc)
+            if ctx.settings.brain.kind != "offline":  # a model may port what a merge cannot
+                code = await self._port_by_brain(plan, title, reason)
+                method = "brain" if code is not None else None
+        patch = None
+        if code is not None:
+            event = PatchSubmitted(by=ctx.spec.agent, patch=new_id("p"), arena=self.arena.id, hypothesis=plan["hypothesis"],
+                                   work=claim.work, parent=onto["id"], code=code, diff=unified_diff(onto["code"], code),
+                                   code_hash=_hash(code))  # fmt: skip
+            verdict = await ctx.board.submit(event)
+            patch, reason = event.patch, "" if verdict.ok else f"patch {verdict.status}: {verdict.reason}"
+        await ctx.board.publish(TransferPorted(by=ctx.spec.agent, work=claim.work, source=plan["source"],
+                                               arena=self.arena.id, patch=patch, method=method, reason=reason))  # fmt: skip
+        ctx.say(f"re-applied {title!r} as {patch} ({method})" if patch else f"cannot re-apply {title!r}: {reason[:200]}")
+        await ctx.release(claim.claim, done=True, reason=f"transfer: {patch or reason[:200]}")
+        ctx.count()
+
+    async def _port_by_brain(self, plan: dict[str, Any], title: str, conflict: str) -> str | None:
+        """The change ported by the brain, from the winner's diff; None when it cannot."""
+        diff = unified_diff(plan["base"]["code"], plan["change"]["code"])
+        task = ImplementTask(program=self.program, contract=contract_text(), title=f"port: {title}",
+                             rationale=f"This change won on another rung or an older parent. Re-apply its idea to "
+                                       f"this code; a mechanical merge failed:\n{conflict}\n\nThe change:\n{diff}",
+                             intent={}, parent_code=plan["onto"]["code"])  # fmt: skip
+        try:
+            return (await self.ctx.brain.implement(task)).code  # type: ignore[union-attr]
+        except BrainError as exc:
+            log.warning("%s: the brain could not port %s: %s", self.ctx.spec.agent, plan["source"], exc)
+            return None
 
     def _job(self, claim: Claim, patch: str, code: str) -> Job:
         title = (claim.hypothesis or {}).get("title", "")

@@ -31,7 +31,7 @@ from swarm.ground.constants import STATUS
 from swarm.ground.errors import BoardError, ConfigError, SwarmError
 from swarm.ground.settings import Credentials, Settings
 from swarm.head import Head, HeadOptions
-from swarm.node import Node, check_fingerprint, child_env, swarm_config
+from swarm.node import Node, check_fingerprint, child_env, served_tiers, swarm_config
 from swarm.supervisor import Supervisor
 from swarm.view import LiveView, LogView
 
@@ -45,11 +45,15 @@ def up(settings: Settings, devices: list[str], roles: tuple[str, ...], console: 
     """A head here (`options`: one that nodes elsewhere join) and a node beside it, until a stop condition."""
     head = Head(settings, options or HeadOptions(host=settings.nats.host, port=settings.nats.port), config)
     swarm = Swarm(settings, devices, roles, config, head=head, node=node)
-    arena = prepare(console, settings, devices[0])
+    rungs = [prepare(console, settings, devices[0], tier) for tier in settings.board.ladder or [settings.harness.tier]]
+    arena, swarm.rungs = rungs[0], {rung.tier: rung.fingerprint for rung in rungs}
 
     async def hello(watcher: Watcher) -> None:
         console.print(f"swarm in {swarm.dir}: NATS at {swarm.url}, arena {arena.id}, logs in {swarm.dir / 'logs'}",
                       highlight=False)  # fmt: skip
+        if settings.board.ladder:
+            console.print(f"ladder {' -> '.join(settings.board.ladder)}; this node serves {', '.join(swarm.tiers)}",
+                          highlight=False)  # fmt: skip
         if options is not None:
             written = head.write_join_command()
             console.print(f"to add a machine, run there (also in {written}):\n  {head.join_command()}", highlight=False)
@@ -58,17 +62,26 @@ def up(settings: Settings, devices: list[str], roles: tuple[str, ...], console: 
 
 
 def join(settings: Settings, urls: list[str], credentials: Credentials, devices: list[str], roles: tuple[str, ...],
-         console: Console, live: bool, tier: str | None = None, config: Path | None = None, name: str | None = None) -> None:  # fmt: skip
-    """A node here, in the swarm at `urls`, if its tier and harness fingerprint agree, until Ctrl-C."""
+         console: Console, live: bool, tier: str | None = None, config: Path | None = None, name: str | None = None,
+         tiers: list[str] | None = None) -> None:  # fmt: skip
+    """A node here, in the swarm at `urls`, serving `tiers` (default: the rungs its devices can run), if
+    its harness fingerprint agrees for each, until Ctrl-C."""
     recorded = aio.run(lambda: swarm_config(urls, credentials))
     if recorded is None:
         return  # stopped by a signal while connecting
-    if tier not in (None, recorded["tier"]):
+    if tier not in (None, recorded["tier"]) and not recorded.get("ladder"):
         raise ConfigError(f"--tier {tier}: this swarm runs the {recorded['tier']} tier")
-    settings = settings.model_copy(update={"harness": settings.harness.model_copy(update={"tier": recorded["tier"]})})
-    arena = prepare(console, settings, devices[0])
-    check_fingerprint(arena, recorded)
-    swarm = Swarm(settings, devices, roles, config, url=",".join(urls), credentials=credentials, name=name)
+    board = settings.board.model_copy(update={"ladder": recorded.get("ladder") or []})
+    settings = settings.model_copy(update={"board": board, "harness": settings.harness.model_copy(update={"tier": recorded["tier"]})})
+    tiers = tiers or served_tiers(settings, devices)
+    if not tiers:
+        raise ConfigError(f"this machine's devices ({', '.join(devices)}) serve no rung of the ladder {recorded['ladder']}; "
+                          "name the tiers to serve with --tiers")  # fmt: skip
+    rungs = [prepare(console, settings, devices[0], served) for served in tiers]
+    for rung in rungs:
+        check_fingerprint(rung, recorded)
+    arena = rungs[0]
+    swarm = Swarm(settings, devices, roles, config, url=",".join(urls), credentials=credentials, name=name, tiers=tiers)
 
     async def hello(watcher: Watcher) -> None:
         best = await watcher.board.best(arena.id)
@@ -79,10 +92,11 @@ def join(settings: Settings, urls: list[str], credentials: Credentials, devices:
     serve(swarm, arena, console, _view(console, settings, live), None, None, hello)
 
 
-def prepare(console: Console, settings: Settings, device: str) -> ArenaInfo:
+def prepare(console: Console, settings: Settings, device: str, tier: str | None = None) -> ArenaInfo:
     """The data first, in the open: the tiny tier downloads its corpus once, and agents must not wait silently."""
-    with console.status(f"preparing the {settings.harness.tier} tier's data and tokenizer ..."):
-        return describe(settings.harness.tier, device, settings.harness, notify=lambda m: console.print(m, highlight=False))
+    tier = tier or settings.harness.tier
+    with console.status(f"preparing the {tier} tier's data and tokenizer ..."):
+        return describe(tier, device, settings.harness, notify=lambda m: console.print(m, highlight=False))
 
 
 def serve(swarm: Swarm, arena: ArenaInfo, console: Console, view: Any, max_runs: int | None, duration: float | None,
@@ -132,9 +146,11 @@ class Swarm:
 
     def __init__(self, settings: Settings, devices: list[str], roles: tuple[str, ...] = tuple(ROLES),
                  config: Path | None = None, head: Head | None = None, node: bool = True, url: str = "",
-                 credentials: Credentials | None = None, name: str | None = None) -> None:  # fmt: skip
+                 credentials: Credentials | None = None, name: str | None = None, tiers: list[str] | None = None) -> None:  # fmt: skip
         self.settings, self.head = settings, head
-        self.node = Node(settings, devices, roles, config, name) if node else None
+        self.node = Node(settings, devices, roles, config, name, tiers) if node else None
+        self.tiers = self.node.tiers if self.node else []
+        self.rungs: dict[str, str] = {}  # the head's: tier -> harness fingerprint, for joining nodes to check
         self.name = self.node.name if self.node else ""
         self.supervisor = Supervisor()
         self.dir = settings.dir.resolve()
@@ -147,7 +163,7 @@ class Swarm:
         self.dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.head.start_servers)
         self.url, self.credentials = ",".join(self.head.local_urls()), self.head.credentials
-        await self.head.configure(arena)
+        await self.head.configure(arena, self.rungs)
         self.head.start_services(self.supervisor, child_env(self.settings, self.credentials))
 
     def start_node(self) -> None:
