@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
 
-from swarm import output
+from swarm import cascade, output
 from swarm.ground.errors import BoardError, ConfigError
 from swarm.reader import Reader
 
@@ -159,15 +159,24 @@ async def gather_bests(reader: Reader, arena: str | None = None) -> list[dict[st
     """Each arena's best with its lineage (baseline first) and whether its results are synthetic."""
     bests = [best for best in await reader.bests() if arena is None or best["arena"] == arena]
     synthetic = dict((await reader.query("SELECT arena, synthetic FROM arenas ORDER BY arena"))["rows"])
+    from_below = await cascade.climbed(reader.query)
     for best in bests:
         chain = (await reader.lineage(best["patch"]) or {}).get("patches", [])
         best["synthetic"] = bool(synthetic.get(best["arena"]))
         best["lineage"] = list(reversed(chain))
+        best["from_below"] = from_below.get(best["patch"])  # the rung this best climbed from, if it did
     return bests
 
 
-def print_bests(console: Console, bests: list[dict[str, Any]], fmt: str) -> None:
-    if fmt == "json":
+async def gather_best(reader: Reader, arena: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What `swarm best` shows: each arena's best, and the transfer rate per rung pair."""
+    return await gather_bests(reader, arena), await cascade.rates(reader.query)
+
+
+def print_bests(console: Console, bests: list[dict[str, Any]], fmt: str, rates: list[dict[str, Any]] | None = None) -> None:
+    if fmt == "json":  # the transfer rates ride on the bests they lead to: the upper rung's
+        for best in bests:
+            best["transfers_in"] = [rate for rate in rates or [] if rate["upper"] == best["arena"].split("/")[0]]
         console.print(output.to_json(bests), markup=False, highlight=False, soft_wrap=True)
         return
     if fmt == "csv":
@@ -177,10 +186,15 @@ def print_bests(console: Console, bests: list[dict[str, Any]], fmt: str) -> None
                                        for best in bests], "csv")  # fmt: skip
         return
     rows = [[best["arena"] + (" (synthetic)" if best["synthetic"] else ""), f"{bpb(best.get('mean'))} ± {bpb(best.get('std'))}",
-             best.get("n"), best["patch"], best.get("title") or "baseline", when(best.get("promoted_at")), _chain(best)]
-            for best in bests]  # fmt: skip
+             best.get("n"), best["patch"], (best.get("title") or "baseline") + _climbed(best), when(best.get("promoted_at")),
+             _chain(best)] for best in bests]  # fmt: skip
     title = "each arena's best: mean ± std of val_bpb over n seeds" if bests else "no arena has a best yet"
     console.print(output.table(("arena", "val_bpb", "n", "patch", "idea", "promoted", "lineage"), rows, title=title))
+    cascade.print_rates(console, rates or [])
+
+
+def _climbed(best: dict[str, Any]) -> str:
+    return f" (from {best['from_below']})" if best.get("from_below") else ""
 
 
 def _chain(best: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from rich.console import Console
 from agents.arena import ArenaInfo, describe
 from blackboard.client import Board
 from roles import ROLES
+from swarm import cascade
 from swarm.ground import aio
 from swarm.ground.bus import Bus
 from swarm.ground.constants import STATUS
@@ -119,7 +120,8 @@ def serve(swarm: Swarm, arena: ArenaInfo, console: Console, view: Any, max_runs:
             if watcher is not None:
                 try:
                     if head:
-                        for line in await summarize(watcher.board, swarm.settings.board.promotion_seeds):
+                        for line in await summarize(watcher.board, swarm.settings.board.promotion_seeds,
+                                                    swarm.settings.board.ladder):
                             console.print(line, highlight=False)
                 except SwarmError as exc:
                     console.print(f"(no summary: {exc})")
@@ -276,14 +278,30 @@ FROM runs r LEFT JOIN hypotheses h ON h.hypothesis = r.hypothesis WHERE r.purpos
 COUNTS = "SELECT count(*), count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'running') FROM runs"
 
 
-async def summarize(board: Board, seeds: int) -> list[str]:
-    """What the swarm found, in a few lines: its promotions, or why there were none."""
+async def ladder_lines(board: Board, ladder: list[str]) -> list[str]:
+    """The cascade in the summary: each rung, each winner's transfer outcome, the transfer rates."""
+    if not ladder:
+        return []
+    lines = []
+    for rung in await cascade.rungs(board.query, ladder):
+        best = ", ".join(f"{a['arena']} best {a['mean']:.4f}" if a["mean"] is not None else f"{a['arena']} no best yet"
+                         for a in rung["arenas"])  # fmt: skip
+        lines.append(f"rung {rung['tier']}: {rung['waiting'] or best}")
+    for t in await cascade.outcomes(board.query):
+        where = f"restacked on {t['lower']}" if t["restack"] else f"{t['lower']} -> {t['upper']}"
+        lines.append(f"  {where}: {t['source']} {t['title']!r}: {t['outcome']}: {t['reason'][:300]}")
+    return lines + cascade.rate_lines(await cascade.rates(board.query))
+
+
+async def summarize(board: Board, seeds: int, ladder: list[str] | None = None) -> list[str]:
+    """What the swarm found, in a few lines: its promotions (and, on a ladder, what climbed), or why there were none."""
     total, ok, running = (await board.query(COUNTS))["rows"][0]
     lines = [f"runs: {total} recorded, {ok} ok, {total - ok - running} failed, {running} unfinished"]
     promotions = (await board.query(PROMOTIONS))["rows"]
     for arena, patch, mean, std, n, previous, reason, title in promotions:
         lines.append(f"promoted in {arena}: {patch} {title!r}: val_bpb {mean:.4f} +- {std:.4f} over {n} seeds "
                      f"(was {previous:.4f}): {reason}")  # fmt: skip
+    lines += await ladder_lines(board, ladder or [])
     if promotions:
         return lines
     lines.append("no promotion, because:")

@@ -119,11 +119,11 @@ def show(ctx: Context, id: str, swarm_dir: Path | None, url: str | None, fmt: st
 @click.pass_obj
 def best(ctx: Context, swarm_dir: Path | None, url: str | None, arena: str | None, fmt: str) -> None:
     """Each arena's best: mean ± std of val_bpb over its seeds, the idea, and the lineage that led to it."""
-    from swarm.history import gather_bests, print_bests
+    from swarm.history import gather_best, print_bests
 
-    bests = read(ctx, swarm_dir, url, functools.partial(gather_bests, arena=arena))
-    if bests is not None:
-        print_bests(console(), bests, fmt)
+    found = read(ctx, swarm_dir, url, functools.partial(gather_best, arena=arena))
+    if found is not None:
+        print_bests(console(), found[0], fmt, found[1])
 
 
 @click.command("query")
