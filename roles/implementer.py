@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from agents.arena import ArenaInfo, describe_async, open_arena
 from agents.brains.base import BrainError, CannotDo, ImplementTask, RepairTask
 from agents.runtime import Role
 from agents.transfer import NotPortable, port
-from blackboard.client import Claim
+from blackboard.client import Board, Claim
 from blackboard.events import PatchSubmitted, PortMethod, TransferPorted, new_id
 from blackboard.rules import code_hash
 from harness.runner import RunResult
@@ -113,29 +114,13 @@ class Implementer(Role):
 
     async def _transfer(self, claim: Claim) -> None:
         """Re-apply the claim's change to this arena's best and submit it, or say why it cannot be."""
-        ctx, plan = self.ctx, claim.transfer or {}
-        onto, title = plan["onto"], (claim.hypothesis or {}).get("title", plan["source"])
-        ctx.say(f"re-applying {title!r} to {onto['id']}")
-        method: PortMethod | None = None
-        try:
-            ported = port(plan["base"]["code"], plan["change"]["code"], onto["code"])
-            code, method, reason = ported.code, ported.method, ""  # type: ignore[assignment]
-        except NotPortable as exc:
-            code, reason = None, str(exc)
-            if ctx.settings.brain.kind != "offline":  # a model may port what a merge cannot
-                code = await self._port_by_brain(plan, title, reason)
-                method = "brain" if code is not None else None
-        patch = None
-        if code is not None:
-            event = PatchSubmitted(by=ctx.spec.agent, patch=new_id("p"), arena=self.arena.id, hypothesis=plan["hypothesis"],
-                                   work=claim.work, parent=onto["id"], code=code, diff=unified_diff(onto["code"], code),
-                                   code_hash=_hash(code))  # fmt: skip
-            verdict = await ctx.board.submit(event)
-            patch, reason = event.patch, "" if verdict.ok else f"patch {verdict.status}: {verdict.reason}"
-        await ctx.board.publish(TransferPorted(by=ctx.spec.agent, work=claim.work, source=plan["source"],
-                                               arena=self.arena.id, patch=patch, method=method, reason=reason))  # fmt: skip
-        ctx.say(f"re-applied {title!r} as {patch} ({method})" if patch else f"cannot re-apply {title!r}: {reason[:200]}")
-        await ctx.release(claim.claim, done=True, reason=f"transfer: {patch or reason[:200]}")
+        ctx = self.ctx
+        ctx.say(f"re-applying {(claim.hypothesis or {}).get('title', claim.ref)!r} to {self.arena.id}'s best")
+        by_brain = self._port_by_brain if ctx.settings.brain.kind != "offline" else None  # a model may port what a merge cannot
+        ported = await port_transfer(ctx.board, ctx.spec.agent, claim, by_brain)
+        ctx.say(f"re-applied {ported.source} as {ported.patch} ({ported.method})" if ported.patch
+                else f"cannot re-apply {ported.source}: {ported.reason[:200]}")  # fmt: skip
+        await ctx.release(claim.claim, done=True, reason=f"transfer: {ported.patch or ported.reason[:200]}")
         ctx.count()
 
     async def _port_by_brain(self, plan: dict[str, Any], title: str, conflict: str) -> str | None:
@@ -197,6 +182,34 @@ class Implementer(Role):
         await ctx.release(claim.claim, done=done, reason=reason)
         if done:
             ctx.count()
+
+
+PortByBrain = Callable[[dict[str, Any], str, str], Awaitable[str | None]]  # (plan, title, why not) -> code
+
+
+async def port_transfer(board: Board, agent: str, claim: Claim, by_brain: PortByBrain | None = None) -> TransferPorted:
+    """A transfer claim done: its change re-applied to its arena's best (agents.transfer, else the
+    brain) and submitted, then TransferPorted published with the patch, or with why there is none."""
+    plan = claim.transfer or {}
+    onto, title = plan["onto"], (claim.hypothesis or {}).get("title", plan["source"])
+    method: PortMethod | None = None
+    try:
+        ported = port(plan["base"]["code"], plan["change"]["code"], onto["code"])
+        code, method, reason = ported.code, ported.method, ""  # type: ignore[assignment]
+    except NotPortable as exc:
+        code, reason = None, str(exc)
+        if by_brain is not None and (code := await by_brain(plan, title, reason)) is not None:
+            method = "brain"
+    patch = None
+    if code is not None:
+        event = PatchSubmitted(by=agent, patch=new_id("p"), arena=claim.arena, hypothesis=plan["hypothesis"], work=claim.work,
+                               parent=onto["id"], code=code, diff=unified_diff(onto["code"], code), code_hash=_hash(code))  # fmt: skip
+        verdict = await board.submit(event)
+        patch, reason = event.patch, "" if verdict.ok else f"patch {verdict.status}: {verdict.reason}"
+    done = TransferPorted(by=agent, work=claim.work, source=plan["source"], arena=claim.arena, patch=patch,
+                          method=method, reason=reason)  # fmt: skip
+    await board.publish(done)
+    return done
 
 
 def _hash(code: str) -> str:
