@@ -75,6 +75,13 @@ async def rungs(query: Query, ladder: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+async def fill(stats: dict[str, Any], query: Query) -> None:
+    """Add the ladder's rungs and the transfer rates to a stats record that names the ladder (the
+    service's): what the live view and `swarm status` show. A stopped swarm's rates still show."""
+    stats["rungs"] = await rungs(query, stats.get("ladder") or [])
+    stats["transfer_rates"] = await rates(query)
+
+
 def rate_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One line per rung pair: the transfer rate, as the summary and the status print it."""
     lines = []

@@ -205,6 +205,7 @@ class Watcher:
         try:
             self.stats = await self.board.stats()
             self.recent = await self.board.history(limit=8)
+            await cascade.fill(self.stats, self.board.query)
         except BoardError as exc:
             log.debug("refresh: %s", exc)
 
