@@ -36,8 +36,12 @@ CLIMBED = """
 SELECT pt.patch, fa.tier FROM ports pt JOIN work w ON w.work = pt.work JOIN patches s ON s.patch = pt.source
 JOIN arenas fa ON fa.arena = s.arena WHERE pt.patch IS NOT NULL AND s.arena <> pt.arena
 """
-WAITING = """
-SELECT count(*) FROM bests b JOIN arenas a USING (arena) WHERE b.previous IS NOT NULL AND a.tier = ?
+UNDECIDED = """
+SELECT b.patch, h.title, a.tier, w.work IS NOT NULL AS queued
+FROM bests b JOIN arenas a USING (arena) LEFT JOIN patches p ON p.patch = b.patch
+LEFT JOIN hypotheses h ON h.hypothesis = p.hypothesis
+LEFT JOIN work w ON w.ref = b.patch AND w.work_kind = 'transfer'
+WHERE b.previous IS NOT NULL AND b.patch NOT IN (SELECT source FROM transfers) ORDER BY b.seq
 """
 
 
@@ -53,6 +57,17 @@ async def rates(query: Query) -> list[dict[str, Any]]:
 async def outcomes(query: Query) -> list[dict[str, Any]]:
     """Every transfer's outcome, in order."""
     return _records(await query(OUTCOMES))
+
+
+async def undecided(query: Query, ladder: list[str]) -> list[str]:
+    """Winners below the ladder's top whose transfer has no outcome yet, and why (for the summary)."""
+    lines = []
+    for patch, title, tier, queued in (await query(UNDECIDED))["rows"]:
+        if tier in ladder[:-1]:
+            upper = ladder[ladder.index(tier) + 1]
+            why = "under way when the swarm stopped" if queued else f"waiting for a {upper} arena with a best"
+            lines.append(f"  {tier} -> {upper}: {patch} {title!r}: no outcome yet: {why}")
+    return lines
 
 
 async def climbed(query: Query) -> dict[str, str]:

@@ -291,6 +291,7 @@ async def ladder_lines(board: Board, ladder: list[str]) -> list[str]:
     for t in await cascade.outcomes(board.query):
         where = f"restacked on {t['lower']}" if t["restack"] else f"{t['lower']} -> {t['upper']}"
         lines.append(f"  {where}: {t['source']} {t['title']!r}: {t['outcome']}: {t['reason'][:300]}")
+    lines += await cascade.undecided(board.query, ladder)
     return lines + cascade.rate_lines(await cascade.rates(board.query))
 
 
