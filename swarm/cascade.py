@@ -101,22 +101,25 @@ def rate_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One line per rung pair: the transfer rate, as the summary and the status print it."""
     lines = []
     for row in rows:
-        pair = f"restacks on {row['lower']}" if row["restack"] else f"{row['lower']} -> {row['upper']}"
-        lines.append(f"{pair}: {row['transferred']} transferred, {row['held']} held, {row['lost']} lost, "
+        lines.append(f"{pair(row)}: {row['transferred']} transferred, {row['held']} held, {row['lost']} lost, "
                      f"{row['not_transferable']} not transferable, {row['failed']} failed; mean gain below "
-                     f"{_gain(row['mean_gain_below'])}, above {_gain(row['mean_gain_above'])}")  # fmt: skip
+                     f"{gain(row['mean_gain_below'])}, above {gain(row['mean_gain_above'])}")  # fmt: skip
     return lines
 
 
 def print_rates(console: Console, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    table = [[f"{r['lower']} (restack)" if r["restack"] else f"{r['lower']} -> {r['upper']}", r["transferred"], r["held"],
-              r["lost"], r["not_transferable"], r["failed"], _gain(r["mean_gain_below"]), _gain(r["mean_gain_above"])]
-             for r in rows]  # fmt: skip
+    table = [[pair(r), r["transferred"], r["held"], r["lost"], r["not_transferable"], r["failed"], gain(r["mean_gain_below"]),
+              gain(r["mean_gain_above"])] for r in rows]  # fmt: skip
     columns = ("rungs", "transferred", "held", "lost", "not transferable", "failed", "gain below", "gain above")
     console.print(output.table(columns, table, title="the transfer rate: winners re-applied one rung up (or restacked)"))
 
 
-def _gain(value: float | None) -> str:
+def pair(row: dict[str, Any]) -> str:
+    """A transfer's rungs as people read them: `tiny -> small`, or `tiny (restack)`."""
+    return f"{row['lower']} (restack)" if row["restack"] else f"{row['lower']} -> {row['upper']}"
+
+
+def gain(value: float | None) -> str:
     return "-" if value is None else f"{value:+.4f}"

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarm import output, plots
+from swarm import cascade, output, plots
 from swarm.export import HISTORY, HISTORY_ORDER
 from swarm.history import bpb, gather_bests, when
 from swarm.reader import Reader
@@ -39,6 +39,8 @@ class ReportData:
     not_promoted: list[dict[str, Any]]
     bests: list[dict[str, Any]]  # each arena's best, with its lineage (baseline first)
     children: dict[str, int]  # patch -> how many patches were built on it
+    transfer_rates: list[dict[str, Any]] = field(default_factory=list)  # per rung pair (swarm.cascade.rates)
+    transfers: list[dict[str, Any]] = field(default_factory=list)  # each transfer's outcome, in order
 
     def synthetic(self, arena: str) -> bool:
         return any(a["arena"] == arena and a["synthetic"] for a in self.arenas)
@@ -55,6 +57,7 @@ async def gather(reader: Reader) -> ReportData:
         promotions=await _rows(reader, PROMOTIONS, "b.seq"), not_promoted=await _rows(reader, NOT_PROMOTED, "r.seq"),
         bests=await gather_bests(reader),
         children={row["parent"]: row["tried"] for row in await _rows(reader, CHILDREN, "parent")},
+        transfer_rates=await cascade.rates(reader.query), transfers=await cascade.outcomes(reader.query),
     )  # fmt: skip
 
 
@@ -118,8 +121,26 @@ def render(data: ReportData, progress: str, nodes: str, hours: str) -> str:
               "<h2>lineage of each arena's best</h2>", _lineages(data),
               "<h2>promotions</h2>", _promotions(data),
               "<h2>candidates not promoted</h2>", _not_promoted(data),
-              "</body></html>\n"]  # fmt: skip
+              *_cascade(data), "</body></html>\n"]  # fmt: skip
     return "\n".join(parts)
+
+
+def _cascade(data: ReportData) -> list[str]:
+    """The transfer rate per rung pair and each transfer's outcome; nothing for a swarm without transfers."""
+    if not data.transfers:
+        return []
+    gain = cascade.gain
+    rates = [[_e(cascade.pair(r)), str(r["transferred"]), str(r["held"]), str(r["lost"]), str(r["not_transferable"]),
+              str(r["failed"]), gain(r["mean_gain_below"]), gain(r["mean_gain_above"])] for r in data.transfer_rates]  # fmt: skip
+    rows = [[_e(t["source"]), _e(t["title"] or ""), _e(cascade.pair(t)), _e(t["outcome"]), gain(t["gain_below"]),
+             gain(t["gain_above"]), _e(t["reason"] or "")] for t in data.transfers]  # fmt: skip
+    numeric = frozenset({"transferred", "held", "lost", "not transferable", "failed", "gain below", "gain above"})
+    return ["<h2>the cascade: what climbed</h2>",
+            "<p>Each winner's change re-applied to the next rung's best (or, a restack, to its own rung's best), "
+            "replicated there and decided by the same noise rule. The share that holds is the transfer rate: whether "
+            "the cheap rung is a good proxy for the dear one.</p>",
+            _table(["rungs", "transferred", "held", "lost", "not transferable", "failed", "gain below", "gain above"], rates, numeric),
+            _table(["winner", "idea", "rungs", "outcome", "gain below", "gain above", "reason"], rows, numeric)]  # fmt: skip
 
 
 def _e(value: Any) -> str:
