@@ -333,6 +333,21 @@ class TransferDone(Decision):
     gain_above: float | None = None  # the re-applied patch's mean gain over the best it was judged against
 
 
+class AuditScored(Event):
+    """A promoted best scored by the harness on the held-out audit split, which no search ever uses.
+
+    For people only: `swarm best`, `swarm show` and the report show it; the decision state does not
+    fold it, so nothing an agent reads (claims, best, trials, stats) and no prompt can contain it."""
+
+    kind: Literal["audit_scored"] = "audit_scored"
+    patch: str
+    arena: str
+    split: Literal["audit"] = "audit"
+    status: RunStatus
+    val_bpb: float | None = None
+    reason: str = ""
+
+
 # --- accounting and the service -----------------------------------------------------------------
 
 
@@ -359,7 +374,7 @@ AnyEvent = Annotated[
         HypothesisProposed, HypothesisApproved, HypothesisRejected,
         WorkQueued, WorkCancelled, ClaimGranted, ClaimRenewed, ClaimReleased, ClaimExpired,
         PatchSubmitted, PatchAccepted, PatchRefused, RunStarted, RunFinished, RunLost, ReviewDone,
-        ReplicationDone, BestPromoted, UsageRecorded, LeaderElected, TransferPorted, TransferDone,
+        ReplicationDone, BestPromoted, UsageRecorded, LeaderElected, TransferPorted, TransferDone, AuditScored,
     ],
     Field(discriminator="kind"),
 ]  # fmt: skip

@@ -29,9 +29,9 @@ import pydantic_core
 
 from blackboard import rules
 from blackboard.events import (
-    AgentJoined, AgentLeft, ArenaOpened, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed,
-    Event, HypothesisApproved, HypothesisProposed, HypothesisRejected, LeaderElected, PatchAccepted, PatchRefused,
-    PatchSubmitted, ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, TransferDone, TransferPorted,
+    AgentJoined, AgentLeft, ArenaOpened, AuditScored, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased,
+    ClaimRenewed, Event, HypothesisApproved, HypothesisProposed, HypothesisRejected, LeaderElected, PatchAccepted,
+    PatchRefused, PatchSubmitted, ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, TransferDone, TransferPorted,
     UsageRecorded, WorkCancelled, WorkQueued,
 )  # fmt: skip
 from blackboard.schema import APPENDED, KEYED
@@ -371,6 +371,13 @@ def _replication_done(rows: Rows, seq: int, e: ReplicationDone) -> None:
     })  # fmt: skip
 
 
+def _audit_scored(rows: Rows, seq: int, e: AuditScored) -> None:
+    rows.appended["audits"].append({
+        "seq": seq, "patch": e.patch, "arena": e.arena, "split": e.split, "status": e.status, "val_bpb": e.val_bpb,
+        "reason": e.reason, "scored_by": e.by, "scored_at": timestamp(e.at),
+    })  # fmt: skip
+
+
 def _transfer_ported(rows: Rows, seq: int, e: TransferPorted) -> None:
     rows.appended["ports"].append({
         "seq": seq, "work": e.work, "source": e.source, "arena": e.arena, "patch": e.patch, "method": e.method,
@@ -423,6 +430,7 @@ HANDLERS: dict[str, Callable[[Rows, int, Any], None]] = {
     "leader_elected": _leader_elected,
     "transfer_ported": _transfer_ported,
     "transfer_done": _transfer_done,
+    "audit_scored": _audit_scored,
 }
 
 

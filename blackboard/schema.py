@@ -24,7 +24,7 @@ KEYED: dict[str, str] = {
     "reviews": "review",
 }
 # Tables that only grow, one row per event, keyed by its stream sequence.
-APPENDED = ("events", "parked", "bests", "replications", "usage", "leaders", "ports", "transfers")
+APPENDED = ("events", "parked", "bests", "replications", "usage", "leaders", "ports", "transfers", "audits")
 
 TABLES: dict[str, str] = {
     "meta": """
@@ -147,6 +147,11 @@ TABLES: dict[str, str] = {
         reason VARCHAR,
         gain_below DOUBLE, gain_above DOUBLE, -- the winner's promotion gain; the re-applied patch's gain over the best
         decided_at TIMESTAMP
+    """,
+    "audits": """
+        seq BIGINT PRIMARY KEY,               -- one row per AuditScored: a promoted best on the held-out audit split
+        patch VARCHAR, arena VARCHAR, split VARCHAR, status VARCHAR, val_bpb DOUBLE, reason VARCHAR,
+        scored_by VARCHAR, scored_at TIMESTAMP
     """,
     "usage": """
         seq BIGINT PRIMARY KEY,

@@ -122,7 +122,7 @@ def print_show(console: Console, found: dict[str, Any], fmt: str) -> None:
         console.print(Text(f"patch {patch['patch']}: no diff (the baseline code)", style="dim"))
     if record.get("log_tail"):
         console.print(Panel(Text(record["log_tail"]), title="end of the run's log", title_align="left", expand=False))
-    for key in ("runs", "patches", "reviews", "claims", "promotions", "replications"):
+    for key in ("runs", "patches", "reviews", "claims", "promotions", "replications", "audits"):
         if key in found:
             _print_records(console, key, found[key])
     _print_lineage(console, found.get("lineage"))
@@ -155,12 +155,17 @@ def _print_lineage(console: Console, lineage: dict[str, Any] | None) -> None:
 # --- best ------------------------------------------------------------------------------------------
 
 
+AUDITS = "SELECT patch, arg_max(val_bpb, seq) FROM audits WHERE status = 'ok' GROUP BY patch"
+
+
 async def gather_bests(reader: Reader, arena: str | None = None) -> list[dict[str, Any]]:
     """Each arena's best with its lineage (baseline first) and whether its results are synthetic."""
     bests = [best for best in await reader.bests() if arena is None or best["arena"] == arena]
     synthetic = dict((await reader.query("SELECT arena, synthetic FROM arenas ORDER BY arena"))["rows"])
     from_below = await cascade.climbed(reader.query)
+    audits = dict((await reader.query(AUDITS))["rows"])
     for best in bests:
+        best["audit_bpb"] = audits.get(best["patch"])  # its score on the held-out audit split, for people only
         chain = (await reader.lineage(best["patch"]) or {}).get("patches", [])
         best["synthetic"] = bool(synthetic.get(best["arena"]))
         best["lineage"] = list(reversed(chain))
@@ -185,7 +190,8 @@ def print_bests(console: Console, bests: list[dict[str, Any]], fmt: str, rates: 
                                         best["patch"], best.get("title"), best.get("promoted_at"), _chain(best)]
                                        for best in bests], "csv")  # fmt: skip
         return
-    rows = [[best["arena"] + (" (synthetic)" if best["synthetic"] else ""), f"{bpb(best.get('mean'))} ± {bpb(best.get('std'))}",
+    rows = [[best["arena"] + (" (synthetic)" if best["synthetic"] else ""), f"{bpb(best.get('mean'))} ± {bpb(best.get('std'))}"
+             + (f" (audit {bpb(best['audit_bpb'])})" if best.get("audit_bpb") is not None else ""),
              best.get("n"), best["patch"], (best.get("title") or "baseline") + _climbed(best), when(best.get("promoted_at")),
              _chain(best)] for best in bests]  # fmt: skip
     title = "each arena's best: mean ± std of val_bpb over n seeds" if bests else "no arena has a best yet"
