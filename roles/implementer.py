@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.arena import ArenaInfo, describe_async, open_arena
-from agents.brains.base import BrainError, CannotDo, ImplementTask, RepairTask
+from agents.brains.base import Brain, BrainError, CannotDo, ImplementTask, RepairTask
 from agents.runtime import Role
 from agents.transfer import NotPortable, port
 from blackboard.client import Board, Claim
@@ -124,17 +124,7 @@ class Implementer(Role):
         ctx.count()
 
     async def _port_by_brain(self, plan: dict[str, Any], title: str, conflict: str) -> str | None:
-        """The change ported by the brain, from the winner's diff; None when it cannot."""
-        diff = unified_diff(plan["base"]["code"], plan["change"]["code"])
-        task = ImplementTask(program=self.program, contract=contract_text(), title=f"port: {title}",
-                             rationale=f"This change won on another rung or an older parent. Re-apply its idea to "
-                                       f"this code; a mechanical merge failed:\n{conflict}\n\nThe change:\n{diff}",
-                             intent={}, parent_code=plan["onto"]["code"])  # fmt: skip
-        try:
-            return (await self.ctx.brain.implement(task)).code  # type: ignore[union-attr]
-        except BrainError as exc:
-            log.warning("%s: the brain could not port %s: %s", self.ctx.spec.agent, plan["source"], exc)
-            return None
+        return await port_by_brain(self.ctx.brain, self.program, plan, title, conflict)  # type: ignore[arg-type]
 
     def _job(self, claim: Claim, patch: str, code: str) -> Job:
         title = (claim.hypothesis or {}).get("title", "")
@@ -210,6 +200,20 @@ async def port_transfer(board: Board, agent: str, claim: Claim, by_brain: PortBy
                           method=method, reason=reason)  # fmt: skip
     await board.publish(done)
     return done
+
+
+async def port_by_brain(brain: Brain, instructions: str, plan: dict[str, Any], title: str, conflict: str) -> str | None:
+    """The change ported by a brain, from the winner's diff and why the merge failed; None when it cannot."""
+    diff = unified_diff(plan["base"]["code"], plan["change"]["code"])
+    task = ImplementTask(program=instructions, contract=contract_text(), title=f"port: {title}",
+                         rationale=f"This change won on another rung or an older parent. Re-apply its idea to this "
+                                   f"code; a mechanical merge failed:\n{conflict}\n\nThe change:\n{diff}",
+                         intent={}, parent_code=plan["onto"]["code"])  # fmt: skip
+    try:
+        return (await brain.implement(task)).code
+    except BrainError as exc:
+        log.warning("the brain could not port %s: %s", plan["source"], exc)
+        return None
 
 
 def _hash(code: str) -> str:

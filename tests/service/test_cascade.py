@@ -7,6 +7,7 @@ implementer's porting (roles.implementer.port_transfer) and knob edits."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 from rich.console import Console
 
 from agents import knobs
+from agents.brains import make_brain
+from agents.brains.base import Accounting
 from agents.arena import ArenaInfo, describe, open_arena
 from blackboard.client import Board, Claim
 from blackboard.events import HypothesisProposed, PatchSubmitted, ReviewDone, RunFinished, TransferDone, decode, new_id
@@ -23,13 +26,13 @@ from blackboard.rules import code_hash
 from blackboard.service import Service
 from harness import sim
 from harness.settings import HarnessSettings
-from roles.implementer import port_transfer
+from roles.implementer import PortByBrain, port_by_brain, port_transfer
 from swarm import cascade
 from swarm.ground.bus import Bus
-from swarm.ground.settings import BoardSettings
+from swarm.ground.settings import BoardSettings, BrainSettings
 from swarm.history import gather_best, print_bests
 from swarm.reader import ServiceReader
-from tests.service.conftest import running_service, wait_leading
+from tests.fakellm import FakeLLM, code_answer, fake_llm  # noqa: F401  (fake_llm: a fixture)
 
 BASE = sim.BASELINE.read_text()
 KINDS = ["baseline", "replicate", "transfer", "review", "implement"]
@@ -46,6 +49,7 @@ class Driver:
 
     def __init__(self, bus: Bus, service: Service) -> None:
         self.board, self.service = Board(bus, agent="driver", retry_seconds=20), service
+        self.port_by: PortByBrain | None = None  # an LLM brain's port, where a merge conflicts
 
     async def until(self, done: Callable[[], bool], timeout: float = 120) -> None:
         async with asyncio.timeout(timeout):
@@ -58,7 +62,7 @@ class Driver:
         if claim.kind == "review":
             await self.board.publish(ReviewDone(by="driver", review=new_id("v"), patch=claim.ref, work=claim.work, verdict="approve"))
         elif claim.kind == "transfer":
-            await port_transfer(self.board, "driver", claim)
+            await port_transfer(self.board, "driver", claim, self.port_by)
             await self.board.release(claim.claim, done=True, reason="ported")
         elif claim.kind == "implement":
             hyp, parent = claim.hypothesis or {}, claim.parent or {}
@@ -230,3 +234,31 @@ async def test_a_change_that_conflicts_with_the_upper_best_is_recorded_not_trans
     assert "three-way merge conflicts" in done.reason and "import time as clock" in done.reason
     rows = (await driver.board.query("SELECT outcome, reason FROM transfers"))["rows"]
     assert rows == [["not_transferable", done.reason]]
+
+
+async def test_a_conflicting_change_is_ported_by_an_llm_brain_and_decided_like_any_transfer(
+    bus: Bus, service: Service, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    driver = Driver(bus, service)
+    low, high = sim_arena("sim"), sim_arena("sim-large")
+    await with_best(driver, low)
+    await with_best(driver, high)
+    await driver.try_idea(high.id, "upper: timer alias", times=HOLD["shrink the softcap"],
+                          replace=[["import time\n", "import time as clock  # the upper rung's\n"]])  # fmt: skip
+    upper_best = service.state.patches[service.state.arenas[high.id].best]  # type: ignore[index]
+    ported = knobs.edit(upper_best.code, {"BATCH_SIZE": 26})  # what the model answers: the idea, by hand
+    fake_llm.on("implement", code_answer(ported, "Bigger batches; kept the upper rung's timer alias."))
+    brain = make_brain(BrainSettings(kind="openai", base_url=fake_llm.openai_url, model="gpt-test"), Accounting())
+    try:
+        driver.port_by = functools.partial(port_by_brain, brain, "Port faithfully.")
+        winner = await driver.try_idea(low.id, "lower: timer alias", times=HOLD["bigger batches"],
+                                       replace=[["import time\n", "import time as t  # the lower rung's\n"]])  # fmt: skip
+        await driver.until(lambda: transfers_done(service) == 1)
+    finally:
+        await brain.aclose()
+    [done] = await stored_transfers(bus)
+    assert done.source == winner and done.outcome == "held" and service.state.patches[done.patch].code == ported  # type: ignore[index]
+    [request] = [r for r in fake_llm.requests if r.task == "implement"]
+    assert "three-way merge conflicts" in request.text and "import time as t" in request.text
+    assert (await driver.board.query("SELECT method FROM ports"))["rows"] == [["brain"]]
