@@ -77,6 +77,8 @@ async def climbed(query: Query) -> dict[str, str]:
 
 async def rungs(query: Query, ladder: list[str]) -> list[dict[str, Any]]:
     """Each rung of the ladder: its arenas, or why it waits (no node serves it: nothing has opened it)."""
+    if not ladder:
+        return []
     opened = _records(await query("SELECT a.tier, a.arena, b.mean, b.patch FROM arenas a "
                                   "LEFT JOIN current_bests b USING (arena) ORDER BY a.arena"))  # fmt: skip
     winners = dict((await query("SELECT a.tier, count(*) FROM bests b JOIN arenas a USING (arena) "

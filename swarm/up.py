@@ -303,9 +303,9 @@ async def summarize(board: Board, seeds: int, ladder: list[str] | None = None) -
     for arena, patch, mean, std, n, previous, reason, title in promotions:
         lines.append(f"promoted in {arena}: {patch} {title!r}: val_bpb {mean:.4f} +- {std:.4f} over {n} seeds "
                      f"(was {previous:.4f}): {reason}")  # fmt: skip
-    lines += await ladder_lines(board, ladder or [])
+    climbed = await ladder_lines(board, ladder or [])  # on a ladder: each rung, and what climbed
     if promotions:
-        return lines
+        return lines + climbed
     lines.append("no promotion, because:")
     for patch, outcome, explanation, title in (await board.query(VERDICTS))["rows"]:
         lines.append(f"  {patch} {title!r}: {outcome}: {explanation}")
@@ -320,4 +320,4 @@ async def summarize(board: Board, seeds: int, ladder: list[str] | None = None) -
         else:
             lines.append(f"  no exploratory run beat the baseline's {baseline:.4f} by the minimum gain; "
                          f"the closest was {best_explore:.4f} ({title!r})")  # fmt: skip
-    return lines
+    return lines + climbed
