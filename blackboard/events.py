@@ -147,9 +147,9 @@ class WorkQueued(Decision):
     work: str
     work_kind: WorkKind
     arena: str
-    ref: str  # hypothesis id for implement; patch id for baseline, replicate, review, promote
+    ref: str  # hypothesis id for implement; patch id for baseline, replicate, review, promote, transfer (the winner)
     seed: int | None = None
-    tier: str | None = None  # promote: the higher tier to run on
+    tier: str | None = None  # transfer: the tier of the arena the winner is re-applied in
     priority: int = 0  # higher first
 
 

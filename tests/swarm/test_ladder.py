@@ -49,6 +49,8 @@ def test_up_with_a_ladder_ends_by_itself_and_its_summary_shows_each_rung_and_eac
     upper = next(best for best in rates if best["arena"].startswith("sim-large/"))
     held = sum(1 for outcome in outcomes.values() if outcome == "held")
     assert [(r["transferred"], r["held"]) for r in upper["transfers_in"]] == ([(len(outcomes), held)] if outcomes else [])
+    status = json.loads(swarm("status", "--dir", str(directory), "--format", "json").stdout)
+    assert status["transfer_rates"] == upper["transfers_in"]
 
 
 def test_a_node_serving_one_rung_claims_only_that_rungs_work(tmp_path: Path) -> None:
