@@ -15,11 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from blackboard import cascade
 from blackboard.events import (
     AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisRejected,
     PatchAccepted, PatchRefused, WorkQueued, new_id,
 )  # fmt: skip
-from blackboard import cascade
 from blackboard.reads import text, texts
 from blackboard.state import DEVICE_WORK, State, Work
 from blackboard.writer import Batch, Writer, not_leading

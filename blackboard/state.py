@@ -20,7 +20,8 @@ from blackboard import rules
 from blackboard.events import (
     ArenaOpened, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Decision, Event,
     HypothesisApproved, HypothesisProposed, HypothesisRejected, PatchAccepted, PatchRefused, PatchSubmitted,
-    ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, TransferDone, TransferPorted, WorkCancelled, WorkQueued,
+    ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, TransferDone, TransferPorted, WorkCancelled,
+    WorkQueued,
 )  # fmt: skip
 from swarm.ground.settings import BoardSettings
 

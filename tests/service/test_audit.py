@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from rich.console import Console
+
 from agents.arena import open_arena
 from blackboard.events import AuditScored, HypothesisProposed, new_id
 from blackboard.service import Service
@@ -12,7 +14,6 @@ from swarm.ground.bus import Bus
 from swarm.history import gather_best, print_bests, print_show
 from swarm.reader import ServiceReader
 from tests.service.test_cascade import Driver, settings, sim_arena  # noqa: F401  (settings: the sim ladder's board)
-from rich.console import Console
 
 AUDIT = 9.87654321  # a score no run produces: any trace of it is a leak
 

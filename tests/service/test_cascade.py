@@ -10,16 +10,15 @@ import asyncio
 import functools
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
 
 from agents import knobs
+from agents.arena import ArenaInfo, describe, open_arena
 from agents.brains import make_brain
 from agents.brains.base import Accounting
-from agents.arena import ArenaInfo, describe, open_arena
 from blackboard.client import Board, Claim
 from blackboard.events import HypothesisProposed, PatchSubmitted, ReviewDone, RunFinished, TransferDone, decode, new_id
 from blackboard.rules import code_hash
@@ -133,7 +132,7 @@ LOSE = {"deeper": {"DEPTH": 1.75}, "shorter warmdown": {"WARMDOWN_FRACTION": 0.5
 
 
 async def test_winners_climb_the_sim_ladder_some_hold_some_are_lost_and_every_view_agrees(
-    bus: Bus, service: Service, tmp_path: Path
+    bus: Bus, service: Service
 ) -> None:
     driver = Driver(bus, service)
     low, high = sim_arena("sim"), sim_arena("sim-large")
@@ -240,17 +239,18 @@ async def test_a_conflicting_change_is_ported_by_an_llm_brain_and_decided_like_a
     bus: Bus, service: Service, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
-    driver = Driver(bus, service)
-    low, high = sim_arena("sim"), sim_arena("sim-large")
-    await with_best(driver, low)
-    await with_best(driver, high)
-    await driver.try_idea(high.id, "upper: timer alias", times=HOLD["shrink the softcap"],
-                          replace=[["import time\n", "import time as clock  # the upper rung's\n"]])  # fmt: skip
-    upper_best = service.state.patches[service.state.arenas[high.id].best]  # type: ignore[index]
-    ported = knobs.edit(upper_best.code, {"BATCH_SIZE": 26})  # what the model answers: the idea, by hand
-    fake_llm.on("implement", code_answer(ported, "Bigger batches; kept the upper rung's timer alias."))
+    # Made first: its SDK's import blocks the loop the in-process service shares, so not mid-way.
     brain = make_brain(BrainSettings(kind="openai", base_url=fake_llm.openai_url, model="gpt-test"), Accounting())
     try:
+        driver = Driver(bus, service)
+        low, high = sim_arena("sim"), sim_arena("sim-large")
+        await with_best(driver, low)
+        await with_best(driver, high)
+        await driver.try_idea(high.id, "upper: timer alias", times=HOLD["shrink the softcap"],
+                              replace=[["import time\n", "import time as clock  # the upper rung's\n"]])  # fmt: skip
+        upper_best = service.state.patches[service.state.arenas[high.id].best]  # type: ignore[index]
+        ported = knobs.edit(upper_best.code, {"BATCH_SIZE": 26})  # what the model answers: the idea, by hand
+        fake_llm.on("implement", code_answer(ported, "Bigger batches; kept the upper rung's timer alias."))
         driver.port_by = functools.partial(port_by_brain, brain, "Port faithfully.")
         winner = await driver.try_idea(low.id, "lower: timer alias", times=HOLD["bigger batches"],
                                        replace=[["import time\n", "import time as t  # the lower rung's\n"]])  # fmt: skip
