@@ -87,7 +87,10 @@ async def rungs(query: Query, ladder: list[str]) -> list[dict[str, Any]]:
     for index, tier in enumerate(ladder):
         arenas = [row for row in opened if row["tier"] == tier]
         below = winners.get(ladder[index - 1], 0) if index else 0
-        waiting = None if arenas else (f"waiting: no node serves {tier}" + (f"; {below} winner(s) of {ladder[index - 1]} wait to climb" if below else ""))
+        waiting = None
+        if not arenas:  # no node has opened it: its transfers are not queued yet, and nothing is lost
+            waiting = f"waiting: no node serves {tier}"
+            waiting += f"; {below} winner(s) of {ladder[index - 1]} wait to climb" if below else ""
         out.append({"tier": tier, "arenas": arenas, "waiting": waiting})
     return out
 
