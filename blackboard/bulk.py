@@ -19,7 +19,6 @@ from typing import Any
 
 import duckdb
 
-from blackboard import queries
 from blackboard.events import (
     ArenaOpened, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisProposed,
     PatchAccepted, PatchSubmitted, RunFinished, RunStarted, WorkQueued, encode,

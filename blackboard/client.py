@@ -52,6 +52,7 @@ class Claim(BaseModel):
     parent: dict[str, Any] | None = None
     patch: dict[str, Any] | None = None
     best: dict[str, Any] | None = None
+    transfer: dict[str, Any] | None = None  # transfer work: base, change, onto (blackboard.cascade.plan)
 
 
 class Board:

@@ -9,7 +9,7 @@ come from `blackboard.rules`.
 
 from __future__ import annotations
 
-from blackboard import rules
+from blackboard import cascade, rules
 from blackboard.events import (
     BestPromoted, Decision, HypothesisApproved, HypothesisRejected, PatchAccepted, PatchRefused, ReplicationDone,
     RunLost, WorkCancelled, WorkQueued, new_id,
@@ -30,6 +30,10 @@ def decide(state: State, kind: str, item: str) -> Decision | None:
         return _decide_patch(state, item)
     if kind == "candidate":
         return _decide_candidate(state, item)
+    if kind == "winner":
+        return cascade.decide_winner(state, item)
+    if kind == "transfer":
+        return cascade.decide_transfer(state, item)
     if kind == "run":
         return RunLost(by=SERVICE, run=item, reason=state.lost[item]) if item in state.running else None
     raise ValueError(f"unknown pending item kind {kind!r}")
@@ -111,7 +115,8 @@ def _decide_candidate(state: State, patch_id: str) -> Decision | None:
     explore = [run for run in patch.runs if run.purpose == "explore"]
     if not patch.candidate:
         ok = [run.val_bpb for run in explore if run.status == "ok" and run.val_bpb is not None]
-        if not ok or not rules.is_candidate(ok[0], rules.mean(best), settings.min_delta):
+        transferred = patch.transfer is not None and patch.status == "accepted"  # it won below: no explore run
+        if not transferred and (not ok or not rules.is_candidate(ok[0], rules.mean(best), settings.min_delta)):
             return None
         return _next_candidate_work(state, patch)
     if patch.review == "reject":

@@ -39,7 +39,7 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from harness.runner import Status
-from swarm.ground.bus import Envelope, Message
+from swarm.ground.bus import Envelope, Message  # Message: re-exported, what the projection decodes
 from swarm.ground.constants import DECISIONS, FACTS, MAX_EVENT_BYTES, SCHEMA_VERSION
 from swarm.ground.errors import DecodeError
 
@@ -54,10 +54,12 @@ def new_id(prefix: str) -> str:
 
 
 Purpose = Literal["explore", "replicate", "baseline", "promote"]
-WorkKind = Literal["implement", "baseline", "replicate", "review", "promote"]
+WorkKind = Literal["implement", "baseline", "replicate", "review", "promote", "transfer"]
 RunStatus = Status  # the runner owns the outcomes of a run
 Review = Literal["approve", "reject"]  # a reviewer's verdict
 Outcome = Literal["promoted", "not_better", "rejected_in_review", "awaiting_review", "failed"]  # of a candidate
+TransferOutcome = Literal["held", "lost", "not_transferable", "failed"]  # of a winner re-applied elsewhere
+PortMethod = Literal["knobs", "merge", "brain"]  # how a transferred change was re-applied
 
 
 class Event(BaseModel):
@@ -145,9 +147,9 @@ class WorkQueued(Decision):
     work: str
     work_kind: WorkKind
     arena: str
-    ref: str  # hypothesis id for implement; patch id for baseline, replicate, review, promote
+    ref: str  # hypothesis id for implement; patch id for baseline, replicate, review, promote, transfer (the winner)
     seed: int | None = None
-    tier: str | None = None  # promote: the higher tier to run on
+    tier: str | None = None  # transfer: the tier of the arena the winner is re-applied in
     priority: int = 0  # higher first
 
 
@@ -298,6 +300,59 @@ class BestPromoted(Decision):
     reason: str
 
 
+# --- the cascade: winners re-applied to another best ------------------------------------------
+#
+#   BestPromoted(W) on rung T -> WorkQueued(transfer, arena=T+1's arena, ref=W)
+#   TransferPorted(patch=P)   the porter's re-application of W's change to T+1's best, a PatchSubmitted P
+#   WorkQueued(replicate) x K, WorkQueued(review); BestPromoted(P) | ReplicationDone(P)
+#   TransferDone(outcome=held | lost | not_transferable | failed)
+# The same on one rung (a restack): a winner W built on an older parent than the best it displaced
+# has the displaced best's change re-applied to W, so the two gains stack instead of replacing.
+
+
+class TransferPorted(Event):
+    """The porter's answer to a transfer work: the re-applied patch, or why there is none."""
+
+    kind: Literal["transfer_ported"] = "transfer_ported"
+    work: str  # the transfer work
+    source: str  # the winner whose change is re-applied
+    arena: str  # where it is re-applied
+    patch: str | None = None  # the PatchSubmitted that carries it; None: it could not be re-applied
+    method: PortMethod | None = None
+    reason: str = ""  # why not, when patch is None
+
+
+class TransferDone(Decision):
+    """The outcome of one transfer, with the gains it had below and above."""
+
+    kind: Literal["transfer_done"] = "transfer_done"
+    work: str
+    source: str
+    from_arena: str
+    to_arena: str
+    restack: bool = False  # re-applied on its own rung, to the best it did not build on
+    patch: str | None = None
+    outcome: TransferOutcome
+    reason: str
+    gain_below: float | None = None  # the source's promotion gain on its own rung
+    gain_above: float | None = None  # the re-applied patch's mean gain over the best it was judged against
+
+
+class AuditScored(Event):
+    """A promoted best scored by the harness on the held-out audit split, which no search ever uses.
+
+    For people only: `swarm best`, `swarm show` and the report show it; the decision state does not
+    fold it, so nothing an agent reads (claims, best, trials, stats) and no prompt can contain it."""
+
+    kind: Literal["audit_scored"] = "audit_scored"
+    patch: str
+    arena: str
+    split: Literal["audit"] = "audit"
+    status: RunStatus
+    val_bpb: float | None = None
+    reason: str = ""
+
+
 # --- accounting and the service -----------------------------------------------------------------
 
 
@@ -333,7 +388,8 @@ AnyEvent = Annotated[
         HypothesisProposed, HypothesisApproved, HypothesisRejected,
         WorkQueued, WorkCancelled, ClaimGranted, ClaimRenewed, ClaimReleased, ClaimExpired,
         PatchSubmitted, PatchAccepted, PatchRefused, RunStarted, RunFinished, RunLost, ReviewDone,
-        ReplicationDone, BestPromoted, UsageRecorded, NoteWritten, LeaderElected,
+        ReplicationDone, BestPromoted, UsageRecorded, NoteWritten, LeaderElected, TransferPorted, TransferDone,
+        AuditScored,
     ],
     Field(discriminator="kind"),
 ]  # fmt: skip

@@ -29,11 +29,10 @@ import pydantic_core
 
 from blackboard import rules
 from blackboard.events import (
-    AgentJoined, AgentLeft, ArenaOpened, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed,
-    Event, HypothesisApproved, HypothesisProposed, HypothesisRejected, LeaderElected, NoteWritten, PatchAccepted,
-    PatchRefused,
-    PatchSubmitted, ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, UsageRecorded, WorkCancelled,
-    WorkQueued,
+    AgentJoined, AgentLeft, ArenaOpened, AuditScored, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased,
+    ClaimRenewed, Event, HypothesisApproved, HypothesisProposed, HypothesisRejected, LeaderElected, NoteWritten,
+    PatchAccepted, PatchRefused, PatchSubmitted, ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted,
+    TransferDone, TransferPorted, UsageRecorded, WorkCancelled, WorkQueued,
 )  # fmt: skip
 from blackboard.schema import APPENDED, KEYED
 
@@ -373,6 +372,28 @@ def _replication_done(rows: Rows, seq: int, e: ReplicationDone) -> None:
     })  # fmt: skip
 
 
+def _audit_scored(rows: Rows, seq: int, e: AuditScored) -> None:
+    rows.appended["audits"].append({
+        "seq": seq, "patch": e.patch, "arena": e.arena, "split": e.split, "status": e.status, "val_bpb": e.val_bpb,
+        "reason": e.reason, "scored_by": e.by, "scored_at": timestamp(e.at),
+    })  # fmt: skip
+
+
+def _transfer_ported(rows: Rows, seq: int, e: TransferPorted) -> None:
+    rows.appended["ports"].append({
+        "seq": seq, "work": e.work, "source": e.source, "arena": e.arena, "patch": e.patch, "method": e.method,
+        "reason": e.reason, "ported_by": e.by, "ported_at": timestamp(e.at),
+    })  # fmt: skip
+
+
+def _transfer_done(rows: Rows, seq: int, e: TransferDone) -> None:
+    rows.appended["transfers"].append({
+        "seq": seq, "work": e.work, "source": e.source, "from_arena": e.from_arena, "to_arena": e.to_arena,
+        "restack": e.restack, "patch": e.patch, "outcome": e.outcome, "reason": e.reason, "gain_below": e.gain_below,
+        "gain_above": e.gain_above, "decided_at": timestamp(e.at),
+    })  # fmt: skip
+
+
 def _usage_recorded(rows: Rows, seq: int, e: UsageRecorded) -> None:
     rows.appended["usage"].append({
         "seq": seq, "agent": e.agent, "provider": e.provider, "model": e.model, "input_tokens": e.input_tokens,
@@ -414,6 +435,9 @@ HANDLERS: dict[str, Callable[[Rows, int, Any], None]] = {
     "usage_recorded": _usage_recorded,
     "note_written": _note_written,
     "leader_elected": _leader_elected,
+    "transfer_ported": _transfer_ported,
+    "transfer_done": _transfer_done,
+    "audit_scored": _audit_scored,
 }
 
 

@@ -221,6 +221,7 @@ def show(cursor: duckdb.DuckDBPyConnection, id: str) -> dict[str, Any] | None:
             "claims": _claims(cursor, "w.ref = ? OR w.work = ?", [id, patch["work"]]),
             "promotions": _records(cursor, "SELECT * FROM bests WHERE patch = ? ORDER BY seq", [id]),
             "replications": _records(cursor, "SELECT * FROM replications WHERE patch = ? ORDER BY seq", [id]),
+            "audits": _records(cursor, "SELECT * FROM audits WHERE patch = ? ORDER BY seq", [id]),
         }  # fmt: skip
     if (hypothesis := _record(cursor, "SELECT * FROM hypotheses WHERE hypothesis = ?", [id])) is not None:
         hypothesis["intent"] = json.loads(hypothesis["intent"]) if hypothesis["intent"] else {}

@@ -92,6 +92,7 @@ class Reads:
                             "runs_in_flight": len(state.running),
                             "run_budget_left": state.device_work_left(self.settings.max_runs)}  # fmt: skip
         stats["arenas"] = [{"arena": a.id, "best": a.best, "queued": state.queue_depths(a.id)} for a in state.arenas.values()]
+        stats["ladder"] = list(self.settings.ladder)  # the cascade's rungs, cheapest first (empty: one tier)
         return stats
 
 

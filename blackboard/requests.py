@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from blackboard import cascade
 from blackboard.events import (
     AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisRejected,
     PatchAccepted, PatchRefused, WorkQueued, new_id,
@@ -190,4 +191,6 @@ class Requests:
             hyp = state.hypotheses.get(patch.hypothesis or "")
             out["hypothesis"] = {"id": hyp.id, "title": hyp.title, "rationale": hyp.rationale, "intent": hyp.intent} if hyp else None
             out["best"] = {"values": state.best_values(work.arena), "spread": state.spread(work.arena)}
+            if work.kind == "transfer":
+                out["transfer"] = cascade.plan(state, work.id)
         return out

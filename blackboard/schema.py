@@ -10,7 +10,7 @@ events' own. `status` columns hold the life of a thing; `*_at` columns when it h
 
 from __future__ import annotations
 
-PROJECTION_VERSION = 4  # bump when a table changes: an older file is dropped and rebuilt from the stream
+PROJECTION_VERSION = 5  # bump when a table changes: an older file is dropped and rebuilt from the stream
 
 # Tables whose rows are updated in place, and the column that keys them.
 KEYED: dict[str, str] = {
@@ -24,7 +24,7 @@ KEYED: dict[str, str] = {
     "reviews": "review",
 }
 # Tables that only grow, one row per event, keyed by its stream sequence.
-APPENDED = ("events", "parked", "bests", "replications", "usage", "notes", "leaders")
+APPENDED = ("events", "parked", "bests", "replications", "usage", "notes", "leaders", "ports", "transfers", "audits")
 
 TABLES: dict[str, str] = {
     "meta": """
@@ -130,6 +130,29 @@ TABLES: dict[str, str] = {
         patch VARCHAR, arena VARCHAR, n BIGINT, mean DOUBLE, std DOUBLE,
         outcome VARCHAR,                      -- promoted | not_better | rejected_in_review | awaiting_review | failed
         explanation VARCHAR, decided_at TIMESTAMP
+    """,
+    "ports": """
+        seq BIGINT PRIMARY KEY,               -- one row per TransferPorted: a porter's re-application of a winner
+        work VARCHAR, source VARCHAR, arena VARCHAR,
+        patch VARCHAR,                        -- the re-applied patch; NULL: it could not be re-applied (reason)
+        method VARCHAR,                       -- knobs | merge | brain
+        reason VARCHAR, ported_by VARCHAR, ported_at TIMESTAMP
+    """,
+    "transfers": """
+        seq BIGINT PRIMARY KEY,               -- one row per TransferDone: a winner re-applied to another best
+        work VARCHAR, source VARCHAR,         -- the transfer work; the winner whose change it re-applied
+        from_arena VARCHAR, to_arena VARCHAR,
+        restack BOOLEAN,                      -- on its own rung, to the best it did not build on
+        patch VARCHAR,                        -- the re-applied patch; NULL when there was none
+        outcome VARCHAR,                      -- held | lost | not_transferable | failed
+        reason VARCHAR,
+        gain_below DOUBLE, gain_above DOUBLE, -- the winner's promotion gain; the re-applied patch's gain over the best
+        decided_at TIMESTAMP
+    """,
+    "audits": """
+        seq BIGINT PRIMARY KEY,               -- one row per AuditScored: a promoted best on the held-out audit split
+        patch VARCHAR, arena VARCHAR, split VARCHAR, status VARCHAR, val_bpb DOUBLE, reason VARCHAR,
+        scored_by VARCHAR, scored_at TIMESTAMP
     """,
     "usage": """
         seq BIGINT PRIMARY KEY,

@@ -20,7 +20,8 @@ from blackboard import rules
 from blackboard.events import (
     ArenaOpened, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Decision, Event,
     HypothesisApproved, HypothesisProposed, HypothesisRejected, PatchAccepted, PatchRefused, PatchSubmitted,
-    ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, WorkCancelled, WorkQueued,
+    ReplicationDone, ReviewDone, RunFinished, RunLost, RunStarted, TransferDone, TransferPorted, WorkCancelled,
+    WorkQueued,
 )  # fmt: skip
 from swarm.ground.settings import BoardSettings
 
@@ -76,6 +77,11 @@ class Patch:
     review: str | None = None  # approve | reject
     candidate: bool = False  # replication queued
     settled: bool = False  # BestPromoted or ReplicationDone published
+    outcome: str | None = None  # once settled: "promoted", or ReplicationDone's outcome
+    explanation: str = ""
+    gain: float | None = None  # promoted: the previous best's mean minus its own
+    displaced: str | None = None  # promoted: the best it replaced
+    transfer: str | None = None  # the transfer work whose re-applied change this patch is
 
     def ok_values(self) -> list[float]:
         """val_bpb of its successful runs in its own arena (a promotion run on a higher tier is elsewhere)."""
@@ -88,6 +94,23 @@ class Arena:
     baseline_patch: str
     best: str | None = None
     patches: list[str] = field(default_factory=list)  # every patch run or submitted here, in order
+    tier: str = ""
+
+
+@dataclass
+class Transfer:
+    """A winner's change on its way to another arena's best (or, a restack, to its own arena's)."""
+
+    work: str
+    source: str  # the winner
+    from_arena: str
+    to_arena: str
+    restack: bool
+    patch: str | None = None  # the re-applied patch, once submitted
+    method: str | None = None
+    unportable: bool = False  # the porter said it cannot be re-applied (reason)
+    reason: str = ""
+    outcome: str | None = None  # TransferDone's
 
 
 @dataclass
@@ -125,6 +148,8 @@ class State:
         self.runs_finished = 0
         self.running: dict[str, tuple[str | None, str]] = {}  # run -> (its work, its agent)
         self.lost: dict[str, str] = {}  # runs declared lost (or about to be) -> why
+        self.transfers: dict[str, Transfer] = {}  # transfer work -> its transfer
+        self.winners: list[str] = []  # patches promoted over a previous best, in order: what may climb
 
     # --- folding events ---------------------------------------------------------------------
 
@@ -141,7 +166,7 @@ class State:
     def _on_arena_opened(self, e: ArenaOpened, seq: int) -> None:
         if e.arena in self.arenas:
             return
-        self.arenas[e.arena] = Arena(e.arena, e.baseline_patch)
+        self.arenas[e.arena] = Arena(e.arena, e.baseline_patch, tier=e.tier)
         self._add_patch(Patch(e.baseline_patch, e.arena, e.baseline_code, e.baseline_hash, status="accepted"))
         self.hashes[(e.arena, e.baseline_hash)] = e.baseline_patch
         self._pend("arena", e.arena)
@@ -171,15 +196,22 @@ class State:
         code_hash = rules.patch_hash(e.code)  # the service's own hash, not the sender's claim
         self._add_patch(Patch(e.patch, e.arena, e.code, code_hash, e.hypothesis, e.parent, e.diff))
         self._pend("patch", e.patch)
+        if (transfer := self.transfers.get(e.work or "")) is not None and transfer.patch is None:
+            transfer.patch, self.patches[e.patch].transfer = e.patch, transfer.work
+            self._pend("transfer", transfer.work)
 
     def _on_patch_accepted(self, e: PatchAccepted, seq: int) -> None:
         if (patch := self.patches.get(e.patch)) is not None and patch.status == "submitted":
             patch.status = "accepted"
             self.hashes.setdefault((patch.arena, patch.code_hash), patch.id)
+            if patch.transfer is not None:  # a transferred winner is a candidate without an explore run
+                self._pend("candidate", patch.id)
 
     def _on_patch_refused(self, e: PatchRefused, seq: int) -> None:
         if (patch := self.patches.get(e.patch)) is not None and patch.status == "submitted":
             patch.status, patch.reason, patch.duplicate_of = "refused", e.reason, e.duplicate_of
+            if patch.transfer is not None:
+                self._pend("transfer", patch.transfer)
 
     def _on_work_queued(self, e: WorkQueued, seq: int) -> None:
         if e.work in self.work:
@@ -190,6 +222,8 @@ class State:
         self._enqueue(work)
         if e.work_kind in ("replicate", "review") and (patch := self.patches.get(e.ref)) is not None:
             patch.candidate = True
+        if e.work_kind == "transfer" and (source := self.patches.get(e.ref)) is not None:
+            self.transfers[e.work] = Transfer(e.work, e.ref, source.arena, e.arena, restack=source.arena == e.arena)
 
     def _on_work_cancelled(self, e: WorkCancelled, seq: int) -> None:
         self._close(e.work)
@@ -268,14 +302,35 @@ class State:
         first = arena.best is None
         arena.best = e.patch
         if (patch := self.patches.get(e.patch)) is not None:
-            patch.settled = True
+            patch.settled, patch.outcome, patch.displaced = True, "promoted", e.previous
+            if e.previous_mean is not None:
+                patch.gain = e.previous_mean - e.mean
+            if e.previous is not None:  # a winner: it may climb the ladder, or need restacking
+                self.winners.append(patch.id)
+                self._pend("winner", patch.id)
+            if patch.transfer is not None:
+                self._pend("transfer", patch.transfer)
         if first:  # results that came in before there was a best to beat can be judged now
             for patch_id in arena.patches:
                 self._pend("candidate", patch_id)
+            for winner in self.winners:  # a rung that has a best now can take what climbs to it
+                self._pend("winner", winner)
 
     def _on_replication_done(self, e: ReplicationDone, seq: int) -> None:
         if (patch := self.patches.get(e.patch)) is not None:
-            patch.settled = True
+            patch.settled, patch.outcome, patch.explanation = True, e.outcome, e.explanation
+            if patch.transfer is not None:
+                self._pend("transfer", patch.transfer)
+
+    def _on_transfer_ported(self, e: TransferPorted, seq: int) -> None:
+        if (transfer := self.transfers.get(e.work)) is not None and transfer.outcome is None:
+            transfer.method, transfer.reason = e.method, e.reason
+            transfer.unportable = e.patch is None
+            self._pend("transfer", e.work)
+
+    def _on_transfer_done(self, e: TransferDone, seq: int) -> None:
+        if (transfer := self.transfers.get(e.work)) is not None:
+            transfer.outcome = e.outcome
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
@@ -310,6 +365,8 @@ class State:
             self._pend("candidate", work.ref)
         elif work.kind == "baseline":
             self._pend("arena", work.arena)
+        elif work.kind == "transfer":
+            self._pend("transfer", work.id)
 
     def _drop_claim(self, claim_id: str) -> Claim | None:
         claim = self.claims.pop(claim_id, None)

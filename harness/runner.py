@@ -223,7 +223,7 @@ async def _train(
     spec: dict[str, Any] = dict(
         run_dir=str(run_dir), runner_pid=os.getpid(), seed=seed, device=device, memory_cap_mb=cap,
         budget_tokens=tier.budget_tokens, budget_seconds=tier.budget_seconds, context_len=tier.context_len,
-        eval_batch=tier.eval_batch,
+        eval_batch=tier.eval_batch, tier=tier.name,
     )
     tmp = tempfile.mkdtemp(prefix="swarm-jail-")  # the sandbox's private temporary directory
     if prepared is None:

@@ -9,7 +9,10 @@ waits the tier's duration, and reports
 
 distance is measured in log space around an optimum derived from the knob's name and baseline
 value (within a factor of 2 of the baseline, so the baseline is not optimal and there is something
-to find); knobs whose baseline is 0 are measured linearly. The noise is Gaussian, seeded by
+to find); knobs whose baseline is 0 are measured linearly. Another sim tier (`sim-large`, the upper
+rung of the sim ladder) moves the optimum of about half the knobs (SHIFTED), chosen and placed by
+its name: correlated with `sim`'s optimum but not the same, so some of sim's winners transfer and
+some do not. The noise is Gaussian, seeded by
 (seed, sha256 of the source), so a rerun of the same code and seed is identical. A knob that is
 non-positive where the baseline is positive, or far off (x100), diverges; a missing or non-numeric
 knob, or a file that does not parse, crashes. Every result is labelled synthetic.
@@ -36,6 +39,7 @@ FLOOR = 1.5  # the best reachable synthetic val_bpb (plus noise)
 NOISE = 0.004  # standard deviation of the seed noise: about what a small GPU tier shows
 SPREAD = math.log(2.0)  # optima lie within a factor of 2 of the baseline's value
 DIVERGE = math.log(100.0)  # farther than x100 from the optimum: the run diverges
+SHIFTED = 0.5  # share of the knobs whose optimum another sim tier moves
 
 class SimError(ValueError):
     """The candidate cannot be simulated: reported as a crash."""
@@ -61,8 +65,15 @@ def _numeric(name: str, value: Knob) -> dict[str, float]:
     return {}
 
 
-def loss(candidate: dict[str, Knob], baseline: dict[str, Knob]) -> float:
-    """The noise-free synthetic val_bpb; SimError for a crash, ArithmeticError for a divergence."""
+def _optimum(key: str, tier: str) -> float:
+    """Where the knob's optimum lies, in [0, 1): `sim`'s, or for a shifted knob of another tier, its own."""
+    if tier != "sim" and _unit("shifted", tier, key) < SHIFTED:
+        return _unit("optimum", key, tier)
+    return _unit("optimum", key)
+
+
+def loss(candidate: dict[str, Knob], baseline: dict[str, Knob], tier: str = "sim") -> float:
+    """The noise-free synthetic val_bpb on `tier`; SimError for a crash, ArithmeticError for a divergence."""
     total = FLOOR
     for name, base_value in baseline.items():
         base = _numeric(name, base_value)
@@ -79,22 +90,22 @@ def loss(candidate: dict[str, Knob], baseline: dict[str, Knob]) -> float:
             if b > 0:
                 if v <= 0:
                     raise ArithmeticError(f"{key} = {v} must be positive")
-                distance = math.log(v / b) - SPREAD * (2 * _unit("optimum", key) - 1)
+                distance = math.log(v / b) - SPREAD * (2 * _optimum(key, tier) - 1)
                 if abs(distance) > DIVERGE:
                     raise ArithmeticError(f"{key} = {v} is far outside any stable range")
             else:
                 if v < 0:
                     raise ArithmeticError(f"{key} = {v} must not be negative")
-                distance = (v - 0.05 * _unit("optimum", key)) / 0.1
+                distance = (v - 0.05 * _optimum(key, tier)) / 0.1
             total += weight * distance**2
     return total
 
 
-def simulate(source: str, seed: int, baseline_source: str | None = None) -> dict[str, Any]:
+def simulate(source: str, seed: int, baseline_source: str | None = None, tier: str = "sim") -> dict[str, Any]:
     """The record the runner reads: status, reason, val_bpb (noise included), synthetic."""
     baseline = read(baseline_source if baseline_source is not None else BASELINE.read_text())
     try:
-        value = loss(read(source), baseline)
+        value = loss(read(source), baseline, tier)
     except (SimError, KnobError) as exc:
         return {"status": "crash", "reason": f"synthetic: {exc}", "synthetic": True}
     except ArithmeticError as exc:
@@ -109,7 +120,7 @@ def main() -> None:
     die_with_parent(spec["runner_pid"])
     run_dir = Path(spec["run_dir"])
     duration = float(spec["budget_seconds"])
-    record = simulate((run_dir / "train.py").read_text(), int(spec["seed"]))
+    record = simulate((run_dir / "train.py").read_text(), int(spec["seed"]), tier=str(spec.get("tier", "sim")))
     started = time.perf_counter()
     steps = 10
     for step in range(steps):  # progress as a real run would report it, so views look alike

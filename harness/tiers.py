@@ -35,7 +35,7 @@ class Tier:
     eval_tokens: int = 65_536  # validation target tokens scored; a multiple of eval_batch x context_len
     corpus: str = "shakespeare"  # what `corpus = "default"` means on this tier
     vocab_size: int = 4096  # the BPE vocabulary (DOC included) its data is tokenized with
-    needs_gpu: bool = False  # sized for a GPU: on a CPU it would train for its whole budget to no purpose
+    needs_gpu: bool = False  # sized for a GPU: on a CPU it trains its whole budget to no purpose; only GPU nodes serve it by default
     baseline: str = "train.py"  # the tier's editable baseline, a file in harness/: its arena starts from it
     overrun_seconds: float = 30.0  # seconds budgets: how long the process may outlive it (the export)
     compute_tolerance: float = 2.0  # token budgets: CPU time allowed, as a multiple of the arena baseline's
@@ -87,6 +87,20 @@ TIERS: dict[str, Tier] = {
             description="CPU, about a minute on 2 cores; a token budget, bit-identical for a seed",
         ),
         Tier(
+            name="small",
+            # The tiny tier's model and data with 4x the tokens: the upper rung of a CPU ladder
+            # (tiny -> small). Measured: 848 s of training beside other busy processes on 2 cores
+            # (val_bpb 2.16 for the baseline); the limit only stops runaway runs.
+            budget_tokens=1_048_576,
+            train_limit_seconds=1800.0,
+            eval_limit_seconds=120.0,
+            context_len=128,
+            eval_batch=32,
+            eval_tokens=65_536,
+            corpus="shakespeare",
+            description="CPU, 4x tiny's tokens, a few minutes to a quarter hour: the upper rung of the CPU ladder",
+        ),
+        Tier(
             name="standard",
             budget_seconds=300.0,
             train_limit_seconds=900.0,  # 300 s of training plus start-up, compilation and export
@@ -127,6 +141,19 @@ TIERS: dict[str, Tier] = {
             eval_batch=1,
             eval_tokens=128,
             description="synthetic: a known noisy function of train.py's UPPER_CASE knobs, no torch",
+        ),
+        Tier(
+            name="sim-large",
+            kind="sim",
+            budget_seconds=2.0,
+            train_limit_seconds=60.0,
+            eval_limit_seconds=10.0,
+            context_len=128,
+            eval_batch=1,
+            eval_tokens=128,
+            # Its optimum moves for some knobs (harness.sim.SHIFTED): the upper rung of the sim
+            # ladder, where some of sim's winners hold and some do not.
+            description="synthetic, the upper rung of the sim ladder: sim's optimum, shifted for some knobs",
         ),
     )
 }

@@ -41,7 +41,7 @@ class Ideator(Role):
         self.refused: list[str] = []
         while not ctx.stopping:
             stats = await ctx.board.stats()
-            arenas = [a for a in stats.get("arenas", []) if a.get("best")]
+            arenas = [a for a in stats.get("arenas", []) if a.get("best") and self._ideates(a["arena"], stats.get("ladder") or [])]
             want = self._wanted(stats)
             busy = False
             for arena in arenas:
@@ -52,6 +52,11 @@ class Ideator(Role):
             if not busy:
                 ctx.say("waiting: enough ideas are queued" if arenas else "waiting for an arena's baseline")
                 await asyncio.sleep(IDLE_SECONDS)
+
+    def _ideates(self, arena: str, ladder: list[str]) -> bool:
+        """New ideas go to the ladder's lowest rung; the upper rungs get what climbs (unless agents.ideate_upper)."""
+        tier = arena.split("/", 1)[0]
+        return not ladder or tier not in ladder[1:] or self.ctx.settings.agents.ideate_upper
 
     def _wanted(self, stats: dict[str, Any]) -> int:
         implementers = sum(1 for agent in stats.get("agents", []) if agent.get("role") == "implementer") or 1

@@ -1,4 +1,6 @@
 """The implementer: turns an approved hypothesis into a patch, runs it, publishes the result.
+It also ports winners of the rung below (or restacks its own rung's) onto its arena's best
+(agents.transfer); that patch is not run here: the board queues its replications.
 
 It prepares its next patch while the current run trains (two tasks and a queue of one), so its
 device never waits for the brain. A patch is submitted only after it passes the pre-flight
@@ -14,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from agents.arena import ArenaInfo, describe_async, open_arena
+from agents.arena import describe_async, open_arena
 from agents.brains import failures
-from agents.brains.base import BrainError, CannotDo, ImplementTask, PreflightFailed, RepairTask
+from agents.brains.base import Brain, BrainError, CannotDo, ImplementTask, PreflightFailed, RepairTask
 from agents.runtime import Role
-from blackboard.client import Claim
-from blackboard.events import PatchSubmitted, new_id
+from agents.transfer import NotPortable, port
+from blackboard.client import Board, Claim
+from blackboard.events import PatchSubmitted, PortMethod, TransferPorted, new_id
 from blackboard.rules import code_hash
 from harness import smoke, tiers
 from harness.runner import Progress, RunResult, memory_cap_mb
@@ -69,7 +74,7 @@ class Implementer(Role):
         ctx = self.ctx
         while not ctx.stopping:
             ctx.say("waiting for an approved hypothesis")
-            claim = await ctx.board.claim(["implement"], [self.arena.id], wait=10)
+            claim = await ctx.board.claim(["transfer", "implement"], [self.arena.id], wait=10)
             if claim is None:
                 continue
             ctx.heartbeat.hold(claim.claim)
@@ -81,6 +86,9 @@ class Implementer(Role):
     async def _prepare(self, claim: Claim) -> Ready | None:
         """The claim's patch, written and accepted; None (the claim released) when there is none."""
         ctx, hyp, parent = self.ctx, claim.hypothesis or {}, claim.parent or {}
+        if claim.kind == "transfer":
+            await self._transfer(claim)
+            return None
         task = ImplementTask(program=self.program, contract=contract_text(), title=hyp.get("title", ""),
                              rationale=hyp.get("rationale", ""), intent=hyp.get("intent") or {},
                              parent_code=parent.get("code", ""))  # fmt: skip
@@ -129,6 +137,20 @@ class Implementer(Role):
         tier = tiers.for_settings(self.arena.tier, self.ctx.settings.harness)
         found = await smoke.check(code, tier, self.ctx.settings.harness, runs_dir=self.ctx.spec.dir / "smoke")
         return None if found.ok else found.report()
+
+    async def _transfer(self, claim: Claim) -> None:
+        """Re-apply the claim's change to this arena's best and submit it, or say why it cannot be."""
+        ctx = self.ctx
+        ctx.say(f"re-applying {(claim.hypothesis or {}).get('title', claim.ref)!r} to {self.arena.id}'s best")
+        by_brain = self._port_by_brain if ctx.settings.brain.kind != "offline" else None  # a model may port what a merge cannot
+        ported = await port_transfer(ctx.board, ctx.spec.agent, claim, by_brain)
+        ctx.say(f"re-applied {ported.source} as {ported.patch} ({ported.method})" if ported.patch
+                else f"cannot re-apply {ported.source}: {ported.reason[:200]}")  # fmt: skip
+        await ctx.release(claim.claim, done=True, reason=f"transfer: {ported.patch or ported.reason[:200]}")
+        ctx.count()
+
+    async def _port_by_brain(self, plan: dict[str, Any], title: str, conflict: str) -> str | None:
+        return await port_by_brain(self.ctx.brain, self.program, plan, title, conflict)  # type: ignore[arg-type]
 
     def _job(self, claim: Claim, patch: str, code: str) -> Job:
         title = (claim.hypothesis or {}).get("title", "")
@@ -198,6 +220,47 @@ def repair_patch(by: str, arena: str, claim: Claim, job: Job, code: str) -> Patc
     return PatchSubmitted(by=by, patch=new_id("p"), arena=arena, hypothesis=claim.ref, work=job.work,
                           parent=parent.get("id"), code=code, diff=unified_diff(parent.get("code", ""), code),
                           code_hash=_hash(code))  # fmt: skip
+
+PortByBrain = Callable[[dict[str, Any], str, str], Awaitable[str | None]]  # (plan, title, why not) -> code
+
+
+async def port_transfer(board: Board, agent: str, claim: Claim, by_brain: PortByBrain | None = None) -> TransferPorted:
+    """A transfer claim done: its change re-applied to its arena's best (agents.transfer, else the
+    brain) and submitted, then TransferPorted published with the patch, or with why there is none."""
+    plan = claim.transfer or {}
+    onto, title = plan["onto"], (claim.hypothesis or {}).get("title", plan["source"])
+    method: PortMethod | None = None
+    try:
+        ported = port(plan["base"]["code"], plan["change"]["code"], onto["code"])
+        code, method, reason = ported.code, ported.method, ""  # type: ignore[assignment]
+    except NotPortable as exc:
+        code, reason = None, str(exc)
+        if by_brain is not None and (code := await by_brain(plan, title, reason)) is not None:
+            method = "brain"
+    patch = None
+    if code is not None:
+        event = PatchSubmitted(by=agent, patch=new_id("p"), arena=claim.arena, hypothesis=plan["hypothesis"], work=claim.work,
+                               parent=onto["id"], code=code, diff=unified_diff(onto["code"], code), code_hash=_hash(code))  # fmt: skip
+        verdict = await board.submit(event)
+        patch, reason = event.patch, "" if verdict.ok else f"patch {verdict.status}: {verdict.reason}"
+    done = TransferPorted(by=agent, work=claim.work, source=plan["source"], arena=claim.arena, patch=patch,
+                          method=method, reason=reason)  # fmt: skip
+    await board.publish(done)
+    return done
+
+
+async def port_by_brain(brain: Brain, instructions: str, plan: dict[str, Any], title: str, conflict: str) -> str | None:
+    """The change ported by a brain, from the winner's diff and why the merge failed; None when it cannot."""
+    diff = unified_diff(plan["base"]["code"], plan["change"]["code"])
+    task = ImplementTask(program=instructions, contract=contract_text(), title=f"port: {title}",
+                         rationale=f"This change won on another rung or an older parent. Re-apply its idea to this "
+                                   f"code; a mechanical merge failed:\n{conflict}\n\nThe change:\n{diff}",
+                         intent={}, parent_code=plan["onto"]["code"])  # fmt: skip
+    try:
+        return (await brain.implement(task)).code
+    except BrainError as exc:
+        log.warning("the brain could not port %s: %s", plan["source"], exc)
+        return None
 
 
 def _hash(code: str) -> str:

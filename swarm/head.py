@@ -95,7 +95,7 @@ class Head:
             self.servers.append(server.start())
         self.urls = [server.url for server in self.servers]
 
-    async def configure(self, arena: ArenaInfo) -> None:
+    async def configure(self, arena: ArenaInfo, rungs: dict[str, str] | None = None) -> None:
         """Stream and buckets with the head's replication, and what joining nodes must agree with."""
         bus = await Bus.connect(self.local_urls(), name="swarm head", credentials=self.credentials, wait=30)
         try:
@@ -103,8 +103,9 @@ class Head:
             await bus.wait_jetstream()
             await bus.ensure_stream(replicas=replicas)
             await bus.leader_lease(replicas=replicas)
-            await bus.set_swarm_config({"tier": arena.tier, "fingerprint": arena.fingerprint, "schema": SCHEMA_VERSION},
-                                       replicas=replicas)  # fmt: skip
+            config = {"tier": arena.tier, "fingerprint": arena.fingerprint, "schema": SCHEMA_VERSION,
+                      "ladder": self.settings.board.ladder, "rungs": rungs or {arena.tier: arena.fingerprint}}  # fmt: skip
+            await bus.set_swarm_config(config, replicas=replicas)
         finally:
             await bus.close()
 

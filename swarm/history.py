@@ -17,7 +17,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from harness.runner import FAILED
-from swarm import output
+from swarm import cascade, output
 from swarm.ground.errors import BoardError, ConfigError
 from swarm.reader import Reader
 
@@ -150,7 +150,7 @@ def print_show(console: Console, found: dict[str, Any], fmt: str) -> None:
         console.print(Text(f"patch {patch['patch']}: no diff (the baseline code)", style="dim"))
     if record.get("log_tail"):
         console.print(Panel(Text(record["log_tail"]), title="end of the run's log", title_align="left", expand=False))
-    for key in ("runs", "patches", "reviews", "claims", "promotions", "replications"):
+    for key in ("runs", "patches", "reviews", "claims", "promotions", "replications", "audits"):
         if key in found:
             _print_records(console, key, found[key])
     _print_lineage(console, found.get("lineage"))
@@ -221,19 +221,33 @@ def print_costs(console: Console, costs: list[dict[str, Any]], fmt: str) -> None
                                rows or [["-", 0, "$0.00", "0.00", "-", "-"]], title="cost per result, by brain kind"))  # fmt: skip
 
 
+AUDITS = "SELECT patch, arg_max(val_bpb, seq) FROM audits WHERE status = 'ok' GROUP BY patch"
+
+
 async def gather_bests(reader: Reader, arena: str | None = None) -> list[dict[str, Any]]:
     """Each arena's best with its lineage (baseline first) and whether its results are synthetic."""
     bests = [best for best in await reader.bests() if arena is None or best["arena"] == arena]
     synthetic = dict((await reader.query("SELECT arena, synthetic FROM arenas ORDER BY arena"))["rows"])
+    from_below = await cascade.climbed(reader.query)
+    audits = dict((await reader.query(AUDITS))["rows"])
     for best in bests:
+        best["audit_bpb"] = audits.get(best["patch"])  # its score on the held-out audit split, for people only
         chain = (await reader.lineage(best["patch"]) or {}).get("patches", [])
         best["synthetic"] = bool(synthetic.get(best["arena"]))
         best["lineage"] = list(reversed(chain))
+        best["from_below"] = from_below.get(best["patch"])  # the rung this best climbed from, if it did
     return bests
 
 
-def print_bests(console: Console, bests: list[dict[str, Any]], fmt: str) -> None:
-    if fmt == "json":
+async def gather_best(reader: Reader, arena: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What `swarm best` shows: each arena's best, and the transfer rate per rung pair."""
+    return await gather_bests(reader, arena), await cascade.rates(reader.query)
+
+
+def print_bests(console: Console, bests: list[dict[str, Any]], fmt: str, rates: list[dict[str, Any]] | None = None) -> None:
+    if fmt == "json":  # the transfer rates ride on the bests they lead to: the upper rung's
+        for best in bests:
+            best["transfers_in"] = [rate for rate in rates or [] if rate["upper"] == best["arena"].split("/")[0]]
         console.print(output.to_json(bests), markup=False, highlight=False, soft_wrap=True)
         return
     if fmt == "csv":
@@ -242,11 +256,17 @@ def print_bests(console: Console, bests: list[dict[str, Any]], fmt: str) -> None
                                         best["patch"], best.get("title"), best.get("promoted_at"), _chain(best)]
                                        for best in bests], "csv")  # fmt: skip
         return
-    rows = [[best["arena"] + (" (synthetic)" if best["synthetic"] else ""), f"{bpb(best.get('mean'))} ± {bpb(best.get('std'))}",
-             best.get("n"), best["patch"], best.get("title") or "baseline", when(best.get("promoted_at")), _chain(best)]
-            for best in bests]  # fmt: skip
+    rows = [[best["arena"] + (" (synthetic)" if best["synthetic"] else ""), f"{bpb(best.get('mean'))} ± {bpb(best.get('std'))}"
+             + (f" (audit {bpb(best['audit_bpb'])})" if best.get("audit_bpb") is not None else ""),
+             best.get("n"), best["patch"], (best.get("title") or "baseline") + _climbed(best), when(best.get("promoted_at")),
+             _chain(best)] for best in bests]  # fmt: skip
     title = "each arena's best: mean ± std of val_bpb over n seeds" if bests else "no arena has a best yet"
     console.print(output.table(("arena", "val_bpb", "n", "patch", "idea", "promoted", "lineage"), rows, title=title))
+    cascade.print_rates(console, rates or [])
+
+
+def _climbed(best: dict[str, Any]) -> str:
+    return f" (from {best['from_below']})" if best.get("from_below") else ""
 
 
 def _chain(best: dict[str, Any]) -> str:

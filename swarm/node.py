@@ -1,8 +1,11 @@
 """A node: this machine's agents, started and kept running by its supervisor.
 
 `swarm up` runs a node beside its own head; `swarm join URL` runs one against a head elsewhere,
-after reading what that head recorded (its tier and harness fingerprint) and checking that this
-machine's harness has the same fingerprint. Agents get the swarm's URL on their command line and
+after reading what that head recorded (its tier, ladder and harness fingerprints) and checking that
+this machine's harness has the same fingerprint for every tier it serves. A node serves one or more
+tiers (the rungs of the swarm's ladder its devices can run): it starts agents per tier, and those
+claim only their tier's arena's work; ideators work the lowest rung only, unless
+`agents.ideate_upper`, and one reviewer serves every arena. Agents get the swarm's URL on their command line and
 its credentials in their environment, so a password never shows in `ps`.
 """
 
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.arena import ArenaInfo
+from harness import tiers as tier_table
 from roles import ROLES
 from swarm.ground.bus import Bus
 from swarm.ground.errors import ConfigError
@@ -55,6 +59,8 @@ def child_env(settings: Settings, credentials: Credentials) -> dict[str, str]:
         "SWARM_HARNESS__TOKENIZER": settings.harness.tokenizer,
         "SWARM_BRAIN__KIND": settings.brain.kind,
     }
+    if settings.board.ladder:
+        env["SWARM_BOARD__LADDER"] = ",".join(settings.board.ladder)
     optional = {
         "SWARM_BOARD__MAX_RUNS": settings.board.max_runs,
         "SWARM_HARNESS__SIM_SECONDS": settings.harness.sim_seconds,
@@ -65,21 +71,45 @@ def child_env(settings: Settings, credentials: Credentials) -> dict[str, str]:
     return env
 
 
+def served_tiers(settings: Settings, devices: list[str]) -> list[str]:
+    """The tiers a node serves by default: the ladder's rungs its devices can run (a GPU tier needs
+    a GPU), or, without a ladder, the swarm's one tier."""
+    if not settings.board.ladder:
+        return [settings.harness.tier]
+    gpu = any(device.startswith("cuda") for device in devices)
+    return [tier for tier in settings.board.ladder if gpu or not tier_table.get(tier).needs_gpu]
+
+
+def tier_roles(settings: Settings, tier: str, first: bool, roles: tuple[str, ...]) -> tuple[str, ...]:
+    """The roles a node runs for one of its tiers: no ideator above the ladder's lowest rung (unless
+    `agents.ideate_upper`), and the reviewer (it serves every arena) with the node's first tier only."""
+    ladder = settings.board.ladder
+    upper = bool(ladder) and tier != ladder[0] and not settings.agents.ideate_upper
+    return tuple(role for role in roles if not (role == "ideator" and upper) and not (role == "reviewer" and not first))
+
+
 class Node:
     def __init__(self, settings: Settings, devices: list[str], roles: tuple[str, ...] = tuple(ROLES),
-                 config: Path | None = None, name: str | None = None) -> None:  # fmt: skip
+                 config: Path | None = None, name: str | None = None, tiers: list[str] | None = None) -> None:  # fmt: skip
         self.settings, self.devices, self.roles, self.config = settings, devices, roles, config
         self.name = name or socket.gethostname()
         self.dir = settings.dir.resolve()
+        self.tiers = tiers or served_tiers(settings, devices)
 
     def start(self, supervisor: Supervisor, url: str, credentials: Credentials) -> None:
-        """This node's agents, against the swarm at `url` (comma-separated servers)."""
-        env = child_env(self.settings, credentials)
+        """This node's agents, against the swarm at `url` (comma-separated servers): a set per tier."""
+        for index, tier in enumerate(self.tiers):
+            suffix = f"-{tier}" if len(self.tiers) > 1 else ""
+            self._start_tier(supervisor, url, credentials, tier, tier_roles(self.settings, tier, index == 0, self.roles), suffix)
+
+    def _start_tier(self, supervisor: Supervisor, url: str, credentials: Credentials, tier: str,
+                    roles: tuple[str, ...], suffix: str) -> None:  # fmt: skip
+        env = {**child_env(self.settings, credentials), "SWARM_HARNESS__TIER": tier}
         base = ["--config", str(self.config)] if self.config else []
         counts: dict[str, int] = {}
-        for role, device in Plan.for_devices(self.settings, self.devices, self.roles).agents:
+        for role, device in Plan.for_devices(self.settings, self.devices, roles).agents:
             counts[role] = counts.get(role, 0) + 1
-            name = f"{role}-{counts[role]}"
+            name = f"{role}-{counts[role]}{suffix}"
             args = [*base, "-v", "agent", "--role", role, "--url", url, "--dir", str(self.dir),
                     "--id", f"{name}@{self.name}", "--node", self.name]  # fmt: skip
             if device is not None:
@@ -100,10 +130,13 @@ async def swarm_config(urls: list[str], credentials: Credentials) -> dict[str, A
 
 
 def check_fingerprint(arena: ArenaInfo, config: dict[str, Any]) -> None:
-    """Refuse to join a swarm whose results this machine's could not be compared with."""
-    if arena.fingerprint != config["fingerprint"]:
+    """Refuse to join a swarm whose results this machine's could not be compared with (per rung)."""
+    rungs = config.get("rungs") or {config["tier"]: config["fingerprint"]}
+    if arena.tier not in rungs:
+        raise ConfigError(f"this swarm has no {arena.tier} rung; its tiers are {', '.join(rungs)}")
+    if arena.fingerprint != rungs[arena.tier]:
         raise ConfigError(
-            f"this machine's harness fingerprint {arena.fingerprint} differs from the swarm's {config['fingerprint']}: "
+            f"this machine's {arena.tier} harness fingerprint {arena.fingerprint} differs from the swarm's {rungs[arena.tier]}: "
             "its fixed harness code, data or tokenizer differ, so its results could not be compared. Install the "
             "same version of swarm as the head (and the same corpus), then join again."
         )

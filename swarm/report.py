@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarm import output, plots
+from swarm import cascade, output, plots
 from swarm.export import HISTORY, HISTORY_ORDER
 from swarm.history import bpb, gather_bests, gather_costs, when
 from swarm.reader import Reader
@@ -43,6 +43,8 @@ class ReportData:
     children: dict[str, int]  # patch -> how many patches were built on it
     notes: list[dict[str, Any]] = field(default_factory=list)  # the lab notebook, oldest first
     costs: list[dict[str, Any]] = field(default_factory=list)  # per brain kind: dollars and device hours per promotion
+    transfer_rates: list[dict[str, Any]] = field(default_factory=list)  # per rung pair (swarm.cascade.rates)
+    transfers: list[dict[str, Any]] = field(default_factory=list)  # each transfer's outcome, in order
 
     def synthetic(self, arena: str) -> bool:
         return any(a["arena"] == arena and a["synthetic"] for a in self.arenas)
@@ -60,6 +62,7 @@ async def gather(reader: Reader) -> ReportData:
         bests=await gather_bests(reader),
         children={row["parent"]: row["tried"] for row in await _rows(reader, CHILDREN, "parent")},
         notes=await _rows(reader, NOTES, "seq"), costs=await gather_costs(reader),
+        transfer_rates=await cascade.rates(reader.query), transfers=await cascade.outcomes(reader.query),
     )  # fmt: skip
 
 
@@ -125,7 +128,7 @@ def render(data: ReportData, progress: str, nodes: str, hours: str) -> str:
               "<h2>candidates not promoted</h2>", _not_promoted(data),
               "<h2>cost per result</h2>", _costs(data),
               "<h2>lab notebook</h2>", _notes(data),
-              "</body></html>\n"]  # fmt: skip
+              *_cascade(data), "</body></html>\n"]  # fmt: skip
     return "\n".join(parts)
 
 
@@ -147,6 +150,24 @@ def _notes(data: ReportData) -> str:
     rows = [[_e(when(n["written_at"])), _e(n["arena"]), _e(n["trials"]), f"<pre>{_e(n['note'])}</pre>", _e(n["written_by"])]
             for n in data.notes]  # fmt: skip
     return _table(["written (UTC)", "arena", "after trials", "note", "by"], rows, frozenset({"after trials"}))
+
+
+def _cascade(data: ReportData) -> list[str]:
+    """The transfer rate per rung pair and each transfer's outcome; nothing for a swarm without transfers."""
+    if not data.transfers:
+        return []
+    gain = cascade.gain
+    rates = [[_e(cascade.pair(r)), str(r["transferred"]), str(r["held"]), str(r["lost"]), str(r["not_transferable"]),
+              str(r["failed"]), gain(r["mean_gain_below"]), gain(r["mean_gain_above"])] for r in data.transfer_rates]  # fmt: skip
+    rows = [[_e(t["source"]), _e(t["title"] or ""), _e(cascade.pair(t)), _e(t["outcome"]), gain(t["gain_below"]),
+             gain(t["gain_above"]), _e(t["reason"] or "")] for t in data.transfers]  # fmt: skip
+    numeric = frozenset({"transferred", "held", "lost", "not transferable", "failed", "gain below", "gain above"})
+    return ["<h2>the cascade: what climbed</h2>",
+            "<p>Each winner's change re-applied to the next rung's best (or, a restack, to its own rung's best), "
+            "replicated there and decided by the same noise rule. The share that holds is the transfer rate: whether "
+            "the cheap rung is a good proxy for the dear one.</p>",
+            _table(["rungs", "transferred", "held", "lost", "not transferable", "failed", "gain below", "gain above"], rates, numeric),
+            _table(["winner", "idea", "rungs", "outcome", "gain below", "gain above", "reason"], rows, numeric)]  # fmt: skip
 
 
 def _e(value: Any) -> str:

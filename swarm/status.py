@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.text import Text
 
 from blackboard.queries import FAILED
-from swarm import output, view
+from swarm import cascade, output, view
 from swarm.ground.constants import STATUS
 from swarm.history import gather_bests, when
 from swarm.reader import Reader, ServiceReader
@@ -73,6 +73,7 @@ class Snapshot:
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "live": self.live, "counts": self.counts, "service": self.service(),
                 "bests": self.stats.get("bests", []), "arenas": self.stats.get("arenas", []), "nodes": self.nodes,
+                "ladder": self.stats.get("rungs", []), "transfer_rates": self.stats.get("transfer_rates", []),
                 "agents": self.agents, "statuses": self.statuses, "runs_per_hour": self.hours, "recent": self.recent}  # fmt: skip
 
 
@@ -108,7 +109,9 @@ async def snapshot(reader: Reader, lines: dict[str, dict[str, Any]]) -> Snapshot
         "service": {"claimed": claimed},
     }  # fmt: skip
     if isinstance(reader, ServiceReader):
-        snap.stats["service"] = {**(await reader.stats()).get("service", {}), "claimed": claimed}
+        stats = await reader.stats()
+        snap.stats.update(service={**stats.get("service", {}), "claimed": claimed}, ladder=stats.get("ladder", []))
+    await cascade.fill(snap.stats, reader.query)
     snap.statuses = _statuses(snap.agents, lines, reader.live)
     return snap
 
@@ -167,7 +170,8 @@ def render(snap: Snapshot) -> RenderableType:
          n["ok"], n["running"], when(n["last_run"])] for n in snap.nodes], title="nodes")  # fmt: skip
     hours = output.table(("hour (UTC)", "runs", "ok", "failed", "lost"),
                          [[h["hour"], h["runs"], h["ok"], h["failed"], h["lost"]] for h in snap.hours], title="runs per hour")  # fmt: skip
-    return Group(headline(snap), view.arenas_table(snap), nodes, view.agents_table(snap), hours, view.runs_table(snap))
+    tables = [view.arenas_table(snap), view.ladder_table(snap), nodes, view.agents_table(snap), hours, view.runs_table(snap)]
+    return Group(headline(snap), *(table for table in tables if table is not None))
 
 
 def show(console: Console, snap: Snapshot, fmt: str) -> None:

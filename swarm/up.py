@@ -25,13 +25,14 @@ from rich.console import Console
 from agents.arena import ArenaInfo, describe
 from blackboard.client import Board
 from roles import ROLES
+from swarm import cascade
 from swarm.ground import aio
 from swarm.ground.bus import Bus
 from swarm.ground.constants import STATUS
 from swarm.ground.errors import BoardError, ConfigError, SwarmError
 from swarm.ground.settings import Credentials, Settings
 from swarm.head import Head, HeadOptions
-from swarm.node import Node, check_fingerprint, child_env, swarm_config
+from swarm.node import Node, check_fingerprint, child_env, served_tiers, swarm_config
 from swarm.supervisor import Supervisor
 from swarm.view import LiveView, LogView
 
@@ -45,11 +46,15 @@ def up(settings: Settings, devices: list[str], roles: tuple[str, ...], console: 
     """A head here (`options`: one that nodes elsewhere join) and a node beside it, until a stop condition."""
     head = Head(settings, options or HeadOptions(host=settings.nats.host, port=settings.nats.port), config)
     swarm = Swarm(settings, devices, roles, config, head=head, node=node)
-    arena = prepare(console, settings, devices[0])
+    rungs = [prepare(console, settings, devices[0], tier) for tier in settings.board.ladder or [settings.harness.tier]]
+    arena, swarm.rungs = rungs[0], {rung.tier: rung.fingerprint for rung in rungs}
 
     async def hello(watcher: Watcher) -> None:
         console.print(f"swarm in {swarm.dir}: NATS at {swarm.url}, arena {arena.id}, logs in {swarm.dir / 'logs'}",
                       highlight=False)  # fmt: skip
+        if settings.board.ladder:
+            console.print(f"ladder {' -> '.join(settings.board.ladder)}; this node serves {', '.join(swarm.tiers)}",
+                          highlight=False)  # fmt: skip
         if options is not None:
             written = head.write_join_command()
             console.print(f"to add a machine, run there (also in {written}):\n  {head.join_command()}", highlight=False)
@@ -58,17 +63,26 @@ def up(settings: Settings, devices: list[str], roles: tuple[str, ...], console: 
 
 
 def join(settings: Settings, urls: list[str], credentials: Credentials, devices: list[str], roles: tuple[str, ...],
-         console: Console, live: bool, tier: str | None = None, config: Path | None = None, name: str | None = None) -> None:  # fmt: skip
-    """A node here, in the swarm at `urls`, if its tier and harness fingerprint agree, until Ctrl-C."""
+         console: Console, live: bool, tier: str | None = None, config: Path | None = None, name: str | None = None,
+         tiers: list[str] | None = None) -> None:  # fmt: skip
+    """A node here, in the swarm at `urls`, serving `tiers` (default: the rungs its devices can run), if
+    its harness fingerprint agrees for each, until Ctrl-C."""
     recorded = aio.run(lambda: swarm_config(urls, credentials))
     if recorded is None:
         return  # stopped by a signal while connecting
-    if tier not in (None, recorded["tier"]):
+    if tier not in (None, recorded["tier"]) and not recorded.get("ladder"):
         raise ConfigError(f"--tier {tier}: this swarm runs the {recorded['tier']} tier")
-    settings = settings.model_copy(update={"harness": settings.harness.model_copy(update={"tier": recorded["tier"]})})
-    arena = prepare(console, settings, devices[0])
-    check_fingerprint(arena, recorded)
-    swarm = Swarm(settings, devices, roles, config, url=",".join(urls), credentials=credentials, name=name)
+    board = settings.board.model_copy(update={"ladder": recorded.get("ladder") or []})
+    settings = settings.model_copy(update={"board": board, "harness": settings.harness.model_copy(update={"tier": recorded["tier"]})})
+    tiers = tiers or served_tiers(settings, devices)
+    if not tiers:
+        raise ConfigError(f"this machine's devices ({', '.join(devices)}) serve no rung of the ladder {recorded['ladder']}; "
+                          "name the tiers to serve with --tiers")  # fmt: skip
+    rungs = [prepare(console, settings, devices[0], served) for served in tiers]
+    for rung in rungs:
+        check_fingerprint(rung, recorded)
+    arena = rungs[0]
+    swarm = Swarm(settings, devices, roles, config, url=",".join(urls), credentials=credentials, name=name, tiers=tiers)
 
     async def hello(watcher: Watcher) -> None:
         best = await watcher.board.best(arena.id)
@@ -79,10 +93,11 @@ def join(settings: Settings, urls: list[str], credentials: Credentials, devices:
     serve(swarm, arena, console, _view(console, settings, live), None, None, hello)
 
 
-def prepare(console: Console, settings: Settings, device: str) -> ArenaInfo:
+def prepare(console: Console, settings: Settings, device: str, tier: str | None = None) -> ArenaInfo:
     """The data first, in the open: the tiny tier downloads its corpus once, and agents must not wait silently."""
-    with console.status(f"preparing the {settings.harness.tier} tier's data and tokenizer ..."):
-        return describe(settings.harness.tier, device, settings.harness, notify=lambda m: console.print(m, highlight=False))
+    tier = tier or settings.harness.tier
+    with console.status(f"preparing the {tier} tier's data and tokenizer ..."):
+        return describe(tier, device, settings.harness, notify=lambda m: console.print(m, highlight=False))
 
 
 def serve(swarm: Swarm, arena: ArenaInfo, console: Console, view: Any, max_runs: int | None, duration: float | None,
@@ -105,7 +120,8 @@ def serve(swarm: Swarm, arena: ArenaInfo, console: Console, view: Any, max_runs:
             if watcher is not None:
                 try:
                     if head:
-                        for line in await summarize(watcher.board, swarm.settings.board.promotion_seeds):
+                        for line in await summarize(watcher.board, swarm.settings.board.promotion_seeds,
+                                                    swarm.settings.board.ladder):
                             console.print(line, highlight=False)
                 except SwarmError as exc:
                     console.print(f"(no summary: {exc})")
@@ -132,9 +148,11 @@ class Swarm:
 
     def __init__(self, settings: Settings, devices: list[str], roles: tuple[str, ...] = tuple(ROLES),
                  config: Path | None = None, head: Head | None = None, node: bool = True, url: str = "",
-                 credentials: Credentials | None = None, name: str | None = None) -> None:  # fmt: skip
+                 credentials: Credentials | None = None, name: str | None = None, tiers: list[str] | None = None) -> None:  # fmt: skip
         self.settings, self.head = settings, head
-        self.node = Node(settings, devices, roles, config, name) if node else None
+        self.node = Node(settings, devices, roles, config, name, tiers) if node else None
+        self.tiers = self.node.tiers if self.node else []
+        self.rungs: dict[str, str] = {}  # the head's: tier -> harness fingerprint, for joining nodes to check
         self.name = self.node.name if self.node else ""
         self.supervisor = Supervisor()
         self.dir = settings.dir.resolve()
@@ -147,7 +165,7 @@ class Swarm:
         self.dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.head.start_servers)
         self.url, self.credentials = ",".join(self.head.local_urls()), self.head.credentials
-        await self.head.configure(arena)
+        await self.head.configure(arena, self.rungs)
         self.head.start_services(self.supervisor, child_env(self.settings, self.credentials))
 
     def start_node(self) -> None:
@@ -187,6 +205,7 @@ class Watcher:
         try:
             self.stats = await self.board.stats()
             self.recent = await self.board.history(limit=8)
+            await cascade.fill(self.stats, self.board.query)
         except BoardError as exc:
             log.debug("refresh: %s", exc)
 
@@ -260,16 +279,33 @@ FROM runs r LEFT JOIN hypotheses h ON h.hypothesis = r.hypothesis WHERE r.purpos
 COUNTS = "SELECT count(*), count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'running') FROM runs"
 
 
-async def summarize(board: Board, seeds: int) -> list[str]:
-    """What the swarm found, in a few lines: its promotions, or why there were none."""
+async def ladder_lines(board: Board, ladder: list[str]) -> list[str]:
+    """The cascade in the summary: each rung, each winner's transfer outcome, the transfer rates."""
+    if not ladder:
+        return []
+    lines = []
+    for rung in await cascade.rungs(board.query, ladder):
+        best = ", ".join(f"{a['arena']} best {a['mean']:.4f}" if a["mean"] is not None else f"{a['arena']} no best yet"
+                         for a in rung["arenas"])  # fmt: skip
+        lines.append(f"rung {rung['tier']}: {rung['waiting'] or best}")
+    for t in await cascade.outcomes(board.query):
+        where = f"restacked on {t['lower']}" if t["restack"] else f"{t['lower']} -> {t['upper']}"
+        lines.append(f"  {where}: {t['source']} {t['title']!r}: {t['outcome']}: {t['reason'][:300]}")
+    lines += await cascade.undecided(board.query, ladder)
+    return lines + cascade.rate_lines(await cascade.rates(board.query))
+
+
+async def summarize(board: Board, seeds: int, ladder: list[str] | None = None) -> list[str]:
+    """What the swarm found, in a few lines: its promotions (and, on a ladder, what climbed), or why there were none."""
     total, ok, running = (await board.query(COUNTS))["rows"][0]
     lines = [f"runs: {total} recorded, {ok} ok, {total - ok - running} failed, {running} unfinished"]
     promotions = (await board.query(PROMOTIONS))["rows"]
     for arena, patch, mean, std, n, previous, reason, title in promotions:
         lines.append(f"promoted in {arena}: {patch} {title!r}: val_bpb {mean:.4f} +- {std:.4f} over {n} seeds "
                      f"(was {previous:.4f}): {reason}")  # fmt: skip
+    climbed = await ladder_lines(board, ladder or [])  # on a ladder: each rung, and what climbed
     if promotions:
-        return lines
+        return lines + climbed
     lines.append("no promotion, because:")
     for patch, outcome, explanation, title in (await board.query(VERDICTS))["rows"]:
         lines.append(f"  {patch} {title!r}: {outcome}: {explanation}")
@@ -284,4 +320,4 @@ async def summarize(board: Board, seeds: int) -> list[str]:
         else:
             lines.append(f"  no exploratory run beat the baseline's {baseline:.4f} by the minimum gain; "
                          f"the closest was {best_explore:.4f} ({title!r})")  # fmt: skip
-    return lines
+    return lines + climbed

@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from swarm import cascade
 from swarm.ground.settings import Settings
 
 STALE_SECONDS = 10.0  # an agent silent for longer is shown as gone quiet
@@ -55,6 +56,22 @@ def arenas_table(watcher: Any) -> Table:
     return table
 
 
+def ladder_table(watcher: Any) -> Table | None:
+    """The ladder's rungs (each arena's best, or why the rung waits) and the transfer rates; None off a ladder."""
+    rungs, rates = watcher.stats.get("rungs") or [], watcher.stats.get("transfer_rates") or []
+    if not rungs and not rates:
+        return None
+    table = Table(title="ladder", title_justify="left", expand=True)
+    for column in ("rung", "arenas and bests"):
+        table.add_column(column, overflow="fold")
+    for rung in rungs:
+        bests = "; ".join(f"{a['arena']}: {_bpb(a.get('mean'))}" for a in rung["arenas"])
+        table.add_row(rung["tier"], rung.get("waiting") or bests)
+    for line in cascade.rate_lines(rates):
+        table.add_row("transfers", line)
+    return table
+
+
 def agents_table(watcher: Any) -> Table:
     table = Table(title="agents", title_justify="left", expand=True)
     for column in ("agent", "role", "device", "doing", "for", "done"):
@@ -94,7 +111,8 @@ class LiveView:
 
     def update(self, watcher: Any, elapsed: float) -> None:
         title = Text(f"swarm in {self.settings.dir}  ", style="bold") + Text(headline(watcher, elapsed))
-        self.live.update(Group(title, arenas_table(watcher), agents_table(watcher), runs_table(watcher)))
+        tables = [arenas_table(watcher), ladder_table(watcher), agents_table(watcher), runs_table(watcher)]
+        self.live.update(Group(title, *(table for table in tables if table is not None)))
 
 
 class LogView:

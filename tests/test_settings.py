@@ -48,3 +48,12 @@ def test_credentials_reach_a_child_through_its_environment(tmp_path: Path) -> No
     assert Credentials.from_settings(read_back) == given
     assert read_back.url == "nats://h:4222"
     assert Credentials().to_env() == {}
+
+
+def test_a_ladder_is_named_tiers_cheapest_first_each_once() -> None:
+    assert Settings.load(env={"SWARM_BOARD__LADDER": "tiny,small"}).board.ladder == ["tiny", "small"]
+    assert Settings.load(overrides={"board.ladder": ["sim", "sim-large"]}, env={}).board.ladder == ["sim", "sim-large"]
+    with pytest.raises(ConfigError, match="no tier 'huge'"):
+        Settings.load(overrides={"board.ladder": "tiny,huge"}, env={})
+    with pytest.raises(ConfigError, match="appears twice"):
+        Settings.load(overrides={"board.ladder": "tiny,tiny"}, env={})

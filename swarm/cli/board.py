@@ -120,11 +120,11 @@ def show(ctx: Context, id: str, swarm_dir: Path | None, url: str | None, fmt: st
 def best(ctx: Context, swarm_dir: Path | None, url: str | None, arena: str | None, fmt: str) -> None:
     """Each arena's best: mean ± std of val_bpb over its seeds, the idea, and the lineage that led to it;
     then what each brain kind paid per promoted improvement (LLM dollars, device hours)."""
-    from swarm.history import gather_bests, gather_costs, print_bests, print_costs
+    from swarm.history import gather_best, gather_costs, print_bests, print_costs
 
-    bests = read(ctx, swarm_dir, url, functools.partial(gather_bests, arena=arena))
-    if bests is not None:
-        print_bests(console(), bests, fmt)
+    found = read(ctx, swarm_dir, url, functools.partial(gather_best, arena=arena))
+    if found is not None:
+        print_bests(console(), found[0], fmt, found[1])
         costs = read(ctx, swarm_dir, url, gather_costs)
         if costs is not None and fmt == "table":
             print_costs(console(), costs, fmt)

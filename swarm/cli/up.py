@@ -75,7 +75,7 @@ def settings_for(ctx: Context, opts: dict[str, Any]) -> Any:
         "dir": opts.get("swarm_dir"), "harness.tier": opts.get("tier"), "harness.corpus": opts.get("corpus"),
         "brain.kind": opts.get("brain"), "board.max_runs": opts.get("max_runs"), "agents.ideators": opts.get("ideators"),
         "agents.implementers": opts.get("implementers"), "agents.reviewers": opts.get("reviewers"),
-        "agents.replicators": opts.get("replicators"),
+        "agents.replicators": opts.get("replicators"), "board.ladder": opts.get("ladder"),
     })  # fmt: skip
 
 
@@ -86,14 +86,21 @@ def run(ctx: Context, opts: dict[str, Any], head_options: Any | None = None, nod
 
     seconds = parse_duration(opts.get("duration"))
     settings = settings_for(ctx, opts)
+    if settings.board.ladder:  # the head's own tier is the lowest rung: where new ideas are tried
+        settings = settings.model_copy(update={"harness": settings.harness.model_copy(update={"tier": settings.board.ladder[0]})})
     get_tier(settings.harness.tier)  # an unknown tier is a clear error before anything starts
     roles, devices = parse_roles(opts["roles"]), parse_devices(opts.get("devices"))
     console = Console(soft_wrap=True)  # lines are never cut for width: logs and scripts read them
     up(settings, devices, roles, console, not opts.get("no_view"), seconds, head_options, node, ctx.config)
 
 
+LADDER = click.option("--ladder", default=None,
+                      help="Tiers from cheapest to dearest, like tiny,small: winners climb from each rung to the next.")
+
+
 @click.command("up")
 @swarm_options
+@LADDER
 @click.option("--max-runs", type=int, default=None, help="Stop after this many training runs (they finish and are recorded).")
 @click.option("--duration", default=None, help="Stop after this long: 90s, 30m, 2h.")
 @click.pass_obj
@@ -111,6 +118,7 @@ def up(ctx: Context, **opts: Any) -> None:
 
 @click.command("head")
 @swarm_options
+@LADDER
 @click.option("--listen", default="0.0.0.0:4222", show_default=True,
               help="Where NATS listens for nodes: HOST:PORT (with --servers 3, PORT and the next two).")
 @click.option("--advertise", default=None, help="The address nodes reach this machine at [default: its primary address].")

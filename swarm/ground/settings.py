@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.settings import HarnessSettings
 from swarm.ground.errors import ConfigError
@@ -62,6 +62,25 @@ class BoardSettings(Frozen):
     min_delta: float = 0.002  # smallest val_bpb gain that counts, whatever the noise
     z: float = 2.0  # a gain must exceed z x the arena's measured seed spread
     max_runs: int | None = None  # stop granting device work after this many runs; None: no limit
+    # The cascade: tiers from cheapest to dearest. A winner promoted on one rung is transferred to
+    # the next rung's best; empty: one tier (harness.tier), no transfers.
+    ladder: list[str] = []
+    restack: bool = True  # re-apply a winner built on an older parent to the current best, so gains stack
+
+    @field_validator("ladder", mode="before")
+    @classmethod
+    def _rungs(cls, value: Any) -> Any:
+        """`tiny,small` (the CLI's and the environment's spelling) or a list; every rung a known tier, once."""
+        from harness.tiers import TIERS
+
+        rungs = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        if isinstance(rungs, list):
+            unknown = [rung for rung in rungs if rung not in TIERS]
+            if unknown:
+                raise ValueError(f"no tier {', '.join(map(repr, unknown))}; the tiers are {', '.join(TIERS)}")
+            if len(set(rungs)) != len(rungs):
+                raise ValueError(f"a rung appears twice in the ladder {rungs}")
+        return rungs
 
 
 class BrainSettings(Frozen):
@@ -90,6 +109,7 @@ class AgentsSettings(Frozen):
     repair_attempts: int = 2  # an implementer repairs a crashed patch from its log at most this often
     implement_failures: int = 3  # a hypothesis whose implementation fails this often (any agent) is given up
     note_every: int = 10  # an ideator's LLM brain writes a lab-notebook note per arena every this many trials; 0: never
+    ideate_upper: bool = False  # ideators also propose on the ladder's upper rungs (default: the lowest only)
 
 
 class Settings(Frozen):

@@ -58,3 +58,15 @@ def test_the_sim_process_and_the_runner_do_not_import_torch() -> None:
 
     code = "import sys, harness.sim, harness.runner; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_sim_large_keeps_sims_optimum_for_some_knobs_and_moves_it_for_others() -> None:
+    base = read_knobs(BASELINE)
+
+    def gain(tier: str, **changed: object) -> float:
+        return sim.loss(base, base, tier) - sim.loss({**base, **changed}, base, tier)
+
+    assert gain("sim", SOFTCAP=9.4) > 0.005 and math.isclose(gain("sim", SOFTCAP=9.4), gain("sim-large", SOFTCAP=9.4))
+    assert gain("sim", DEPTH=7) > 0.005 and gain("sim-large", DEPTH=7) < -0.005  # a winner below, a loser above
+    shifted = [k for k in base if sim._optimum(k, "sim-large") != sim._optimum(k, "sim")]
+    assert 0 < len(shifted) < len(base)

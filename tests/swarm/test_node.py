@@ -8,8 +8,8 @@ import pkgutil
 import swarm.cli
 from roles import ROLES
 from swarm.cli import COMMANDS
-from swarm.ground.settings import AgentsSettings, Settings
-from swarm.node import Plan
+from swarm.ground.settings import AgentsSettings, BoardSettings, Settings
+from swarm.node import Plan, served_tiers, tier_roles
 
 
 def test_a_node_gives_each_implementer_a_device_slot_and_replicators_the_last_slots_first() -> None:
@@ -23,6 +23,23 @@ def test_a_node_runs_only_the_roles_asked_for_in_the_registrys_order() -> None:
     plan = Plan.for_devices(Settings(agents=AgentsSettings(implementers=1)), ["cpu"], roles=("replicator", "ideator"))
     assert plan.agents == [("ideator", None), ("replicator", "cpu")]
     assert [name for name in ROLES if ROLES[name].needs_device] == ["implementer", "replicator"]
+
+
+def test_a_node_serves_the_rungs_its_devices_can_run() -> None:
+    gpu_ladder = Settings(board=BoardSettings(ladder=["standard", "large"]))
+    assert served_tiers(gpu_ladder, ["cuda:0"]) == ["standard", "large"]
+    assert served_tiers(gpu_ladder, ["cpu"]) == []  # a GPU tier needs a GPU: join says so and names --tiers
+    assert served_tiers(Settings(board=BoardSettings(ladder=["tiny", "small"])), ["cpu"]) == ["tiny", "small"]
+    assert served_tiers(Settings(), ["cpu"]) == ["tiny"]  # no ladder: the swarm's one tier
+
+
+def test_ideators_work_the_lowest_rung_and_one_reviewer_serves_every_arena() -> None:
+    ladder = Settings(board=BoardSettings(ladder=["tiny", "small"]))
+    roles = tuple(ROLES)
+    assert tier_roles(ladder, "tiny", True, roles) == roles
+    assert tier_roles(ladder, "small", False, roles) == ("implementer", "replicator")
+    upper = ladder.model_copy(update={"agents": AgentsSettings(ideate_upper=True)})
+    assert tier_roles(upper, "small", False, roles) == ("ideator", "implementer", "replicator")
 
 
 def test_every_command_of_every_cli_module_is_reachable_by_its_name() -> None:
