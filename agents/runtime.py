@@ -14,9 +14,10 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from agents.brains import make_brain
 from agents.brains.base import Accounting, Brain, Usage
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 STATUS_SECONDS = 2.0  # how often an agent says what it is doing, for status views
 BUDGET_REFRESH_SECONDS = 10.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Context:
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # set when a burst is complete
     doing: str = "starting"
     since: float = field(default_factory=time.time)
+    holding: dict[str, asyncio.Future[Any]] = field(default_factory=dict)  # claim -> the work done under it
 
     def say(self, doing: str) -> None:
         """What this agent is doing now, for `swarm status` and the live view."""
@@ -73,6 +76,30 @@ class Context:
     @property
     def stopping(self) -> bool:
         return self.finished.is_set()
+
+    async def while_held(self, claim: str, work: Awaitable[T]) -> T | None:
+        """Do `work` under `claim`; None when the claim was lost meanwhile. The work is then cancelled:
+        the board has re-granted it, and finishing it would count one seed twice."""
+        task = asyncio.ensure_future(work)
+        if claim in self.heartbeat.lost:
+            task.cancel()
+        self.holding[claim] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if claim not in self.heartbeat.lost or (current is not None and current.cancelling()):
+                raise  # this agent is stopping: not a lost claim
+            self.say(f"lost claim {claim} (its lease ran out); cancelled the work done under it")
+            return None
+        finally:
+            self.holding.pop(claim, None)
+
+    def claim_lost(self, claim: str) -> None:
+        """The heartbeat's word that `claim` is no longer ours: stop the work done under it."""
+        if (task := self.holding.get(claim)) is not None:
+            log.warning("%s: lost claim %s; cancelling its work", self.spec.agent, claim)
+            task.cancel()
 
     async def release(self, claim: str, done: bool, reason: str, leaving: bool = False) -> None:
         """Give a claim back: finished (done) or back to the pool; stop renewing it either way.
@@ -109,6 +136,7 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
                        seed=_seed(spec.agent)) if role_class.uses_brain else None  # fmt: skip
     heartbeat = board.heartbeat(settings.board.lease_seconds / 3)
     ctx = Context(spec, settings, board, brain, heartbeat)
+    heartbeat.on_lost = ctx.claim_lost
     await board.publish(AgentJoined(by=spec.agent, agent=spec.agent, role=role_class.name, node=spec.node,
                                     brain=brain.name if brain else None, devices=[spec.device] if spec.device else [],
                                     pid=os.getpid()))  # fmt: skip

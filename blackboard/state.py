@@ -78,8 +78,16 @@ class Patch:
     settled: bool = False  # BestPromoted or ReplicationDone published
 
     def ok_values(self) -> list[float]:
-        """val_bpb of its successful runs in its own arena (a promotion run on a higher tier is elsewhere)."""
-        return [r.val_bpb for r in self.runs if r.arena == self.arena and r.status == "ok" and r.val_bpb is not None]
+        """val_bpb of its successful runs in its own arena (a promotion run on a higher tier is elsewhere),
+        one per seed: the first stored. A seed run twice (a late result from a holder whose claim
+        expired, beside the re-granted run) is one measurement of the noise, not two, so the promotion
+        rule's n and spread count it once; the first in stream order is the one every fold picks and
+        the one earlier decisions (a candidate's explore value) already rested on."""
+        values: dict[int, float] = {}
+        for r in self.runs:
+            if r.arena == self.arena and r.status == "ok" and r.val_bpb is not None:
+                values.setdefault(r.seed, r.val_bpb)
+        return list(values.values())
 
 
 @dataclass

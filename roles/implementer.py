@@ -110,7 +110,9 @@ class Implementer(Role):
 
     async def _run(self, item: Ready) -> None:
         ctx, claim, job = self.ctx, item.claim, item.job
-        result = await run_job(ctx, job)
+        result = await ctx.while_held(claim.claim, run_job(ctx, job))
+        if result is None:
+            return  # the claim was lost and its run cancelled: the work is someone else's now
         attempts = ctx.settings.agents.repair_attempts
         for attempt in range(1, attempts + 1):
             if result.status not in REPAIRABLE or ctx.stopping:
@@ -119,7 +121,9 @@ class Implementer(Role):
             if fixed is None:
                 break
             job = fixed
-            result = await run_job(ctx, job)
+            if (repaired := await ctx.while_held(claim.claim, run_job(ctx, job))) is None:
+                return
+            result = repaired
         await ctx.release(claim.claim, done=True, reason=f"ran {job.patch}: {result.status}")
         ctx.count()
 

@@ -115,3 +115,27 @@ async def test_burst_mode_does_n_pieces_of_work_and_exits(nats_server: NatsServe
         arena = next(iter(service.state.arenas.values()))
         assert service.state.arenas[arena.id].best == arena.baseline_patch  # its 3 baseline seeds made the best
         assert service.state.runs_finished == 3 and not service.state.claims
+
+
+async def test_an_agent_whose_claim_expired_cancels_its_run_instead_of_reporting_it_late(
+    nats_server: NatsServer, bus: Bus, tmp_path: Path
+) -> None:
+    """Frozen (as a partition would cut it off) past its lease, a replicator finds its claim lost on
+    waking: it drops that run, so the seed is measured by the re-granted run alone."""
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(lease_seconds=LEASE)) as service:
+        await wait_leading(service)
+        rep = agent(nats_server.url, tmp_path, "replicator", "rep", 60)
+        try:
+            await until(lambda: service.state.runs_started == 1)
+            [first] = service.state.running
+            rep.send_signal(signal.SIGSTOP)
+            await until(lambda: first in service.state.lost, timeout=60)  # its claim expired, its run declared lost
+            rep.send_signal(signal.SIGCONT)
+            await until(lambda: service.state.runs_started >= 2, timeout=120)  # it went on to the next piece
+            assert not any(run.id == first for p in service.state.patches.values() for run in p.runs), \
+                "the run of the lost claim must be cancelled, not finished and reported"
+            assert "lost claim" in (tmp_path / "rep.log").read_text()
+        finally:
+            rep.send_signal(signal.SIGCONT)
+            rep.kill()
+            await asyncio.to_thread(rep.wait)
