@@ -7,6 +7,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from blackboard.client import Board
 from blackboard.events import (
     ClaimExpired, ClaimGranted, ClaimReleased, Decision, Event, HypothesisApproved, HypothesisRejected,
@@ -15,7 +17,8 @@ from blackboard.events import (
 from blackboard.projection import Projection
 from swarm.ground.bus import Bus
 from swarm.natsserver import NatsServer
-from tests.service.conftest import ARENA, ServiceProcess, hypothesis, open_arena
+from swarm.ground.settings import BoardSettings
+from tests.service.conftest import ARENA, ServiceProcess, hypothesis, open_arena, running_service, wait_leading
 
 
 async def stream(bus: Bus) -> list[tuple[int, Event]]:
@@ -142,3 +145,21 @@ async def test_two_services_one_writes_and_the_standby_takes_over(
     proposed = {e.hypothesis for _, e in events if e.kind == "hypothesis_proposed"}
     assert approved == proposed, "a hypothesis was left undecided across the handover"
     assert not [e for _, e in events if isinstance(e, WorkCancelled)]
+
+
+async def test_a_leader_whose_decide_loop_fails_says_why_and_the_standby_takes_over(
+    bus: Bus, tmp_path: Path, settings: BoardSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    board = Board(bus, agent="driver", retry_seconds=40)
+    async with running_service(bus, tmp_path / "s1.duckdb", settings, "s1") as first:
+        await wait_leading(first)
+        async with running_service(bus, tmp_path / "s2.duckdb", settings, "s2") as second:
+            first.state.pending[("no such kind", "x")] = None  # its decide loop raises on this item
+            first.writer.kick.set()
+            await wait_leading(second, timeout=30)
+            assert not first.leader
+            assert any(r.levelname == "ERROR" and "s1: the leader cannot decide" in r.getMessage()
+                       and "unknown pending item kind" in r.getMessage() for r in caplog.records)  # fmt: skip
+            await open_arena(board)
+            verdict = await board.propose(hypothesis("decided by the new leader", LR=0.5))
+            assert verdict.status == "approved"
