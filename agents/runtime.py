@@ -21,7 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 from agents.brains import make_brain
 from agents.brains.base import Accounting, Brain, Usage
-from blackboard.client import Board, Heartbeat
+from blackboard.client import Board, Claim, Heartbeat
 from blackboard.events import AgentJoined, AgentLeft, UsageRecorded
 from swarm.ground import aio
 from swarm.ground.bus import Bus
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 STATUS_SECONDS = 2.0  # how often an agent says what it is doing, for status views
 BUDGET_REFRESH_SECONDS = 10.0
+CLAIM_RETRY_SECONDS = 2.0  # after a refused or unanswered claim request
 T = TypeVar("T")
 
 
@@ -100,6 +101,17 @@ class Context:
         if (task := self.holding.get(claim)) is not None:
             log.warning("%s: lost claim %s; cancelling its work", self.spec.agent, claim)
             task.cancel()
+
+    async def claim(self, kinds: list[str], arenas: list[str], wait: float = 10.0) -> Claim | None:
+        """The next piece of work (see `Board.claim`), or None. A refusal or a board that does not answer
+        is never fatal: the agent says so, waits a little and the caller asks again."""
+        try:
+            return await self.board.claim(kinds, arenas, wait=wait)
+        except BoardError as exc:
+            log.warning("%s: no claim, asking again in %.0f s: %s", self.spec.agent, CLAIM_RETRY_SECONDS, exc)
+            self.say(f"waiting for the board: {exc}")
+            await asyncio.sleep(CLAIM_RETRY_SECONDS)
+            return None
 
     async def release(self, claim: str, done: bool, reason: str, leaving: bool = False) -> None:
         """Give a claim back: finished (done) or back to the pool; stop renewing it either way.

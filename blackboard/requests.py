@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from blackboard.events import (
-    AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisRejected,
+    AgentJoined, AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisRejected,
     PatchAccepted, PatchRefused, WorkQueued, new_id,
 )  # fmt: skip
 from blackboard.reads import text, texts
@@ -37,6 +37,7 @@ class Requests:
         self.writer, self.state, self.settings, self.instance = writer, state, settings, instance
         self.grace_until = 0.0  # no claim expires before this (a new leader gives holders one lease)
         self.gone: dict[str, float] = {}  # agent -> when it left, or one of its claims expired
+        self.superseded: set[str] = set()  # claims of an agent id's earlier process: a new one joined
         self._work_generation = 0  # bumped whenever work may have become claimable
         self._work_waiters: list[asyncio.Future[None]] = []
         self._verdict_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -48,6 +49,10 @@ class Requests:
         """The tail applied `event`: wake the requests waiting for what it brings."""
         if isinstance(event, AgentLeft):
             self.gone[event.agent] = time.time()
+        if isinstance(event, AgentJoined):
+            # An agent joins before it claims, so what its id holds now was claimed by an earlier
+            # process of it (crashed, restarted by its supervisor): nobody renews those claims.
+            self.superseded.update(self.state.held.get(event.agent, ()))
         if isinstance(event, (WorkQueued, ClaimExpired)) or (isinstance(event, ClaimReleased) and not event.done):
             self._work_generation += 1
             for future in self._work_waiters:
@@ -62,6 +67,13 @@ class Requests:
         while writer.leading:
             await asyncio.sleep(EXPIRY_CHECK_SECONDS)
             now = time.time()
+            self.superseded &= self.state.claims.keys()
+            for claim_id in sorted(self.superseded):  # no grace: the process that held them is gone
+                async with writer.lock:
+                    if (claim := self.state.claims.get(claim_id)) is not None:
+                        log.info("%s: claim %s of %s ended: a new process of that agent joined", self.instance,
+                                 claim_id, claim.agent)  # fmt: skip
+                        await writer.publish(ClaimExpired(by=self.instance, claim=claim_id))
             if now < self.grace_until:
                 continue
             for claim in self.state.expired(now):
@@ -102,7 +114,8 @@ class Requests:
     def _choose_grant(self, batch: Batch, agent: str, kinds: list[str], arenas: list[str]) -> ClaimGranted | None:
         if not self.writer.leading:
             raise not_leading()
-        if len(self.state.held.get(agent, ())) + batch.grants.get(agent, 0) >= self.settings.max_claims_per_agent:
+        held = self.state.held.get(agent, set()) - self.superseded  # an earlier process's claims are ending
+        if len(held) + batch.grants.get(agent, 0) >= self.settings.max_claims_per_agent:
             raise BoardError(f"{agent} already holds {self.settings.max_claims_per_agent} claims")
         allowed = kinds if self.state.device_work_left(self.settings.max_runs, batch.device_grants) else [
             kind for kind in kinds if kind not in DEVICE_WORK]  # the run budget is spent  # fmt: skip

@@ -62,7 +62,7 @@ class Implementer(Role):
         ctx = self.ctx
         while not ctx.stopping:
             ctx.say("waiting for an approved hypothesis")
-            claim = await ctx.board.claim(["implement"], [self.arena.id], wait=10)
+            claim = await ctx.claim(["implement"], [self.arena.id], wait=10)
             if claim is None:
                 continue
             ctx.heartbeat.hold(claim.claim)

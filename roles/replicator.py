@@ -22,7 +22,7 @@ class Replicator(Role):
         while not ctx.stopping:
             ctx.say("waiting for a baseline or a candidate to replicate")
             # each kind of work it claims is also the purpose its run is recorded with
-            claim = await ctx.board.claim(["baseline", "replicate", "promote"], [arena.id], wait=10)
+            claim = await ctx.claim(["baseline", "replicate", "promote"], [arena.id], wait=10)
             if claim is None or claim.patch is None:
                 continue
             ctx.heartbeat.hold(claim.claim)
