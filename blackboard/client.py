@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from blackboard.events import Event, HypothesisProposed, PatchSubmitted, envelope
+from blackboard.events import Event, HypothesisProposed, PatchSubmitted, envelope, new_id
 from swarm.ground.bus import Bus
 from swarm.ground.errors import BoardError, ServiceUnavailable
 
@@ -91,7 +91,9 @@ class Board:
 
     async def claim(self, kinds: list[str], arenas: list[str], wait: float = 10.0) -> Claim | None:
         """The next piece of work of one of `kinds` (in that order of preference), or None after `wait`."""
-        body = {"agent": self.agent, "kinds": kinds, "arenas": arenas, "wait": wait}
+        # One request id for every retry of this request: the service answers a retry with the grant
+        # it made for the first (whose reply may have been lost), not with a second one.
+        body = {"agent": self.agent, "kinds": kinds, "arenas": arenas, "wait": wait, "request": new_id("q")}
         reply = await self.ask("claim", body, timeout=wait + 5)
         return Claim.model_validate(reply) if reply else None
 

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT = 30.0  # longest a claim or verdict request is held open
 EXPIRY_CHECK_SECONDS = 0.5
+_REMEMBERED_REQUESTS = 10_000  # recent claim requests' answers kept for their retries
 _VERDICTS = (HypothesisApproved, HypothesisRejected, PatchAccepted, PatchRefused)
 
 
@@ -37,6 +38,7 @@ class Requests:
         self.writer, self.state, self.settings, self.instance = writer, state, settings, instance
         self.grace_until = 0.0  # no claim expires before this (a new leader gives holders one lease)
         self.gone: dict[str, float] = {}  # agent -> when it left, or one of its claims expired
+        self._asked: dict[str, asyncio.Future[dict[str, Any] | None]] = {}  # claim request id -> its answer
         self.superseded: set[str] = set()  # claims of an agent id's earlier process: a new one joined
         self._work_generation = 0  # bumped whenever work may have become claimable
         self._work_waiters: list[asyncio.Future[None]] = []
@@ -86,6 +88,23 @@ class Requests:
     # --- claims ---------------------------------------------------------------------------------
 
     async def _claim(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A claim request; a retry (the same `request` id: the reply to the first was lost) gets the
+        first one's grant back while it is held, rather than a second claim and the first one's work
+        blocked for a lease."""
+        request = str(body.get("request") or "")
+        first = self._asked.get(request)
+        if first is None or (first.done() and (first.cancelled() or first.exception() is not None or first.result() is None)):
+            first = asyncio.ensure_future(self._claim_new(body))  # no answer to give again: a new question
+            if request:
+                self._asked[request] = first
+                while len(self._asked) > _REMEMBERED_REQUESTS:
+                    del self._asked[next(iter(self._asked))]
+        answer = await asyncio.shield(first)
+        if answer is not None and answer["claim"] not in self.state.claims:
+            return None  # granted, then released or expired before this retry came
+        return answer
+
+    async def _claim_new(self, body: dict[str, Any]) -> dict[str, Any] | None:
         agent = text(body, "agent")
         kinds, arenas = texts(body, "kinds"), texts(body, "arenas")
         asked = time.time()

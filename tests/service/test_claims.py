@@ -140,3 +140,14 @@ async def test_a_refused_claim_is_not_fatal_to_an_agent(bus: Bus, service: Servi
     ctx = Context(spec, Settings(), board, None, board.heartbeat(1.0))
     assert await ctx.claim(["implement"], [ARENA], wait=1) is None
     assert ctx.doing.startswith("waiting for the board") and "already holds" in ctx.doing
+
+
+async def test_a_retried_claim_request_gets_the_same_grant_back(board: Board, service: Service) -> None:
+    """The reply to a grant was lost (a cut link): the client asks again under the same request id."""
+    work = await queue_implement_work(board, service, 2)
+    body = {"agent": "cut-off", "kinds": ["implement"], "arenas": [ARENA], "wait": 1, "request": "q-once"}
+    first = await board.ask("claim", body)
+    again = await board.ask("claim", body)
+    assert first is not None and again == first, "the retry must get the first grant, not a second claim"
+    assert len(service.state.held["cut-off"]) == 1 and service.state.queue_depths()["implement"] == 1
+    assert first["work"] in work
