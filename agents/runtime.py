@@ -32,7 +32,7 @@ from swarm.ground.settings import Credentials, Settings
 log = logging.getLogger(__name__)
 
 STATUS_SECONDS = 2.0  # how often an agent says what it is doing, for status views
-BUDGET_REFRESH_SECONDS = 10.0
+BUDGET_REFRESH_SECONDS = 2.0  # how stale the other agents' spend may be when this one asks what is left
 CLAIM_RETRY_SECONDS = 2.0  # after a refused or unanswered claim request
 T = TypeVar("T")
 
@@ -144,7 +144,7 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
     bus = await Bus.connect(spec.url, name=f"agent {spec.agent}", credentials=Credentials.from_settings(settings.nats), wait=30)
     board = Board(bus, spec.agent)
     budget = _Budget(board, settings.brain.budget_usd)
-    brain = make_brain(settings.brain, Accounting(on_usage=lambda u: _record(board, spec.agent, u), budget_left=budget.left),
+    brain = make_brain(settings.brain, Accounting(on_usage=budget.record, budget_left=budget.left),
                        seed=_seed(spec.agent)) if role_class.uses_brain else None  # fmt: skip
     heartbeat = board.heartbeat(settings.board.lease_seconds / 3)
     ctx = Context(spec, settings, board, brain, heartbeat)
@@ -222,21 +222,35 @@ def _record(board: Board, agent: str, usage: Usage) -> None:
 
 
 class _Budget:
-    """What is left of the swarm-wide LLM budget, from the board's usage totals (refreshed)."""
+    """What is left of the swarm-wide LLM budget: this agent's own spend, counted the moment a call
+    reports it, and the other agents' from the board's usage records (refreshed every few seconds).
+    So the swarm overshoots by at most the calls in flight when it runs out, about one per agent."""
 
     def __init__(self, board: Board, budget: float | None) -> None:
-        self.board, self.budget, self.spent = board, budget, 0.0
+        self.board, self.budget = board, budget
+        self.own = 0.0  # this agent's spend, exact
+        self.others = 0.0  # the other agents' spend, as of the last refresh
 
     def left(self) -> float | None:
-        return None if self.budget is None else self.budget - self.spent
+        return None if self.budget is None else self.budget - self.own - self.others
+
+    def record(self, usage: Usage) -> None:
+        """A call's usage: counted at once here, and stored on the board for the others."""
+        self.own += usage.cost_usd
+        _record(self.board, self.board.agent, usage)
 
     async def refresh(self) -> None:
+        agent = self.board.agent.replace("'", "''")
+        sql = f"SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE agent <> '{agent}'"
+        failures = 0
         while self.budget is not None:
             try:
-                stats: dict[str, Any] = await self.board.stats()
-                self.spent = float(stats.get("usage", {}).get("cost_usd") or 0.0)
-            except BoardError as exc:
-                log.debug("budget refresh: %s", exc)
+                self.others = float((await self.board.query(sql))["rows"][0][0])
+                failures = 0
+            except BoardError as exc:  # a stale total lets the swarm overshoot: say so
+                failures += 1
+                log.warning("%s: could not read the swarm's LLM spend (%d times in a row; using %.4f USD): %s",
+                            self.board.agent, failures, self.others, exc)  # fmt: skip
             await asyncio.sleep(BUDGET_REFRESH_SECONDS)
 
 

@@ -100,6 +100,11 @@ class Board:
     async def renew(self, claims: list[str]) -> dict[str, bool]:
         return await self.ask("renew", {"agent": self.agent, "claims": claims}) if claims else {}
 
+    async def rerun(self, claim: str) -> bool:
+        """Whether this agent may start one more run (a repair) under its claim: False when the claim is
+        no longer its own or the swarm's run budget is spent."""
+        return bool(await self.ask("rerun", {"agent": self.agent, "claim": claim}))
+
     async def release(self, claim: str, done: bool, reason: str = "", leaving: bool = False) -> bool:
         """Give a claim back; `leaving`: this agent is stopping, so its pending claims are void too."""
         body = {"agent": self.agent, "claim": claim, "done": done, "reason": reason, "leaving": leaving}

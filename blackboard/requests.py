@@ -45,7 +45,8 @@ class Requests:
         self._verdict_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
-        return {"claim": self._claim, "renew": self._renew, "release": self._release, "verdict": self._verdict}
+        return {"claim": self._claim, "renew": self._renew, "rerun": self._rerun, "release": self._release,
+                "verdict": self._verdict}  # fmt: skip
 
     def saw(self, event: Event) -> None:
         """The tail applied `event`: wake the requests waiting for what it brings."""
@@ -166,6 +167,26 @@ class Requests:
             return stored is not None and claim_id in self.state.claims
 
         return dict(zip(claims, await asyncio.gather(*(renew(claim_id) for claim_id in claims))))
+
+    async def _rerun(self, body: dict[str, Any]) -> bool:
+        """Whether the holder of a device claim may start one more run under it (a repair), within the
+        swarm's run budget: granted as a renewal that raises the claim's allowance, so the run counts
+        against the budget from now on, as a claim's first run counts from its grant."""
+        agent, claim_id = text(body, "agent"), text(body, "claim")
+
+        def choose(batch: Batch) -> ClaimRenewed | None:
+            claim = self.state.claims.get(claim_id)
+            if claim is None or not self._held(batch, agent, claim_id) or claim.allowed > claim.started:
+                return None  # not held (refused), or its allowance is not used yet (nothing to decide)
+            if not self.state.device_work_left(self.settings.max_runs, batch.device_grants):
+                return None
+            batch.device_grants += 1
+            return ClaimRenewed(by=self.instance, claim=claim_id, expires_at=time.time() + self.settings.lease_seconds,
+                                runs=claim.started + 1)  # fmt: skip
+
+        await self.writer.decide_stored(choose)
+        claim = self.state.claims.get(claim_id)
+        return claim is not None and claim.agent == agent and claim.allowed > claim.started
 
     async def _release(self, body: dict[str, Any]) -> bool:
         agent, claim_id = text(body, "agent"), text(body, "claim")

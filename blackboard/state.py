@@ -25,6 +25,7 @@ from blackboard.events import (
 from swarm.ground.settings import BoardSettings
 
 DEVICE_WORK = ("implement", "baseline", "replicate", "promote")  # kinds whose claim leads to a run
+REPAIRABLE = ("crash", "rejected")  # run outcomes an implementer may repair under the same claim
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Claim:
     work: str
     agent: str
     expires_at: float
+    allowed: int = 1  # runs its holder may start under it: one, and one more per repair granted
+    started: int = 0  # runs its holder started under it
 
 
 @dataclass
@@ -213,6 +216,7 @@ class State:
     def _on_claim_renewed(self, e: ClaimRenewed, seq: int) -> None:
         if (claim := self.claims.get(e.claim)) is not None:
             claim.expires_at = max(claim.expires_at, e.expires_at)
+            claim.allowed = max(claim.allowed, e.runs or 0)
 
     def _on_claim_released(self, e: ClaimReleased, seq: int) -> None:
         claim = self._drop_claim(e.claim)
@@ -240,6 +244,8 @@ class State:
         if e.run not in self.running and e.run not in self.lost:
             self.runs_started += 1
             self.running[e.run] = (e.work, e.by)
+            if (claim := self._claim_of(e.work, e.by)) is not None:
+                claim.started += 1
 
     def _on_run_lost(self, e: RunLost, seq: int) -> None:
         self.running.pop(e.run, None)
@@ -252,8 +258,9 @@ class State:
         if self.running.pop(e.run, None) is None and e.run not in self.lost:
             self.runs_started += 1  # its RunStarted never came
         self.runs_finished += 1
-        if e.work is not None:
-            self._close(e.work)
+        if e.work is not None and not (e.status in REPAIRABLE and self._claim_of(e.work, e.by) is not None
+                                       and self.work[e.work].kind == "implement"):  # fmt: skip
+            self._close(e.work)  # a crashed implement run's holder may repair under its claim: its release closes it
         if patch is None:
             return
         patch.runs.append(Run(e.run, e.arena, e.seed, e.purpose, e.status, e.val_bpb, e.reason))
@@ -319,6 +326,12 @@ class State:
         elif work.kind == "baseline":
             self._pend("arena", work.arena)
 
+    def _claim_of(self, work_id: str | None, agent: str) -> Claim | None:
+        """The claim `agent` holds on the work, if it does."""
+        work = self.work.get(work_id or "")
+        claim = self.claims.get(work.claim or "") if work is not None else None
+        return claim if claim is not None and claim.agent == agent else None
+
     def _drop_claim(self, claim_id: str) -> Claim | None:
         claim = self.claims.pop(claim_id, None)
         if claim is not None:
@@ -380,8 +393,11 @@ class State:
         """Whether another run may be granted under the swarm's run budget, `granting` more on the way."""
         if max_runs is None:
             return True
-        granted = sum(1 for c in self.claims.values() if self.work[c.work].kind in DEVICE_WORK)
-        return self.runs_started + granted + granting < max_runs
+        return self.runs_started + self.runs_reserved() + granting < max_runs
+
+    def runs_reserved(self) -> int:
+        """Runs granted and not yet started: each device claim's allowance less the runs it started."""
+        return sum(max(0, c.allowed - c.started) for c in self.claims.values() if self.work[c.work].kind in DEVICE_WORK)
 
     def expired(self, now: float) -> list[Claim]:
         return [claim for claim in self.claims.values() if claim.expires_at <= now]

@@ -17,12 +17,12 @@ from agents.runtime import Role
 from blackboard.client import Claim
 from blackboard.events import PatchSubmitted, new_id
 from blackboard.rules import code_hash
+from blackboard.state import REPAIRABLE
 from harness.runner import RunResult
 from roles.common import Job, contract_text, program, run_job, unified_diff
 from swarm.ground.errors import BoardError
 
 log = logging.getLogger(__name__)
-REPAIRABLE = ("crash", "rejected")
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class Implementer(Role):
             return  # the claim was lost and its run cancelled: the work is someone else's now
         attempts = ctx.settings.agents.repair_attempts
         for attempt in range(1, attempts + 1):
-            if result.status not in REPAIRABLE or ctx.stopping:
+            if result.status not in REPAIRABLE or ctx.stopping or not await self._may_rerun(claim):
                 break
             fixed = await self._repair(claim, item.task, job, result, attempt)
             if fixed is None:
@@ -147,6 +147,17 @@ class Implementer(Role):
             log.info("%s: repaired patch refused: %s", ctx.spec.agent, verdict.reason)
             return None
         return Job(event.patch, fixed.code, job.arena, job.seed, job.purpose, job.work, f"{job.title} (repair {attempt})")
+
+    async def _may_rerun(self, claim: Claim) -> bool:
+        """A repair is one more run: it needs the board's leave under the claim (the run budget, the claim held)."""
+        try:
+            if await self.ctx.board.rerun(claim.claim):
+                return True
+        except BoardError as exc:
+            log.warning("%s: no repair run for %s: %s", self.ctx.spec.agent, claim.claim, exc)
+            return False
+        self.ctx.say(f"no repair of {claim.ref}: the run budget is spent or the claim was lost")
+        return False
 
     async def _give_up(self, claim: Claim, reason: str, done: bool) -> None:
         ctx = self.ctx

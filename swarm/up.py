@@ -194,9 +194,10 @@ class Watcher:
         return self.stats.get("service", {})
 
     def budget_spent(self) -> bool:
-        """The run budget is spent and every run that was started has finished."""
+        """The run budget is spent and every run granted has started and finished."""
         service = self.service()
-        return bool(service) and not service.get("run_budget_left", True) and service.get("runs_in_flight", 1) == 0
+        return (bool(service) and not service.get("run_budget_left", True) and service.get("runs_in_flight", 1) == 0
+                and service.get("runs_reserved", 1) == 0)  # fmt: skip
 
     def reviews_pending(self) -> bool:
         service = self.service()

@@ -151,3 +151,4 @@ async def test_a_retried_claim_request_gets_the_same_grant_back(board: Board, se
     assert first is not None and again == first, "the retry must get the first grant, not a second claim"
     assert len(service.state.held["cut-off"]) == 1 and service.state.queue_depths()["implement"] == 1
     assert first["work"] in work
+

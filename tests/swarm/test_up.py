@@ -76,7 +76,7 @@ def test_up_with_max_runs_ends_by_itself_with_every_run_recorded(tmp_path: Path)
     assert "promoted in" in out or explanation.strip().startswith(("p-", "the baseline", "no exploratory")), out
     with board(directory) as db:
         statuses = db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
-        assert sum(n for _, n in statuses) >= 12 and "running" not in dict(statuses), statuses
+        assert sum(n for _, n in statuses) == 12 and "running" not in dict(statuses), statuses
         twice = db.execute("""SELECT source_hash, count(*) FROM runs WHERE purpose = 'explore'
                               GROUP BY source_hash HAVING count(*) > 1""").fetchall()  # fmt: skip
         assert twice == [], "the same code was explored twice"
