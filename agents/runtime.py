@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from abc import ABC, abstractmethod
@@ -142,7 +143,7 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
     """Run the agent until stopped; returns how many pieces of work it did."""
     role_class = spec.role
     bus = await Bus.connect(spec.url, name=f"agent {spec.agent}", credentials=Credentials.from_settings(settings.nats), wait=30)
-    board = Board(bus, spec.agent)
+    board = Board(bus, spec.agent, retry_seconds=math.inf)  # an agent waits out any outage of the board
     budget = _Budget(board, settings.brain.budget_usd)
     brain = make_brain(settings.brain, Accounting(on_usage=budget.record, budget_left=budget.left),
                        seed=_seed(spec.agent)) if role_class.uses_brain else None  # fmt: skip
@@ -182,7 +183,9 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            await asyncio.shield(board.publish(AgentLeft(by=spec.agent, agent=spec.agent, reason=reason[:500])))
+            await asyncio.shield(board.publish(AgentLeft(by=spec.agent, agent=spec.agent, reason=reason[:500]), patience=30))
+        except BusError as exc:  # stopping during an outage: the board learns it from the expired claims
+            log.warning("%s: could not record leaving: %s", spec.agent, exc)
         finally:
             if brain is not None:
                 await brain.aclose()  # the SDK's connection pool, closed while the loop still runs
@@ -204,8 +207,9 @@ async def _release_all(ctx: Context, reason: str) -> None:
 async def _announce(bus: Bus, ctx: Context) -> None:
     """Say what this agent is doing every few seconds on core NATS (not stored: it is a view)."""
     while True:
+        doing = f"waiting for the board: {ctx.board.waiting}" if ctx.board.waiting else ctx.doing
         status = {"agent": ctx.spec.agent, "role": ctx.spec.role.name, "node": ctx.spec.node, "device": ctx.spec.device,
-                  "doing": ctx.doing, "since": ctx.since, "done": ctx.done, "at": time.time(),
+                  "doing": doing, "since": ctx.since, "done": ctx.done, "at": time.time(),
                   "claims": len(ctx.heartbeat.claims), "connected": bus.link.connected}  # fmt: skip
         try:
             await bus.send(f"{STATUS}.{ctx.spec.agent}", status)

@@ -139,3 +139,29 @@ async def test_an_agent_whose_claim_expired_cancels_its_run_instead_of_reporting
             rep.send_signal(signal.SIGCONT)
             rep.kill()
             await asyncio.to_thread(rep.wait)
+
+
+async def test_an_agent_waits_out_an_outage_longer_than_any_retry_and_its_result_is_stored_once(
+    nats_server: NatsServer, bus: Bus, tmp_path: Path
+) -> None:
+    """NATS freezes for 35 s (longer than a publish's or a request's own retries) while a run trains:
+    the agent waits, then stores its result (once) and finishes its burst."""
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(lease_seconds=60)) as service:
+        await wait_leading(service)
+        rep = agent(nats_server.url, tmp_path, "replicator", "rep", 2.0, "--burst", "3")
+        try:
+            await until(lambda: service.state.runs_started == 1)
+            assert nats_server.process is not None
+            nats_server.process.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(35)  # the outage itself: what the agent must outlast
+            finally:
+                nats_server.process.send_signal(signal.SIGCONT)
+            assert await asyncio.to_thread(rep.wait, 180) == 0, (tmp_path / "rep.log").read_text()[-3000:]
+            await until(lambda: service.state.runs_finished == 3, timeout=60)
+            log = (tmp_path / "rep.log").read_text()
+            assert "waiting for the board" in log and "the board answers again" in log
+        finally:
+            rep.kill()
+            await asyncio.to_thread(rep.wait)
+        assert service.leader and len({r.id for p in service.state.patches.values() for r in p.runs}) == 3
