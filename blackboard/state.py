@@ -97,6 +97,7 @@ class Patch:
 class Arena:
     id: str
     baseline_patch: str
+    fingerprint: str | None = None  # of the harness its results must come from
     best: str | None = None
     patches: list[str] = field(default_factory=list)  # every patch run or submitted here, in order
 
@@ -136,6 +137,7 @@ class State:
         self.runs_finished = 0
         self.running: dict[str, tuple[str | None, str]] = {}  # run -> (its work, its agent)
         self.lost: dict[str, str] = {}  # runs declared lost (or about to be) -> why
+        self.refused: dict[str, str] = {}  # results from a harness that is not their arena's -> why
 
     # --- folding events ---------------------------------------------------------------------
 
@@ -152,7 +154,7 @@ class State:
     def _on_arena_opened(self, e: ArenaOpened, seq: int) -> None:
         if e.arena in self.arenas:
             return
-        self.arenas[e.arena] = Arena(e.arena, e.baseline_patch)
+        self.arenas[e.arena] = Arena(e.arena, e.baseline_patch, e.fingerprint)
         self._add_patch(Patch(e.baseline_patch, e.arena, e.baseline_code, e.baseline_hash, status="accepted"))
         self.hashes[(e.arena, e.baseline_hash)] = e.baseline_patch
         self._pend("arena", e.arena)
@@ -258,6 +260,10 @@ class State:
         if self.running.pop(e.run, None) is None and e.run not in self.lost:
             self.runs_started += 1  # its RunStarted never came
         self.runs_finished += 1
+        arena = self.arenas.get(e.arena)
+        if (why := rules.foreign_result(e.fingerprint, arena.fingerprint if arena else None)) is not None:
+            self.refused[e.run] = why  # the projection shows it refused; no decision may rest on it
+            return
         if e.work is not None and not (e.status in REPAIRABLE and self._claim_of(e.work, e.by) is not None
                                        and self.work[e.work].kind == "implement"):  # fmt: skip
             self._close(e.work)  # a crashed implement run's holder may repair under its claim: its release closes it

@@ -26,7 +26,7 @@ async def test_a_repair_run_keeps_its_claim_and_counts_against_the_run_budget(bu
         ids = dict(patch="p-x", arena=ARENA, work=claim.work, seed=0, purpose="explore", tier="tiny", device="cpu", node="n")
         await first.publish(RunStarted(by="impl-a", run="r-crash", **ids))
         await first.publish(RunFinished(by="impl-a", run="r-crash", **ids, status="crash", reason="boom",
-                                        fingerprint="f", source_hash="h"))  # fmt: skip
+                                        fingerprint="f" * 64, source_hash="h"))  # fmt: skip
         async with asyncio.timeout(30):
             while service.state.runs_finished < 1:
                 await asyncio.sleep(0.05)
