@@ -38,6 +38,7 @@ from swarm.view import LiveView, LogView
 log = logging.getLogger(__name__)
 
 REVIEW_GRACE_SECONDS = 120.0  # after the last run, how long reviews still queued may take
+WARN_AFTER = 3  # refreshes of the view failed in a row before it says so
 
 
 def up(settings: Settings, devices: list[str], roles: tuple[str, ...], console: Console, live: bool,
@@ -179,16 +180,28 @@ class Watcher:
         self.statuses: dict[str, dict[str, Any]] = {}
         self.stats: dict[str, Any] = {}
         self.recent: list[dict[str, Any]] = []
+        self.failures = 0  # refreshes failed in a row
+        self.problem: str | None = None  # why the board did not answer, once it failed WARN_AFTER times in a row
 
     async def start(self) -> None:
         await self.bus.listen(f"{STATUS}.>", lambda body: self.statuses.__setitem__(str(body.get("agent")), body))
 
     async def refresh(self) -> None:
+        """The board's stats and recent runs. Stale numbers would leave --max-runs waiting forever
+        unseen, so repeated failures are a warning, in the log and in the view, until it answers."""
         try:
             self.stats = await self.board.stats()
             self.recent = await self.board.history(limit=8)
         except BoardError as exc:
-            log.debug("refresh: %s", exc)
+            self.failures += 1
+            if self.failures >= WARN_AFTER:
+                if self.problem is None:
+                    log.warning("the board has not answered %d times in a row: %s", self.failures, exc)
+                self.problem = f"the board has not answered for {self.failures} refreshes: {exc}"
+            return
+        if self.problem is not None:
+            log.warning("the board answers again")
+        self.failures, self.problem = 0, None
 
     def service(self) -> dict[str, Any]:
         return self.stats.get("service", {})
