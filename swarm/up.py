@@ -261,7 +261,7 @@ FROM replications r LEFT JOIN patches p ON p.patch = r.patch LEFT JOIN hypothese
 ORDER BY r.seq
 """
 UNSETTLED = """
-SELECT p.patch, any_value(h.title), count(r.run) FILTER (WHERE r.status = 'ok')
+SELECT p.patch, any_value(h.title), count(DISTINCT r.seed) FILTER (WHERE r.status = 'ok')
 FROM work w JOIN patches p ON p.patch = w.ref LEFT JOIN hypotheses h ON h.hypothesis = p.hypothesis
 LEFT JOIN runs r ON r.patch = p.patch AND r.arena = p.arena
 WHERE w.work_kind = 'replicate' AND p.patch NOT IN (SELECT patch FROM replications) AND p.patch NOT IN (SELECT patch FROM bests)
@@ -271,24 +271,31 @@ EXPLORE = """
 SELECT min(r.val_bpb), arg_min(h.title, r.val_bpb), (SELECT min(mean) FROM bests WHERE previous IS NULL)
 FROM runs r LEFT JOIN hypotheses h ON h.hypothesis = r.hypothesis WHERE r.purpose = 'explore' AND r.status = 'ok'
 """
-COUNTS = "SELECT count(*), count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'running') FROM runs"
+COUNTS = """
+SELECT count(*), count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'running'),
+       count(*) FILTER (WHERE status = 'lost'), count(*) FILTER (WHERE status = 'refused')
+FROM runs
+"""
 
 
 async def summarize(board: Board, seeds: int) -> list[str]:
     """What the swarm found, in a few lines: its promotions, or why there were none."""
-    total, ok, running = (await board.query(COUNTS))["rows"][0]
-    lines = [f"runs: {total} recorded, {ok} ok, {total - ok - running} failed, {running} unfinished"]
+    total, ok, running, lost, refused = (await board.query(COUNTS))["rows"][0]
+    failed = total - ok - running - lost - refused  # a lost run never reported: it did not fail
+    lines = [f"runs: {total} recorded, {ok} ok, {failed} failed, {lost} lost, {running} unfinished"
+             + (f", {refused} refused (another harness)" if refused else "")]  # fmt: skip
     promotions = (await board.query(PROMOTIONS))["rows"]
     for arena, patch, mean, std, n, previous, reason, title in promotions:
         lines.append(f"promoted in {arena}: {patch} {title!r}: val_bpb {mean:.4f} +- {std:.4f} over {n} seeds "
                      f"(was {previous:.4f}): {reason}")  # fmt: skip
+    unfinished = [f"  {patch} {title!r} was a candidate with {n} of {seeds} seeds when the swarm stopped"
+                  for patch, title, n in (await board.query(UNSETTLED))["rows"]]  # fmt: skip
     if promotions:
-        return lines
+        return lines + (["left unfinished:", *unfinished] if unfinished else [])
     lines.append("no promotion, because:")
     for patch, outcome, explanation, title in (await board.query(VERDICTS))["rows"]:
         lines.append(f"  {patch} {title!r}: {outcome}: {explanation}")
-    for patch, title, n in (await board.query(UNSETTLED))["rows"]:
-        lines.append(f"  {patch} {title!r} was a candidate with {n} of {seeds} seeds when the run budget ran out")
+    lines += unfinished
     best_explore, title, baseline = (await board.query(EXPLORE))["rows"][0]
     if len(lines) == 2:
         if baseline is None:
