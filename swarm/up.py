@@ -140,6 +140,7 @@ class Swarm:
         self.supervisor = Supervisor()
         self.dir = settings.dir.resolve()
         self.url, self.credentials = url, credentials or Credentials()
+        self._keeper: asyncio.Task[None] | None = None  # restarts the head's servers (start_head)
 
     async def start_head(self, arena: ArenaInfo) -> None:
         """The head's servers and services, if the head is here: then its URL and credentials are ours."""
@@ -149,6 +150,7 @@ class Swarm:
         await asyncio.to_thread(self.head.start_servers)
         self.url, self.credentials = ",".join(self.head.local_urls()), self.head.credentials
         await self.head.configure(arena)
+        self._keeper = asyncio.create_task(self.head.keep_servers(), name="keep nats-server")
         self.head.start_services(self.supervisor, child_env(self.settings, self.credentials))
 
     def start_node(self) -> None:
@@ -163,6 +165,9 @@ class Swarm:
     async def stop_services(self) -> None:
         if self.head is not None:
             await self.supervisor.stop("services", timeout=30)
+            if self._keeper is not None:  # stopping the servers is no crash to restart them from
+                self._keeper.cancel()
+                await asyncio.gather(self._keeper, return_exceptions=True)
             await asyncio.to_thread(self.head.stop)
 
     def kill(self) -> None:
