@@ -11,7 +11,7 @@ import pytest
 
 from blackboard.client import Board
 from blackboard.events import (
-    ClaimExpired, ClaimGranted, ClaimReleased, Decision, Event, HypothesisApproved, HypothesisRejected,
+    ClaimExpired, ClaimGranted, ClaimReleased, Decision, Event, HypothesisApproved, HypothesisProposed, HypothesisRejected,
     LeaderElected, WorkCancelled, WorkQueued, decode,
 )  # fmt: skip
 from blackboard.projection import Projection
@@ -60,15 +60,18 @@ async def test_a_killed_service_restarts_to_a_projection_equal_to_a_rebuild(
     await open_arena(board)
     ideas = [hypothesis(f"flood idea {i}", LR=i + 1) for i in range(600)]
 
-    async def flood() -> None:
-        for start in range(0, len(ideas), 50):
-            await asyncio.gather(*(board.publish(e) for e in ideas[start : start + 50]))
+    async def flood(part: list[HypothesisProposed]) -> None:
+        for start in range(0, len(part), 50):
+            await asyncio.gather(*(board.publish(e) for e in part[start : start + 50]))
             await asyncio.sleep(0.05)
 
-    flooding = asyncio.create_task(flood())
-    await asyncio.sleep(1.5)
-    service_processes[0].kill()  # mid-stream: facts keep coming, decisions stop
+    flooding = asyncio.create_task(flood(ideas[:300]))
+    async with asyncio.timeout(60):  # killed once it is deciding the flood: a crash between decisions
+        while not any(isinstance(e, (HypothesisApproved, HypothesisRejected)) for _, e in await stream(bus)):
+            await asyncio.sleep(0.05)
+    service_processes[0].kill()
     await flooding
+    await flood(ideas[300:])  # facts keep coming while no service decides
     service_processes.append(ServiceProcess(nats_server.url, db, "s1", 3.0, tmp_path / "s1b.log"))
     async with asyncio.timeout(90):
         while True:
