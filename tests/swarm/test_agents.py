@@ -65,11 +65,9 @@ async def test_an_implementer_killed_mid_run_has_its_hypothesis_run_by_another_o
             await until(lambda: service.state.runs_started == 1)  # a is training it, for a minute
             first.send_signal(signal.SIGKILL)
             await asyncio.to_thread(first.wait)
-            killed = time.monotonic()
             second = agent(nats_server.url, tmp_path, "implementer", "impl-b", 0.2)
             try:
-                await until(lambda: runs_of(service, hypothesis) == [("explore", "ok")], timeout=60)
-                took = time.monotonic() - killed
+                await until(lambda: runs_of(service, hypothesis) == [("explore", "ok")], timeout=120)
             finally:
                 second.send_signal(signal.SIGTERM)
                 await asyncio.to_thread(second.wait, 30)  # never block the loop: the service runs in it
@@ -78,9 +76,9 @@ async def test_an_implementer_killed_mid_run_has_its_hypothesis_run_by_another_o
         patches = [p for p in service.state.patches.values() if p.hypothesis == hypothesis]
         assert len(patches) == 1, "the second implementer must run the accepted patch, not write another"
         assert runs_of(service, hypothesis) == [("explore", "ok")]  # recorded once, by the survivor
-        assert took < LEASE + 15
-        granted = (await board.query("SELECT agent FROM claims ORDER BY granted_at"))["rows"]
+        granted = (await board.query("SELECT agent, status FROM claims ORDER BY granted_at"))["rows"]
         assert [row[0] for row in granted] == ["impl-a", "impl-b"], "the dead agent's waiting request was served"
+        assert granted[0][1] == "expired", "re-granted because the killed agent's lease ran out"
         await until(lambda: not service.state.running)  # the dead agent's run is declared lost
         runs = (await board.query("SELECT agent, status, reason FROM runs ORDER BY started_at"))["rows"]
         assert [(agent, status) for agent, status, _ in runs] == [("impl-a", "lost"), ("impl-b", "ok")]
