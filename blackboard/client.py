@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,14 +97,18 @@ class Board:
             return reply
 
     def _wait(self, why: str) -> None:
-        if self.waiting is None:
-            log.warning("%s: waiting for the board: %s", self.agent, why)
+        if self.waiting is None:  # loud for a patient board only: an impatient one's caller gets the error
+            log.log(self._level, "%s: waiting for the board: %s", self.agent, why)
         self.waiting = why
 
     def _back(self) -> None:
         if self.waiting is not None:
-            log.warning("%s: the board answers again", self.agent)
+            log.log(self._level, "%s: the board answers again", self.agent)
             self.waiting = None
+
+    @property
+    def _level(self) -> int:
+        return logging.WARNING if math.isinf(self.retry_seconds) else logging.DEBUG
 
     # --- decisions ---------------------------------------------------------------------------
 

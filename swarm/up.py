@@ -124,7 +124,8 @@ def serve(swarm: Swarm, arena: ArenaInfo, console: Console, view: Any, max_runs:
 
 
 def _view(console: Console, settings: Settings, live: bool) -> LiveView | LogView:
-    return LiveView(console, settings) if live else LogView(console)
+    """The live view on a terminal; elsewhere (a pipe, a log file) a line per change, never one final table."""
+    return LiveView(console, settings) if live and console.is_terminal else LogView(console)
 
 
 class Swarm:

@@ -16,9 +16,9 @@ import pytest
 SIM = {"SWARM_HARNESS__SIM_SECONDS": "0.3", "SWARM_BOARD__LEASE_SECONDS": "5"}
 
 
-def up(directory: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def up(directory: Path, *args: str, env: dict[str, str] | None = None, view: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "swarm", "up", "--dir", str(directory), "--tier", "sim", "--no-view", *args],
+        [sys.executable, "-m", "swarm", "up", "--dir", str(directory), "--tier", "sim", *([] if view else ["--no-view"]), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **SIM, **(env or {})},
     )  # fmt: skip
 
@@ -149,3 +149,12 @@ def test_bad_options_are_one_clear_line_and_start_nothing(tmp_path: Path, bad: l
     assert result.returncode == 2
     assert result.stderr.strip().startswith("swarm:") and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_up_into_a_pipe_prints_a_line_per_change_not_a_final_table(tmp_path: Path) -> None:
+    process = up(tmp_path / "swarm", "--max-runs", "4", view=True)  # the live view asked for, no terminal
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    assert any(line.startswith("  run r-") for line in out.splitlines()), out  # the log view's run lines
+    assert not any(mark in out for mark in ("┃", "━", "┏")), "a table drawn for a terminal went into the pipe"
+
