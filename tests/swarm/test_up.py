@@ -158,3 +158,18 @@ def test_up_into_a_pipe_prints_a_line_per_change_not_a_final_table(tmp_path: Pat
     assert any(line.startswith("  run r-") for line in out.splitlines()), out  # the log view's run lines
     assert not any(mark in out for mark in ("┃", "━", "┏")), "a table drawn for a terminal went into the pipe"
 
+
+
+def test_duration_stops_the_swarm_and_every_run_it_started_is_recorded_or_said_lost(tmp_path: Path) -> None:
+    directory = tmp_path / "swarm"
+    process = up(directory, "--duration", "25s")
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    with board(directory) as db:
+        statuses = dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+    assert statuses and "running" not in statuses, statuses  # each one finished, or was declared lost
+    total = sum(statuses.values())
+    summary = next(line for line in out.splitlines() if line.startswith("runs: "))
+    assert summary.startswith(f"runs: {total} recorded, {statuses.get('ok', 0)} ok, ") and \
+        f", {statuses.get('lost', 0)} lost, 0 unfinished" in summary, (summary, statuses)  # fmt: skip
+    assert swarm_processes(directory) == []
