@@ -324,8 +324,9 @@ class State:
         work = self.work.get(work_id)
         if work is None or work.status == "done":
             return
-        if work.claim is not None:
-            self._drop_claim(work.claim)
+        if work.claim is not None and (claim := self._drop_claim(work.claim)) is not None:
+            # closed by another's result (a late one from an earlier holder): the holder's run is void
+            self._lose_runs(claim, "its work was finished by another holder's result")
         work.status, work.claim = "done", None
         if work.kind in ("replicate", "review"):
             self._pend("candidate", work.ref)

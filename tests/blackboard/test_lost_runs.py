@@ -78,3 +78,28 @@ def test_a_seed_run_twice_counts_once_in_the_promotion_rule() -> None:
     assert state.patches[BASE].ok_values() == [1.90, 1.92], "the first stored value of each seed, once"
     assert len(state.patches[BASE].runs) == 3, "the late run is still recorded"
     assert decide(state, "arena", ARENA) is not None and decide(state, "arena", ARENA).kind == "work_queued"  # type: ignore[union-attr]
+
+
+def test_a_late_result_that_finishes_re_granted_work_voids_the_new_holders_run() -> None:
+    from blackboard.decisions import decide
+    from blackboard.events import ArenaOpened, ClaimExpired
+    from blackboard.state import State
+    from swarm.ground.settings import BoardSettings
+    from tests.blackboard.storyline import ARENA, BASE, BASELINE_CODE, Story
+
+    s = Story()
+    s.add(ArenaOpened, arena=ARENA, baseline_patch=BASE, fingerprint="f" * 64, tier="tiny", hardware="cpu",
+          baseline_code=BASELINE_CODE, baseline_hash="h-base")  # fmt: skip
+    first = s.work("w-0", "baseline", BASE, "cut-off", seed=0)
+    ident = dict(patch=BASE, arena=ARENA, work="w-0", seed=0, purpose="baseline", tier="tiny", device="cpu", node="n")
+    s.add(RunStarted, run="r-cut", by="cut-off", **ident)
+    s.add(ClaimExpired, claim=first)
+    s.add(ClaimGranted, claim="c-again", work="w-0", agent="second", expires_at=s.now + 30)
+    s.add(RunStarted, run="r-second", by="second", **ident)
+    s.add(RunFinished, run="r-cut", by="cut-off", **ident, status="ok", val_bpb=1.9, fingerprint="f" * 64, source_hash="h")
+    state = State(BoardSettings())
+    for seq, event in s.events:
+        state.apply(event, seq)
+    assert state.work["w-0"].status == "done" and "c-again" not in state.claims
+    lost = decide(state, "run", "r-second")
+    assert isinstance(lost, RunLost) and "finished by another holder's result" in lost.reason
