@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from agents.brains import make_brain
 from agents.brains.base import Accounting, Brain, Usage
-from blackboard.client import Board, Heartbeat
+from blackboard.client import Board, Claim, Heartbeat
 from blackboard.events import AgentJoined, AgentLeft, UsageRecorded
 from swarm.ground import aio
 from swarm.ground.bus import Bus
@@ -31,7 +33,9 @@ from swarm.ground.settings import Credentials, Settings
 log = logging.getLogger(__name__)
 
 STATUS_SECONDS = 2.0  # how often an agent says what it is doing, for status views
-BUDGET_REFRESH_SECONDS = 10.0
+BUDGET_REFRESH_SECONDS = 2.0  # how stale the other agents' spend may be when this one asks what is left
+CLAIM_RETRY_SECONDS = 2.0  # after a refused or unanswered claim request
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Context:
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # set when a burst is complete
     doing: str = "starting"
     since: float = field(default_factory=time.time)
+    holding: dict[str, asyncio.Future[Any]] = field(default_factory=dict)  # claim -> the work done under it
 
     def say(self, doing: str) -> None:
         """What this agent is doing now, for `swarm status` and the live view."""
@@ -73,6 +78,41 @@ class Context:
     @property
     def stopping(self) -> bool:
         return self.finished.is_set()
+
+    async def while_held(self, claim: str, work: Awaitable[T]) -> T | None:
+        """Do `work` under `claim`; None when the claim was lost meanwhile. The work is then cancelled:
+        the board has re-granted it, and finishing it would count one seed twice."""
+        task = asyncio.ensure_future(work)
+        if claim in self.heartbeat.lost:
+            task.cancel()
+        self.holding[claim] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if claim not in self.heartbeat.lost or (current is not None and current.cancelling()):
+                raise  # this agent is stopping: not a lost claim
+            self.say(f"lost claim {claim} (its lease ran out); cancelled the work done under it")
+            return None
+        finally:
+            self.holding.pop(claim, None)
+
+    def claim_lost(self, claim: str) -> None:
+        """The heartbeat's word that `claim` is no longer ours: stop the work done under it."""
+        if (task := self.holding.get(claim)) is not None:
+            log.warning("%s: lost claim %s; cancelling its work", self.spec.agent, claim)
+            task.cancel()
+
+    async def claim(self, kinds: list[str], arenas: list[str], wait: float = 10.0) -> Claim | None:
+        """The next piece of work (see `Board.claim`), or None. A refusal or a board that does not answer
+        is never fatal: the agent says so, waits a little and the caller asks again."""
+        try:
+            return await self.board.claim(kinds, arenas, wait=wait)
+        except BoardError as exc:
+            log.warning("%s: no claim, asking again in %.0f s: %s", self.spec.agent, CLAIM_RETRY_SECONDS, exc)
+            self.say(f"waiting for the board: {exc}")
+            await asyncio.sleep(CLAIM_RETRY_SECONDS)
+            return None
 
     async def release(self, claim: str, done: bool, reason: str, leaving: bool = False) -> None:
         """Give a claim back: finished (done) or back to the pool; stop renewing it either way.
@@ -103,12 +143,13 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
     """Run the agent until stopped; returns how many pieces of work it did."""
     role_class = spec.role
     bus = await Bus.connect(spec.url, name=f"agent {spec.agent}", credentials=Credentials.from_settings(settings.nats), wait=30)
-    board = Board(bus, spec.agent)
+    board = Board(bus, spec.agent, retry_seconds=math.inf)  # an agent waits out any outage of the board
     budget = _Budget(board, settings.brain.budget_usd)
-    brain = make_brain(settings.brain, Accounting(on_usage=lambda u: _record(board, spec.agent, u), budget_left=budget.left),
+    brain = make_brain(settings.brain, Accounting(on_usage=budget.record, budget_left=budget.left),
                        seed=_seed(spec.agent)) if role_class.uses_brain else None  # fmt: skip
     heartbeat = board.heartbeat(settings.board.lease_seconds / 3)
     ctx = Context(spec, settings, board, brain, heartbeat)
+    heartbeat.on_lost = ctx.claim_lost
     await board.publish(AgentJoined(by=spec.agent, agent=spec.agent, role=role_class.name, node=spec.node,
                                     brain=brain.name if brain else None, devices=[spec.device] if spec.device else [],
                                     pid=os.getpid()))  # fmt: skip
@@ -142,7 +183,9 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            await asyncio.shield(board.publish(AgentLeft(by=spec.agent, agent=spec.agent, reason=reason[:500])))
+            await asyncio.shield(board.publish(AgentLeft(by=spec.agent, agent=spec.agent, reason=reason[:500]), patience=30))
+        except BusError as exc:  # stopping during an outage: the board learns it from the expired claims
+            log.warning("%s: could not record leaving: %s", spec.agent, exc)
         finally:
             if brain is not None:
                 await brain.aclose()  # the SDK's connection pool, closed while the loop still runs
@@ -164,8 +207,9 @@ async def _release_all(ctx: Context, reason: str) -> None:
 async def _announce(bus: Bus, ctx: Context) -> None:
     """Say what this agent is doing every few seconds on core NATS (not stored: it is a view)."""
     while True:
+        doing = f"waiting for the board: {ctx.board.waiting}" if ctx.board.waiting else ctx.doing
         status = {"agent": ctx.spec.agent, "role": ctx.spec.role.name, "node": ctx.spec.node, "device": ctx.spec.device,
-                  "doing": ctx.doing, "since": ctx.since, "done": ctx.done, "at": time.time(),
+                  "doing": doing, "since": ctx.since, "done": ctx.done, "at": time.time(),
                   "claims": len(ctx.heartbeat.claims), "connected": bus.link.connected}  # fmt: skip
         try:
             await bus.send(f"{STATUS}.{ctx.spec.agent}", status)
@@ -182,21 +226,35 @@ def _record(board: Board, agent: str, usage: Usage) -> None:
 
 
 class _Budget:
-    """What is left of the swarm-wide LLM budget, from the board's usage totals (refreshed)."""
+    """What is left of the swarm-wide LLM budget: this agent's own spend, counted the moment a call
+    reports it, and the other agents' from the board's usage records (refreshed every few seconds).
+    So the swarm overshoots by at most the calls in flight when it runs out, about one per agent."""
 
     def __init__(self, board: Board, budget: float | None) -> None:
-        self.board, self.budget, self.spent = board, budget, 0.0
+        self.board, self.budget = board, budget
+        self.own = 0.0  # this agent's spend, exact
+        self.others = 0.0  # the other agents' spend, as of the last refresh
 
     def left(self) -> float | None:
-        return None if self.budget is None else self.budget - self.spent
+        return None if self.budget is None else self.budget - self.own - self.others
+
+    def record(self, usage: Usage) -> None:
+        """A call's usage: counted at once here, and stored on the board for the others."""
+        self.own += usage.cost_usd
+        _record(self.board, self.board.agent, usage)
 
     async def refresh(self) -> None:
+        agent = self.board.agent.replace("'", "''")
+        sql = f"SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE agent <> '{agent}'"
+        failures = 0
         while self.budget is not None:
             try:
-                stats: dict[str, Any] = await self.board.stats()
-                self.spent = float(stats.get("usage", {}).get("cost_usd") or 0.0)
-            except BoardError as exc:
-                log.debug("budget refresh: %s", exc)
+                self.others = float((await self.board.query(sql))["rows"][0][0])
+                failures = 0
+            except BoardError as exc:  # a stale total lets the swarm overshoot: say so
+                failures += 1
+                log.warning("%s: could not read the swarm's LLM spend (%d times in a row; using %.4f USD): %s",
+                            self.board.agent, failures, self.others, exc)  # fmt: skip
             await asyncio.sleep(BUDGET_REFRESH_SECONDS)
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from blackboard.events import Event, HypothesisProposed, PatchSubmitted, envelope
+from blackboard.events import Event, HypothesisProposed, PatchSubmitted, envelope, new_id
 from swarm.ground.bus import Bus
-from swarm.ground.errors import BoardError, ServiceUnavailable
+from swarm.ground.errors import BoardError, BusUnavailable, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +57,59 @@ class Claim(BaseModel):
 
 
 class Board:
+    """`retry_seconds`: how long a publish or a request is retried while NATS or the service does not
+    answer; an agent passes math.inf (it waits out any outage, `waiting` saying why meanwhile)."""
+
     def __init__(self, bus: Bus, agent: str, retry_seconds: float = 30.0) -> None:
         self.bus, self.agent, self.retry_seconds = bus, agent, retry_seconds
+        self.waiting: str | None = None  # why it is waiting for the board, while it is
 
-    async def publish(self, event: Event) -> int:
-        """Store a fact on the stream (retried through reconnects; stored once)."""
-        return await self.bus.publish(envelope(event))
+    async def publish(self, event: Event, patience: float | None = None) -> int:
+        """Store a fact on the stream, once: re-published (under its one message id, so stored once)
+        until stored, for up to `patience` (default `retry_seconds`)."""
+        deadline = time.monotonic() + (self.retry_seconds if patience is None else patience)
+        while True:
+            try:
+                seq = await self.bus.publish(envelope(event))
+            except BusUnavailable as exc:
+                if time.monotonic() > deadline:
+                    raise
+                self._wait(str(exc))
+                continue
+            self._back()
+            return seq
 
-    async def ask(self, verb: str, body: dict[str, Any], timeout: float = 10.0) -> Any:
-        """A request to the service, retried while no service answers, up to `retry_seconds`."""
-        deadline = time.monotonic() + self.retry_seconds
+    async def ask(self, verb: str, body: dict[str, Any], timeout: float = 10.0, patience: float | None = None) -> Any:
+        """A request to the service, retried while no service answers, for up to `patience` (default
+        `retry_seconds`)."""
+        deadline = time.monotonic() + (self.retry_seconds if patience is None else patience)
         delay = 0.2
         while True:
             try:
-                return await self.bus.request(verb, body, timeout=timeout)
+                reply = await self.bus.request(verb, body, timeout=timeout)
             except ServiceUnavailable as exc:
                 if time.monotonic() + delay > deadline:
                     raise
-                log.debug("%s: %s; retrying", self.agent, exc)
+                self._wait(str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                continue
+            self._back()
+            return reply
+
+    def _wait(self, why: str) -> None:
+        if self.waiting is None:  # loud for a patient board only: an impatient one's caller gets the error
+            log.log(self._level, "%s: waiting for the board: %s", self.agent, why)
+        self.waiting = why
+
+    def _back(self) -> None:
+        if self.waiting is not None:
+            log.log(self._level, "%s: the board answers again", self.agent)
+            self.waiting = None
+
+    @property
+    def _level(self) -> int:
+        return logging.WARNING if math.isinf(self.retry_seconds) else logging.DEBUG
 
     # --- decisions ---------------------------------------------------------------------------
 
@@ -92,17 +126,25 @@ class Board:
 
     async def claim(self, kinds: list[str], arenas: list[str], wait: float = 10.0) -> Claim | None:
         """The next piece of work of one of `kinds` (in that order of preference), or None after `wait`."""
-        body = {"agent": self.agent, "kinds": kinds, "arenas": arenas, "wait": wait}
+        # One request id for every retry of this request: the service answers a retry with the grant
+        # it made for the first (whose reply may have been lost), not with a second one.
+        body = {"agent": self.agent, "kinds": kinds, "arenas": arenas, "wait": wait, "request": new_id("q")}
         reply = await self.ask("claim", body, timeout=wait + 5)
         return Claim.model_validate(reply) if reply else None
 
     async def renew(self, claims: list[str]) -> dict[str, bool]:
         return await self.ask("renew", {"agent": self.agent, "claims": claims}) if claims else {}
 
+    async def rerun(self, claim: str) -> bool:
+        """Whether this agent may start one more run (a repair) under its claim: False when the claim is
+        no longer its own or the swarm's run budget is spent."""
+        return bool(await self.ask("rerun", {"agent": self.agent, "claim": claim}))
+
     async def release(self, claim: str, done: bool, reason: str = "", leaving: bool = False) -> bool:
         """Give a claim back; `leaving`: this agent is stopping, so its pending claims are void too."""
         body = {"agent": self.agent, "claim": claim, "done": done, "reason": reason, "leaving": leaving}
-        return bool(await self.ask("release", body))
+        # a leaving agent does not wait out an outage: what it cannot release expires
+        return bool(await self.ask("release", body, patience=min(self.retry_seconds, 10.0) if leaving else None))
 
     # --- reading the board -------------------------------------------------------------------------
 

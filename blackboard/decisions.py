@@ -57,7 +57,7 @@ def _decide_arena(state: State, arena_id: str) -> Decision | None:
             reason=f"the baseline, over {len(values)} seeds",
         )  # fmt: skip
     open_work = [w for w in queued if w.status != "done"]
-    failed = len(base.runs) - len(values)
+    failed = sum(1 for run in base.runs if run.status != "ok" or run.val_bpb is None)
     if len(values) + len(open_work) < seeds and failed <= MAX_BASELINE_RETRIES:
         used = {w.seed for w in queued}
         seed = next(s for s in range(seeds + MAX_BASELINE_RETRIES + 1) if s not in used)

@@ -173,6 +173,7 @@ class ClaimRenewed(Decision):
     kind: Literal["claim_renewed"] = "claim_renewed"
     claim: str
     expires_at: float = Field(allow_inf_nan=False)
+    runs: int | None = None  # when set: the runs its holder may start under it in all (a repair run granted)
 
 
 class ClaimReleased(Decision):

@@ -120,8 +120,10 @@ def _references(event: Event) -> list[tuple[str, str | None]]:
             return [("patches", event.patch), ("arenas", event.arena)]
         case PatchAccepted() | PatchRefused():
             return [("patches", event.patch)]
-        case RunStarted() | RunFinished():
+        case RunStarted():
             return [("runs", event.run), ("patches", event.patch), ("work", event.work)]
+        case RunFinished():
+            return [("runs", event.run), ("patches", event.patch), ("work", event.work), ("arenas", event.arena)]
         case RunLost():
             return [("runs", event.run)]
         case ReviewDone():
@@ -335,6 +337,9 @@ def _run_finished(rows: Rows, seq: int, e: RunFinished) -> None:
                "peak_memory_mb", "epochs", "tokens_per_second", "mfu", "cpu_seconds", "sandbox", "fingerprint",
                "synthetic", "source_hash", "log_tail")  # fmt: skip
     row.update({name: getattr(e, name) for name in results}, finished_at=timestamp(e.at))
+    if (why := rules.foreign_result(e.fingerprint, (rows.get("arenas", e.arena) or {}).get("fingerprint"))) is not None:
+        row.update(status="refused", reason=why)  # kept, visibly, and never compared with the arena's results
+        return
     _close(rows, e.work, e)
 
 

@@ -89,7 +89,7 @@ class Reads:
                             "queues": state.queue_depths(), "claims": len(state.claims),
                             "claimed": _count(self.state.work[c.work].kind for c in state.claims.values()),
                             "runs_started": state.runs_started, "runs_finished": state.runs_finished,
-                            "runs_in_flight": len(state.running),
+                            "runs_in_flight": len(state.running), "runs_reserved": state.runs_reserved(),
                             "run_budget_left": state.device_work_left(self.settings.max_runs)}  # fmt: skip
         stats["arenas"] = [{"arena": a.id, "best": a.best, "queued": state.queue_depths(a.id)} for a in state.arenas.values()]
         stats["ladder"] = list(self.settings.ladder)  # the cascade's rungs, cheapest first (empty: one tier)

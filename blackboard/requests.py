@@ -17,7 +17,7 @@ from typing import Any
 
 from blackboard import cascade
 from blackboard.events import (
-    AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisRejected,
+    AgentJoined, AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisRejected,
     PatchAccepted, PatchRefused, WorkQueued, new_id,
 )  # fmt: skip
 from blackboard.reads import text, texts
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT = 30.0  # longest a claim or verdict request is held open
 EXPIRY_CHECK_SECONDS = 0.5
+_REMEMBERED_REQUESTS = 10_000  # recent claim requests' answers kept for their retries
 _VERDICTS = (HypothesisApproved, HypothesisRejected, PatchAccepted, PatchRefused)
 
 
@@ -38,17 +39,24 @@ class Requests:
         self.writer, self.state, self.settings, self.instance = writer, state, settings, instance
         self.grace_until = 0.0  # no claim expires before this (a new leader gives holders one lease)
         self.gone: dict[str, float] = {}  # agent -> when it left, or one of its claims expired
+        self._asked: dict[str, asyncio.Future[dict[str, Any] | None]] = {}  # claim request id -> its answer
+        self.superseded: set[str] = set()  # claims of an agent id's earlier process: a new one joined
         self._work_generation = 0  # bumped whenever work may have become claimable
         self._work_waiters: list[asyncio.Future[None]] = []
         self._verdict_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
-        return {"claim": self._claim, "renew": self._renew, "release": self._release, "verdict": self._verdict}
+        return {"claim": self._claim, "renew": self._renew, "rerun": self._rerun, "release": self._release,
+                "verdict": self._verdict}  # fmt: skip
 
     def saw(self, event: Event) -> None:
         """The tail applied `event`: wake the requests waiting for what it brings."""
         if isinstance(event, AgentLeft):
             self.gone[event.agent] = time.time()
+        if isinstance(event, AgentJoined):
+            # An agent joins before it claims, so what its id holds now was claimed by an earlier
+            # process of it (crashed, restarted by its supervisor): nobody renews those claims.
+            self.superseded.update(self.state.held.get(event.agent, ()))
         if isinstance(event, (WorkQueued, ClaimExpired)) or (isinstance(event, ClaimReleased) and not event.done):
             self._work_generation += 1
             for future in self._work_waiters:
@@ -63,6 +71,13 @@ class Requests:
         while writer.leading:
             await asyncio.sleep(EXPIRY_CHECK_SECONDS)
             now = time.time()
+            self.superseded &= self.state.claims.keys()
+            for claim_id in sorted(self.superseded):  # no grace: the process that held them is gone
+                async with writer.lock:
+                    if (claim := self.state.claims.get(claim_id)) is not None:
+                        log.info("%s: claim %s of %s ended: a new process of that agent joined", self.instance,
+                                 claim_id, claim.agent)  # fmt: skip
+                        await writer.publish(ClaimExpired(by=self.instance, claim=claim_id))
             if now < self.grace_until:
                 continue
             for claim in self.state.expired(now):
@@ -75,6 +90,23 @@ class Requests:
     # --- claims ---------------------------------------------------------------------------------
 
     async def _claim(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A claim request; a retry (the same `request` id: the reply to the first was lost) gets the
+        first one's grant back while it is held, rather than a second claim and the first one's work
+        blocked for a lease."""
+        request = str(body.get("request") or "")
+        first = self._asked.get(request)
+        if first is None or (first.done() and (first.cancelled() or first.exception() is not None or first.result() is None)):
+            first = asyncio.ensure_future(self._claim_new(body))  # no answer to give again: a new question
+            if request:
+                self._asked[request] = first
+                while len(self._asked) > _REMEMBERED_REQUESTS:
+                    del self._asked[next(iter(self._asked))]
+        answer = await asyncio.shield(first)
+        if answer is not None and answer["claim"] not in self.state.claims:
+            return None  # granted, then released or expired before this retry came
+        return answer
+
+    async def _claim_new(self, body: dict[str, Any]) -> dict[str, Any] | None:
         agent = text(body, "agent")
         kinds, arenas = texts(body, "kinds"), texts(body, "arenas")
         asked = time.time()
@@ -103,7 +135,8 @@ class Requests:
     def _choose_grant(self, batch: Batch, agent: str, kinds: list[str], arenas: list[str]) -> ClaimGranted | None:
         if not self.writer.leading:
             raise not_leading()
-        if len(self.state.held.get(agent, ())) + batch.grants.get(agent, 0) >= self.settings.max_claims_per_agent:
+        held = self.state.held.get(agent, set()) - self.superseded  # an earlier process's claims are ending
+        if len(held) + batch.grants.get(agent, 0) >= self.settings.max_claims_per_agent:
             raise BoardError(f"{agent} already holds {self.settings.max_claims_per_agent} claims")
         allowed = kinds if self.state.device_work_left(self.settings.max_runs, batch.device_grants) else [
             kind for kind in kinds if kind not in DEVICE_WORK]  # the run budget is spent  # fmt: skip
@@ -135,6 +168,26 @@ class Requests:
             return stored is not None and claim_id in self.state.claims
 
         return dict(zip(claims, await asyncio.gather(*(renew(claim_id) for claim_id in claims))))
+
+    async def _rerun(self, body: dict[str, Any]) -> bool:
+        """Whether the holder of a device claim may start one more run under it (a repair), within the
+        swarm's run budget: granted as a renewal that raises the claim's allowance, so the run counts
+        against the budget from now on, as a claim's first run counts from its grant."""
+        agent, claim_id = text(body, "agent"), text(body, "claim")
+
+        def choose(batch: Batch) -> ClaimRenewed | None:
+            claim = self.state.claims.get(claim_id)
+            if claim is None or not self._held(batch, agent, claim_id) or claim.allowed > claim.started:
+                return None  # not held (refused), or its allowance is not used yet (nothing to decide)
+            if not self.state.device_work_left(self.settings.max_runs, batch.device_grants):
+                return None
+            batch.device_grants += 1
+            return ClaimRenewed(by=self.instance, claim=claim_id, expires_at=time.time() + self.settings.lease_seconds,
+                                runs=claim.started + 1)  # fmt: skip
+
+        await self.writer.decide_stored(choose)
+        claim = self.state.claims.get(claim_id)
+        return claim is not None and claim.agent == agent and claim.allowed > claim.started
 
     async def _release(self, body: dict[str, Any]) -> bool:
         agent, claim_id = text(body, "agent"), text(body, "claim")

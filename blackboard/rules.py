@@ -161,6 +161,15 @@ def seed_spread(groups: Sequence[Sequence[float]]) -> float | None:
     return math.sqrt(squares / dof) if dof else None
 
 
+def foreign_result(fingerprint: str, arena_fingerprint: str | None) -> str | None:
+    """Why a run's result cannot be compared in its arena (a harness with another fingerprint made
+    it: another tier, other data, an edited fixed module), or None when it can (or the arena is unknown)."""
+    if arena_fingerprint is None or fingerprint == arena_fingerprint:
+        return None
+    return (f"refused: its harness fingerprint {fingerprint[:12]} is not its arena's {arena_fingerprint[:12]}, "
+            "so its numbers are not comparable there")
+
+
 def is_candidate(val_bpb: float, best_mean: float, min_delta: float) -> bool:
     """Whether one explore result beats the best's mean by at least min_delta: worth replicating."""
     return best_mean - val_bpb >= min_delta  # False for NaN

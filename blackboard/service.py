@@ -49,6 +49,8 @@ class Service:
         self.reads = Reads(self.state, projection, settings, instance, self.flush, lambda: self.leader)
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._leader_stops: list[Callable[[], Awaitable[None]]] = []
+        self._failure: BaseException | None = None  # why a leader task stopped: decide no more, step down
+        self._wake = asyncio.Event()  # the lease loop looks now rather than at its next second
         self.ready = asyncio.Event()  # set once caught up with the stream as it was at start
 
     @property
@@ -138,11 +140,15 @@ class Service:
 
     async def _lease_loop(self) -> None:
         lease = self._lease = await self.bus.leader_lease()
-        last_refresh = 0.0
+        last_refresh = hold_off = 0.0
         while True:
+            if self._failure is not None and self.leader:
+                await self._give_up(lease, self._failure)
+                hold_off = time.monotonic() + LEADER_TTL_SECONDS  # a standby's turn first
+            self._failure = None
             try:
                 if not self.leader:
-                    if await lease.acquire(self.instance):
+                    if time.monotonic() >= hold_off and await lease.acquire(self.instance):
                         last_refresh = time.monotonic()
                         await self._become_leader()
                 elif await lease.refresh(self.instance):
@@ -154,7 +160,31 @@ class Service:
                 log.warning("%s: leader lease: %s", self.instance, exc)
             if self.leader and time.monotonic() - last_refresh > LEADER_TTL_SECONDS - 2:
                 await self._step_down("could not refresh the leader lease in time")
-            await asyncio.sleep(1.0)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _give_up(self, lease: LeaderLease, failure: BaseException) -> None:
+        """A leader task failed, so this instance no longer decides or expires claims: say why, step
+        down and give the lease up, so a standby leads instead of a leader that only renews its lease."""
+        log.error("%s: the leader cannot decide: %s: %s", self.instance, type(failure).__name__, failure,
+                  exc_info=failure)  # fmt: skip
+        await self._step_down(f"a leader task failed ({type(failure).__name__}: {failure})")
+        try:
+            await lease.release()
+        except BusError as exc:
+            log.warning("%s: could not release the leader lease (it lapses in %d s): %s", self.instance,
+                        LEADER_TTL_SECONDS, exc)  # fmt: skip
+
+    def _leader_task_done(self, task: asyncio.Task[None]) -> None:
+        """A leader task that ends while this instance leads has stopped deciding: the lease loop steps down."""
+        if task.cancelled() or not self.leader:
+            return
+        exc = task.exception()
+        self._failure = exc if exc is not None else BoardError(f"the leader's {task.get_name()} loop ended")
+        self._wake.set()
 
     async def _become_leader(self) -> None:
         writer = self.writer
@@ -169,8 +199,11 @@ class Service:
         log.warning("%s: leading the blackboard", self.instance)
         for verb, handler in self.requests.handlers().items():
             self._leader_stops.append(await self.bus.serve(verb, handler))
-        self._leader_tasks = [asyncio.create_task(writer.decide_loop()), asyncio.create_task(self.requests.expiry_loop()),
-                              asyncio.create_task(writer.write_loop())]  # fmt: skip
+        self._leader_tasks = [asyncio.create_task(writer.decide_loop(), name="decide"),
+                              asyncio.create_task(self.requests.expiry_loop(), name="expiry"),
+                              asyncio.create_task(writer.write_loop(), name="write")]  # fmt: skip
+        for task in self._leader_tasks:
+            task.add_done_callback(self._leader_task_done)
         writer.kick.set()
 
     async def _step_down(self, why: str) -> None:

@@ -26,6 +26,7 @@ from blackboard.events import (
 from swarm.ground.settings import BoardSettings
 
 DEVICE_WORK = ("implement", "baseline", "replicate", "promote")  # kinds whose claim leads to a run
+REPAIRABLE = ("crash", "rejected", "oom", "timeout", "diverged", "over_budget")  # run outcomes an implementer may repair under the same claim
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Claim:
     work: str
     agent: str
     expires_at: float
+    allowed: int = 1  # runs its holder may start under it: one, and one more per repair granted
+    started: int = 0  # runs its holder started under it
 
 
 @dataclass
@@ -84,14 +87,23 @@ class Patch:
     transfer: str | None = None  # the transfer work whose re-applied change this patch is
 
     def ok_values(self) -> list[float]:
-        """val_bpb of its successful runs in its own arena (a promotion run on a higher tier is elsewhere)."""
-        return [r.val_bpb for r in self.runs if r.arena == self.arena and r.status == "ok" and r.val_bpb is not None]
+        """val_bpb of its successful runs in its own arena (a promotion run on a higher tier is elsewhere),
+        one per seed: the first stored. A seed run twice (a late result from a holder whose claim
+        expired, beside the re-granted run) is one measurement of the noise, not two, so the promotion
+        rule's n and spread count it once; the first in stream order is the one every fold picks and
+        the one earlier decisions (a candidate's explore value) already rested on."""
+        values: dict[int, float] = {}
+        for r in self.runs:
+            if r.arena == self.arena and r.status == "ok" and r.val_bpb is not None:
+                values.setdefault(r.seed, r.val_bpb)
+        return list(values.values())
 
 
 @dataclass
 class Arena:
     id: str
     baseline_patch: str
+    fingerprint: str | None = None  # of the harness its results must come from
     best: str | None = None
     patches: list[str] = field(default_factory=list)  # every patch run or submitted here, in order
     tier: str = ""
@@ -150,6 +162,7 @@ class State:
         self.lost: dict[str, str] = {}  # runs declared lost (or about to be) -> why
         self.transfers: dict[str, Transfer] = {}  # transfer work -> its transfer
         self.winners: list[str] = []  # patches promoted over a previous best, in order: what may climb
+        self.refused: dict[str, str] = {}  # results from a harness that is not their arena's -> why
 
     # --- folding events ---------------------------------------------------------------------
 
@@ -166,7 +179,7 @@ class State:
     def _on_arena_opened(self, e: ArenaOpened, seq: int) -> None:
         if e.arena in self.arenas:
             return
-        self.arenas[e.arena] = Arena(e.arena, e.baseline_patch, tier=e.tier)
+        self.arenas[e.arena] = Arena(e.arena, e.baseline_patch, e.fingerprint, tier=e.tier)
         self._add_patch(Patch(e.baseline_patch, e.arena, e.baseline_code, e.baseline_hash, status="accepted"))
         self.hashes[(e.arena, e.baseline_hash)] = e.baseline_patch
         self._pend("arena", e.arena)
@@ -239,6 +252,7 @@ class State:
     def _on_claim_renewed(self, e: ClaimRenewed, seq: int) -> None:
         if (claim := self.claims.get(e.claim)) is not None:
             claim.expires_at = max(claim.expires_at, e.expires_at)
+            claim.allowed = max(claim.allowed, e.runs or 0)
 
     def _on_claim_released(self, e: ClaimReleased, seq: int) -> None:
         claim = self._drop_claim(e.claim)
@@ -266,6 +280,8 @@ class State:
         if e.run not in self.running and e.run not in self.lost:
             self.runs_started += 1
             self.running[e.run] = (e.work, e.by)
+            if (claim := self._claim_of(e.work, e.by)) is not None:
+                claim.started += 1
 
     def _on_run_lost(self, e: RunLost, seq: int) -> None:
         self.running.pop(e.run, None)
@@ -278,8 +294,13 @@ class State:
         if self.running.pop(e.run, None) is None and e.run not in self.lost:
             self.runs_started += 1  # its RunStarted never came
         self.runs_finished += 1
-        if e.work is not None:
-            self._close(e.work)
+        arena = self.arenas.get(e.arena)
+        if (why := rules.foreign_result(e.fingerprint, arena.fingerprint if arena else None)) is not None:
+            self.refused[e.run] = why  # the projection shows it refused; no decision may rest on it
+            return
+        if e.work is not None and not (e.status in REPAIRABLE and self._claim_of(e.work, e.by) is not None
+                                       and self.work[e.work].kind == "implement"):  # fmt: skip
+            self._close(e.work)  # a crashed implement run's holder may repair under its claim: its release closes it
         if patch is None:
             return
         patch.runs.append(Run(e.run, e.arena, e.seed, e.purpose, e.status, e.val_bpb, e.reason))
@@ -358,8 +379,9 @@ class State:
         work = self.work.get(work_id)
         if work is None or work.status == "done":
             return
-        if work.claim is not None:
-            self._drop_claim(work.claim)
+        if work.claim is not None and (claim := self._drop_claim(work.claim)) is not None:
+            # closed by another's result (a late one from an earlier holder): the holder's run is void
+            self._lose_runs(claim, "its work was finished by another holder's result")
         work.status, work.claim = "done", None
         if work.kind in ("replicate", "review"):
             self._pend("candidate", work.ref)
@@ -367,6 +389,12 @@ class State:
             self._pend("arena", work.arena)
         elif work.kind == "transfer":
             self._pend("transfer", work.id)
+
+    def _claim_of(self, work_id: str | None, agent: str) -> Claim | None:
+        """The claim `agent` holds on the work, if it does."""
+        work = self.work.get(work_id or "")
+        claim = self.claims.get(work.claim or "") if work is not None else None
+        return claim if claim is not None and claim.agent == agent else None
 
     def _drop_claim(self, claim_id: str) -> Claim | None:
         claim = self.claims.pop(claim_id, None)
@@ -429,8 +457,11 @@ class State:
         """Whether another run may be granted under the swarm's run budget, `granting` more on the way."""
         if max_runs is None:
             return True
-        granted = sum(1 for c in self.claims.values() if self.work[c.work].kind in DEVICE_WORK)
-        return self.runs_started + granted + granting < max_runs
+        return self.runs_started + self.runs_reserved() + granting < max_runs
+
+    def runs_reserved(self) -> int:
+        """Runs granted and not yet started: each device claim's allowance less the runs it started."""
+        return sum(max(0, c.allowed - c.started) for c in self.claims.values() if self.work[c.work].kind in DEVICE_WORK)
 
     def expired(self, now: float) -> list[Claim]:
         return [claim for claim in self.claims.values() if claim.expires_at <= now]

@@ -28,19 +28,18 @@ from agents.transfer import NotPortable, port
 from blackboard.client import Board, Claim
 from blackboard.events import PatchSubmitted, PortMethod, TransferPorted, new_id
 from blackboard.rules import code_hash
+from blackboard.state import REPAIRABLE
 from harness import smoke, tiers
 from harness.runner import Progress, RunResult, memory_cap_mb
 from roles.common import Job, contract_text, program, run_job, unified_diff
 from swarm.ground.errors import BoardError
 
 log = logging.getLogger(__name__)
-REPAIRABLE = ("crash", "rejected", "oom", "timeout", "diverged")
 
 
 @dataclass(frozen=True)
 class Ready:
     claim: Claim
-    job: Job
     task: ImplementTask
 
 
@@ -74,7 +73,7 @@ class Implementer(Role):
         ctx = self.ctx
         while not ctx.stopping:
             ctx.say("waiting for an approved hypothesis")
-            claim = await ctx.board.claim(["transfer", "implement"], [self.arena.id], wait=10)
+            claim = await ctx.claim(["transfer", "implement"], [self.arena.id], wait=10)
             if claim is None:
                 continue
             ctx.heartbeat.hold(claim.claim)
@@ -159,17 +158,21 @@ class Implementer(Role):
     async def _run(self, item: Ready) -> None:
         ctx, claim, job = self.ctx, item.claim, item.job
         curve: list[Progress] = []
-        result = await run_job(ctx, job, curve)
+        result = await ctx.while_held(claim.claim, run_job(ctx, job, curve))
+        if result is None:
+            return  # the claim was lost and its run cancelled: the work is someone else's now
         attempts = ctx.settings.agents.repair_attempts
         thread: list[dict[str, str]] = []  # one repair conversation per hypothesis: each attempt sees the earlier ones
         for attempt in range(1, attempts + 1):
-            if result.status not in REPAIRABLE or ctx.stopping:
+            if result.status not in REPAIRABLE or ctx.stopping or not await self._may_rerun(claim):
                 break
             fixed = await self._repair(claim, item.task, job, result, attempt, curve, thread)
             if fixed is None:
                 break
             job, curve = fixed, []
-            result = await run_job(ctx, job, curve)
+            if (repaired := await ctx.while_held(claim.claim, run_job(ctx, job, curve))) is None:
+                return
+            result = repaired
         await ctx.release(claim.claim, done=True, reason=f"ran {job.patch}: {result.status}")
         ctx.count()
 
@@ -201,6 +204,17 @@ class Implementer(Role):
         found = await self.ctx.board.query("SELECT count(*) FROM claims c JOIN work w USING (work) WHERE "
                                            f"w.ref = '{ref}' AND c.status = 'released' AND NOT c.done")  # fmt: skip
         return int(found["rows"][0][0])
+
+    async def _may_rerun(self, claim: Claim) -> bool:
+        """A repair is one more run: it needs the board's leave under the claim (the run budget, the claim held)."""
+        try:
+            if await self.ctx.board.rerun(claim.claim):
+                return True
+        except BoardError as exc:
+            log.warning("%s: no repair run for %s: %s", self.ctx.spec.agent, claim.claim, exc)
+            return False
+        self.ctx.say(f"no repair of {claim.ref}: the run budget is spent or the claim was lost")
+        return False
 
     async def _give_up(self, claim: Claim, reason: str, done: bool) -> None:
         ctx = self.ctx

@@ -22,13 +22,15 @@ class Replicator(Role):
         while not ctx.stopping:
             ctx.say("waiting for a baseline or a candidate to replicate")
             # each kind of work it claims is also the purpose its run is recorded with
-            claim = await ctx.board.claim(["baseline", "replicate", "promote"], [arena.id], wait=10)
+            claim = await ctx.claim(["baseline", "replicate", "promote"], [arena.id], wait=10)
             if claim is None or claim.patch is None:
                 continue
             ctx.heartbeat.hold(claim.claim)
             title = (claim.hypothesis or {}).get("title", "baseline" if claim.kind == "baseline" else "")
             job = Job(claim.patch["id"], claim.patch["code"], arena, claim.seed or 0, claim.kind,  # type: ignore[arg-type]
                       claim.work, title)  # fmt: skip
-            result = await run_job(ctx, job)
+            result = await ctx.while_held(claim.claim, run_job(ctx, job))
+            if result is None:
+                continue  # the claim was lost and its run cancelled: the work is someone else's now
             await ctx.release(claim.claim, done=True, reason=f"{claim.kind} seed {job.seed}: {result.status}")
             ctx.count()

@@ -53,7 +53,7 @@ class Reviewer(Role):
         self.program = program(self.name)
         while not ctx.stopping:
             ctx.say("waiting for a candidate to review")
-            claim = await ctx.board.claim(["review"], ["*"], wait=10)
+            claim = await ctx.claim(["review"], ["*"], wait=10)
             if claim is None or claim.patch is None:
                 continue
             ctx.heartbeat.hold(claim.claim)

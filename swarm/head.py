@@ -9,7 +9,9 @@ prints the exact command a person runs on another machine to join.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +21,16 @@ from agents.arena import ArenaInfo
 from swarm import credentials
 from swarm.ground.bus import Bus
 from swarm.ground.constants import SCHEMA_VERSION
-from swarm.ground.errors import ConfigError
+from swarm.ground.errors import BusError, ConfigError
 from swarm.natsserver import Auth, Cluster, NatsServer, Tls
 from swarm.ground.settings import Credentials, Settings
 from swarm.supervisor import Child, Supervisor, swarm_command
 
+log = logging.getLogger(__name__)
+
 AuthKind = Literal["password", "nkey", "none"]
 ROUTE_OFFSET = 2000  # routes between the head's servers listen at client port + 2000 (4222 -> 6222)
+KEEP_CHECK_SECONDS = 1.0  # how often the head looks whether its servers still run
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,25 @@ class Head:
             server = NatsServer(dir=self.dir / ("nats" if i == 0 else f"nats-{i}"), host=opts.host, port=port,
                                 name=f"swarm-{i}", auth=auth, tls=tls, cluster=cluster)  # fmt: skip
             self.servers.append(server.start())
+            server.port = int(server.url.rsplit(":", 1)[1])  # a restart listens where clients reconnect
         self.urls = [server.url for server in self.servers]
+
+    async def keep_servers(self) -> None:
+        """Restart a server that exits (SIGTERM, a crash) with the same configuration, port and store,
+        within seconds; clients reconnect and JetStream resumes from its store. Until cancelled."""
+        while True:
+            await asyncio.sleep(KEEP_CHECK_SECONDS)
+            for server in self.servers:
+                if server.process is None or (code := server.process.poll()) is None:
+                    continue  # poll() also reaps an exited one, so no zombie is left
+                log.warning("nats-server %s exited with %s; restarting it with the same configuration and store",
+                            server.name, code)  # fmt: skip
+                try:
+                    await asyncio.to_thread(server.start)
+                except BusError as exc:
+                    log.error("nats-server %s did not restart (trying again): %s", server.name, exc)
+                else:
+                    log.warning("nats-server %s restarted on %s", server.name, server.url)
 
     async def configure(self, arena: ArenaInfo, rungs: dict[str, str] | None = None) -> None:
         """Stream and buckets with the head's replication, and what joining nodes must agree with."""

@@ -39,6 +39,7 @@ from swarm.view import LiveView, LogView
 log = logging.getLogger(__name__)
 
 REVIEW_GRACE_SECONDS = 120.0  # after the last run, how long reviews still queued may take
+WARN_AFTER = 3  # refreshes of the view failed in a row before it says so
 
 
 def up(settings: Settings, devices: list[str], roles: tuple[str, ...], console: Console, live: bool,
@@ -139,7 +140,8 @@ def serve(swarm: Swarm, arena: ArenaInfo, console: Console, view: Any, max_runs:
 
 
 def _view(console: Console, settings: Settings, live: bool) -> LiveView | LogView:
-    return LiveView(console, settings) if live else LogView(console)
+    """The live view on a terminal; elsewhere (a pipe, a log file) a line per change, never one final table."""
+    return LiveView(console, settings) if live and console.is_terminal else LogView(console)
 
 
 class Swarm:
@@ -157,6 +159,7 @@ class Swarm:
         self.supervisor = Supervisor()
         self.dir = settings.dir.resolve()
         self.url, self.credentials = url, credentials or Credentials()
+        self._keeper: asyncio.Task[None] | None = None  # restarts the head's servers (start_head)
 
     async def start_head(self, arena: ArenaInfo) -> None:
         """The head's servers and services, if the head is here: then its URL and credentials are ours."""
@@ -166,6 +169,7 @@ class Swarm:
         await asyncio.to_thread(self.head.start_servers)
         self.url, self.credentials = ",".join(self.head.local_urls()), self.head.credentials
         await self.head.configure(arena, self.rungs)
+        self._keeper = asyncio.create_task(self.head.keep_servers(), name="keep nats-server")
         self.head.start_services(self.supervisor, child_env(self.settings, self.credentials))
 
     def start_node(self) -> None:
@@ -180,6 +184,9 @@ class Swarm:
     async def stop_services(self) -> None:
         if self.head is not None:
             await self.supervisor.stop("services", timeout=30)
+            if self._keeper is not None:  # stopping the servers is no crash to restart them from
+                self._keeper.cancel()
+                await asyncio.gather(self._keeper, return_exceptions=True)
             await asyncio.to_thread(self.head.stop)
 
     def kill(self) -> None:
@@ -197,25 +204,38 @@ class Watcher:
         self.statuses: dict[str, dict[str, Any]] = {}
         self.stats: dict[str, Any] = {}
         self.recent: list[dict[str, Any]] = []
+        self.failures = 0  # refreshes failed in a row
+        self.problem: str | None = None  # why the board did not answer, once it failed WARN_AFTER times in a row
 
     async def start(self) -> None:
         await self.bus.listen(f"{STATUS}.>", lambda body: self.statuses.__setitem__(str(body.get("agent")), body))
 
     async def refresh(self) -> None:
+        """The board's stats and recent runs. Stale numbers would leave --max-runs waiting forever
+        unseen, so repeated failures are a warning, in the log and in the view, until it answers."""
         try:
             self.stats = await self.board.stats()
             self.recent = await self.board.history(limit=8)
             await cascade.fill(self.stats, self.board.query)
         except BoardError as exc:
-            log.debug("refresh: %s", exc)
+            self.failures += 1
+            if self.failures >= WARN_AFTER:
+                if self.problem is None:
+                    log.warning("the board has not answered %d times in a row: %s", self.failures, exc)
+                self.problem = f"the board has not answered for {self.failures} refreshes: {exc}"
+            return
+        if self.problem is not None:
+            log.warning("the board answers again")
+        self.failures, self.problem = 0, None
 
     def service(self) -> dict[str, Any]:
         return self.stats.get("service", {})
 
     def budget_spent(self) -> bool:
-        """The run budget is spent and every run that was started has finished."""
+        """The run budget is spent and every run granted has started and finished."""
         service = self.service()
-        return bool(service) and not service.get("run_budget_left", True) and service.get("runs_in_flight", 1) == 0
+        return (bool(service) and not service.get("run_budget_left", True) and service.get("runs_in_flight", 1) == 0
+                and service.get("runs_reserved", 1) == 0)  # fmt: skip
 
     def reviews_pending(self) -> bool:
         service = self.service()
@@ -266,7 +286,7 @@ FROM replications r LEFT JOIN patches p ON p.patch = r.patch LEFT JOIN hypothese
 ORDER BY r.seq
 """
 UNSETTLED = """
-SELECT p.patch, any_value(h.title), count(r.run) FILTER (WHERE r.status = 'ok')
+SELECT p.patch, any_value(h.title), count(DISTINCT r.seed) FILTER (WHERE r.status = 'ok')
 FROM work w JOIN patches p ON p.patch = w.ref LEFT JOIN hypotheses h ON h.hypothesis = p.hypothesis
 LEFT JOIN runs r ON r.patch = p.patch AND r.arena = p.arena
 WHERE w.work_kind = 'replicate' AND p.patch NOT IN (SELECT patch FROM replications) AND p.patch NOT IN (SELECT patch FROM bests)
@@ -276,7 +296,11 @@ EXPLORE = """
 SELECT min(r.val_bpb), arg_min(h.title, r.val_bpb), (SELECT min(mean) FROM bests WHERE previous IS NULL)
 FROM runs r LEFT JOIN hypotheses h ON h.hypothesis = r.hypothesis WHERE r.purpose = 'explore' AND r.status = 'ok'
 """
-COUNTS = "SELECT count(*), count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'running') FROM runs"
+COUNTS = """
+SELECT count(*), count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'running'),
+       count(*) FILTER (WHERE status = 'lost'), count(*) FILTER (WHERE status = 'refused')
+FROM runs
+"""
 
 
 async def ladder_lines(board: Board, ladder: list[str]) -> list[str]:
@@ -297,20 +321,23 @@ async def ladder_lines(board: Board, ladder: list[str]) -> list[str]:
 
 async def summarize(board: Board, seeds: int, ladder: list[str] | None = None) -> list[str]:
     """What the swarm found, in a few lines: its promotions (and, on a ladder, what climbed), or why there were none."""
-    total, ok, running = (await board.query(COUNTS))["rows"][0]
-    lines = [f"runs: {total} recorded, {ok} ok, {total - ok - running} failed, {running} unfinished"]
+    total, ok, running, lost, refused = (await board.query(COUNTS))["rows"][0]
+    failed = total - ok - running - lost - refused  # a lost run never reported: it did not fail
+    lines = [f"runs: {total} recorded, {ok} ok, {failed} failed, {lost} lost, {running} unfinished"
+             + (f", {refused} refused (another harness)" if refused else "")]  # fmt: skip
     promotions = (await board.query(PROMOTIONS))["rows"]
     for arena, patch, mean, std, n, previous, reason, title in promotions:
         lines.append(f"promoted in {arena}: {patch} {title!r}: val_bpb {mean:.4f} +- {std:.4f} over {n} seeds "
                      f"(was {previous:.4f}): {reason}")  # fmt: skip
     climbed = await ladder_lines(board, ladder or [])  # on a ladder: each rung, and what climbed
+    unfinished = [f"  {patch} {title!r} was a candidate with {n} of {seeds} seeds when the swarm stopped"
+                  for patch, title, n in (await board.query(UNSETTLED))["rows"]]  # fmt: skip
     if promotions:
-        return lines + climbed
+        return lines + (["left unfinished:", *unfinished] if unfinished else []) + climbed
     lines.append("no promotion, because:")
     for patch, outcome, explanation, title in (await board.query(VERDICTS))["rows"]:
         lines.append(f"  {patch} {title!r}: {outcome}: {explanation}")
-    for patch, title, n in (await board.query(UNSETTLED))["rows"]:
-        lines.append(f"  {patch} {title!r} was a candidate with {n} of {seeds} seeds when the run budget ran out")
+    lines += unfinished
     best_explore, title, baseline = (await board.query(EXPLORE))["rows"][0]
     if len(lines) == 2:
         if baseline is None:

@@ -38,6 +38,8 @@ def headline(watcher: Any, elapsed: float) -> str:
         parts.append(f"LLM {usage.get('input_tokens', 0) + usage.get('output_tokens', 0):,} tokens ${usage.get('cost_usd', 0):.2f}")
     if not service.get("run_budget_left", True):
         parts.append("run budget spent: finishing")
+    if watcher.problem:
+        parts.append(f"WARNING: {watcher.problem}")
     return "  ".join(parts)
 
 

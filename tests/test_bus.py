@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -126,16 +125,15 @@ async def test_leader_lease_is_exclusive_and_lapses(bus: Bus) -> None:
     assert await first.refresh("s1")
     assert await first.holder() == "s1"
     # s1 stops refreshing (as a dead service would): the lease lapses and s2 takes it.
-    started = time.monotonic()
-    while not await second.acquire("s2"):
-        assert time.monotonic() - started < 15, "the lease never lapsed"
-        await asyncio.sleep(0.25)
+    async with asyncio.timeout(60):  # its TTL is a few seconds; a lease that never lapses fails here
+        while not await second.acquire("s2"):
+            await asyncio.sleep(0.25)
     assert not await first.refresh("s1"), "a holder that lost the lease must not extend it"
     await second.release()
-    released = time.monotonic()
-    while not await first.acquire("s1"):
-        assert time.monotonic() - released < 3, "a released lease must lapse within about a second"
-        await asyncio.sleep(0.1)
+    assert await first.holder() is None, "a released lease names no holder at once"
+    async with asyncio.timeout(60):
+        while not await first.acquire("s1"):
+            await asyncio.sleep(0.1)
 
 
 async def test_requests_get_replies_and_clear_errors(bus: Bus) -> None:

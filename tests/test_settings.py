@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from swarm.ground.errors import ConfigError
@@ -38,7 +39,7 @@ def test_bad_values_and_unknown_fields_are_clear_errors(tmp_path: Path) -> None:
 
 def test_settings_are_frozen() -> None:
     settings = Settings.load(file=None, env={})
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="Instance is frozen"):
         settings.board.z = 3.0  # type: ignore[misc]
 
 

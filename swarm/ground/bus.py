@@ -41,7 +41,7 @@ from swarm.ground.constants import (
     STREAM,
     STREAM_SUBJECTS,
 )
-from swarm.ground.errors import BoardError, BusError, ServiceUnavailable
+from swarm.ground.errors import BoardError, BusError, BusUnavailable, ServiceUnavailable
 from swarm.ground.settings import Credentials
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class Bus:
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
                     nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:  # fmt: skip
                 if time.monotonic() + delay > deadline:
-                    raise BusError(f"publish of {envelope.name} failed for {timeout:.0f} s: {exc}") from exc
+                    raise BusUnavailable(f"publish of {envelope.name} failed for {timeout:.0f} s: {exc}") from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

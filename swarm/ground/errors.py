@@ -26,6 +26,10 @@ class BusError(SwarmError):
     """NATS is unreachable, refused us, or answered with something we cannot use."""
 
 
+class BusUnavailable(BusError):
+    """NATS did not take a message in time (down, reconnecting, partitioned): the same message may be tried again."""
+
+
 class BoardError(SwarmError):
     """The blackboard refused a request or answered with an error."""
 

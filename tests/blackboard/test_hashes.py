@@ -31,7 +31,7 @@ def test_a_patchs_runs_join_on_the_patch_and_each_hash_says_what_it_hashes(proje
                     baseline_code=BASELINE, baseline_hash=rules.code_hash(BASELINE)),
         PatchSubmitted(by="m1", at=T0 + 1, patch="p1", arena=ARENA, code=RAW, code_hash=rules.code_hash(RAW)),
         *(RunFinished(by="m1", at=T0 + 2 + seed, run=f"r{seed}", patch="p1", **(ids | {"seed": seed}), status="ok",
-                      val_bpb=1.8, fingerprint="f", source_hash=runner.source_hash(RAW)) for seed in range(2)),
+                      val_bpb=1.8, fingerprint="f" * 64, source_hash=runner.source_hash(RAW)) for seed in range(2)),
     ], 1))  # fmt: skip
     cursor = projection.cursor()
     try:

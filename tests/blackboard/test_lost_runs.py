@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blackboard.events import RunFinished, RunLost, RunStarted
+from blackboard.events import ClaimGranted, RunFinished, RunLost, RunStarted
 from blackboard.projection import Projection
 from tests.blackboard.storyline import BASE, story
 
@@ -51,3 +51,55 @@ def test_how_events_fall_into_batches_never_changes_the_projection(tmp_path: Pat
                 for start in range(0, len(events), size):
                     batched.apply_many(events[start : start + size])
                 assert batched.differences(whole) == [], f"batches of {size}"
+
+
+def test_a_seed_run_twice_counts_once_in_the_promotion_rule() -> None:
+    """A holder whose claim expired reports late beside the re-granted run: one seed, one value."""
+    from blackboard.decisions import decide
+    from blackboard.events import ClaimExpired
+    from blackboard.state import State
+    from swarm.ground.settings import BoardSettings
+    from tests.blackboard.storyline import ARENA, BASE, BASELINE_CODE, Story
+    from blackboard.events import ArenaOpened
+
+    s = Story()
+    s.add(ArenaOpened, arena=ARENA, baseline_patch=BASE, fingerprint="f" * 64, tier="tiny", hardware="cpu",
+          baseline_code=BASELINE_CODE, baseline_hash="h-base")  # fmt: skip
+    first = s.work("w-0", "baseline", BASE, "slow", seed=0)
+    s.add(ClaimExpired, claim=first)
+    s.add(ClaimGranted, claim="c-again", work="w-0", agent="quick", expires_at=s.now + 30)
+    s.run("r-quick", BASE, "w-0", "quick", seed=0, purpose="baseline", val_bpb=1.90)
+    s.run("r-late", BASE, "w-0", "slow", seed=0, purpose="baseline", val_bpb=1.70)
+    s.work("w-1", "baseline", BASE, "quick", seed=1)
+    s.run("r-1", BASE, "w-1", "quick", seed=1, purpose="baseline", val_bpb=1.92)
+    state = State(BoardSettings(promotion_seeds=3))
+    for seq, event in s.events:
+        state.apply(event, seq)
+    assert state.patches[BASE].ok_values() == [1.90, 1.92], "the first stored value of each seed, once"
+    assert len(state.patches[BASE].runs) == 3, "the late run is still recorded"
+    assert decide(state, "arena", ARENA) is not None and decide(state, "arena", ARENA).kind == "work_queued"  # type: ignore[union-attr]
+
+
+def test_a_late_result_that_finishes_re_granted_work_voids_the_new_holders_run() -> None:
+    from blackboard.decisions import decide
+    from blackboard.events import ArenaOpened, ClaimExpired
+    from blackboard.state import State
+    from swarm.ground.settings import BoardSettings
+    from tests.blackboard.storyline import ARENA, BASE, BASELINE_CODE, Story
+
+    s = Story()
+    s.add(ArenaOpened, arena=ARENA, baseline_patch=BASE, fingerprint="f" * 64, tier="tiny", hardware="cpu",
+          baseline_code=BASELINE_CODE, baseline_hash="h-base")  # fmt: skip
+    first = s.work("w-0", "baseline", BASE, "cut-off", seed=0)
+    ident = dict(patch=BASE, arena=ARENA, work="w-0", seed=0, purpose="baseline", tier="tiny", device="cpu", node="n")
+    s.add(RunStarted, run="r-cut", by="cut-off", **ident)
+    s.add(ClaimExpired, claim=first)
+    s.add(ClaimGranted, claim="c-again", work="w-0", agent="second", expires_at=s.now + 30)
+    s.add(RunStarted, run="r-second", by="second", **ident)
+    s.add(RunFinished, run="r-cut", by="cut-off", **ident, status="ok", val_bpb=1.9, fingerprint="f" * 64, source_hash="h")
+    state = State(BoardSettings())
+    for seq, event in s.events:
+        state.apply(event, seq)
+    assert state.work["w-0"].status == "done" and "c-again" not in state.claims
+    lost = decide(state, "run", "r-second")
+    assert isinstance(lost, RunLost) and "finished by another holder's result" in lost.reason

@@ -161,7 +161,11 @@ def test_ideas_differing_in_substance_have_different_keys(change: dict) -> None:
 
 
 def test_intent_with_odd_values_still_keys() -> None:
-    assert idea_key("a", None, "t", {"b": b"\x00\xff", "n": None, "big": 10**400, "ok": True})
+    odd = {"b": b"\x00\xff", "n": None, "big": 10**400, "ok": True}
+    key = idea_key("a", None, "t", odd)
+    assert len(key) == 64 and int(key, 16) >= 0 and key == idea_key("a", None, "t", dict(odd))
+    assert key != idea_key("a", None, "t", {**odd, "b": b"\x00\xfe"}), "bytes key by their value"
+    assert key != idea_key("a", None, "t", {**odd, "ok": None}), "True and None are different intents"
 
 
 # --- seed spread ------------------------------------------------------------------------------

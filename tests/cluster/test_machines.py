@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from blackboard.events import Event, RunFinished, RunStarted
+from blackboard.events import ClaimExpired, ClaimGranted, Event, RunFinished, RunStarted
 from blackboard.projection import Projection
+from blackboard.state import State
+from swarm.ground.settings import BoardSettings
 from swarm.ground.bus import Bus
 from swarm.natsserver import NatsServer
 from tests.cluster.hosts import Host, hosts
@@ -117,6 +119,11 @@ def test_three_hosts_a_cut_link_and_a_killed_service_lose_and_double_nothing(tmp
         n1.restore()
         done = wait_runs(url, done + 6)
 
+        n1.cut()  # longer than a lease: n1's claims expire and their work goes to n2
+        time.sleep(float(SIM["SWARM_BOARD__LEASE_SECONDS"]) + 10)
+        n1.restore()
+        done = wait_runs(url, done + 6, timeout=240)
+
         os.kill(service_pid(tmp_path / "head" / ".swarm"), signal.SIGKILL)  # the head's supervisor restarts it
         wait_runs(url, done + 6, timeout=240)
 
@@ -126,7 +133,18 @@ def test_three_hosts_a_cut_link_and_a_killed_service_lose_and_double_nothing(tmp
 
     swarm_dir = tmp_path / "head" / ".swarm"
     events = asyncio.run(read_stream(swarm_dir / "nats"))
-    check_no_decision_doubled(events)
+    check_no_decision_doubled(events)  # the cut-off node's work was re-granted once, never while held
+    granted = {e.claim: e.agent for _, e in events if isinstance(e, ClaimGranted)}
+    expired = [granted.get(e.claim, "") for _, e in events if isinstance(e, ClaimExpired)]
+    assert any(agent.endswith("@n1") for agent in expired), f"no claim of n1 expired in the long cut: {expired}"
+    state = State(BoardSettings())
+    for seq, event in events:
+        state.apply(event, seq)
+    for patch in state.patches.values():  # a late result from n1 never counts a (patch, seed) twice
+        seeds = {run.seed for run in patch.runs if run.arena == patch.arena and run.status == "ok"}
+        assert len(patch.ok_values()) == len(seeds), patch.id
+    logs = "".join(path.read_text(errors="replace") for path in (tmp_path / "n1").rglob("*.log"))
+    assert "lost claim" in logs, "n1's agents must notice and drop the claims they lost"
     finished = Counter(e.run for _, e in events if isinstance(e, RunFinished))
     assert finished and max(finished.values()) == 1, "a result arrived twice"
     started_runs = {e.run: e.node for _, e in events if isinstance(e, RunStarted)}

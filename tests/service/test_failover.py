@@ -7,15 +7,18 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from blackboard.client import Board
 from blackboard.events import (
-    ClaimExpired, ClaimGranted, ClaimReleased, Decision, Event, HypothesisApproved, HypothesisRejected,
+    ClaimExpired, ClaimGranted, ClaimReleased, Decision, Event, HypothesisApproved, HypothesisProposed, HypothesisRejected,
     LeaderElected, WorkCancelled, WorkQueued, decode,
 )  # fmt: skip
 from blackboard.projection import Projection
 from swarm.ground.bus import Bus
 from swarm.natsserver import NatsServer
-from tests.service.conftest import ARENA, ServiceProcess, hypothesis, open_arena
+from swarm.ground.settings import BoardSettings
+from tests.service.conftest import ARENA, ServiceProcess, hypothesis, open_arena, running_service, wait_leading
 
 
 async def stream(bus: Bus) -> list[tuple[int, Event]]:
@@ -57,15 +60,18 @@ async def test_a_killed_service_restarts_to_a_projection_equal_to_a_rebuild(
     await open_arena(board)
     ideas = [hypothesis(f"flood idea {i}", LR=i + 1) for i in range(600)]
 
-    async def flood() -> None:
-        for start in range(0, len(ideas), 50):
-            await asyncio.gather(*(board.publish(e) for e in ideas[start : start + 50]))
+    async def flood(part: list[HypothesisProposed]) -> None:
+        for start in range(0, len(part), 50):
+            await asyncio.gather(*(board.publish(e) for e in part[start : start + 50]))
             await asyncio.sleep(0.05)
 
-    flooding = asyncio.create_task(flood())
-    await asyncio.sleep(1.5)
-    service_processes[0].kill()  # mid-stream: facts keep coming, decisions stop
+    flooding = asyncio.create_task(flood(ideas[:300]))
+    async with asyncio.timeout(60):  # killed once it is deciding the flood: a crash between decisions
+        while not any(isinstance(e, (HypothesisApproved, HypothesisRejected)) for _, e in await stream(bus)):
+            await asyncio.sleep(0.05)
+    service_processes[0].kill()
     await flooding
+    await flood(ideas[300:])  # facts keep coming while no service decides
     service_processes.append(ServiceProcess(nats_server.url, db, "s1", 3.0, tmp_path / "s1b.log"))
     async with asyncio.timeout(90):
         while True:
@@ -142,3 +148,21 @@ async def test_two_services_one_writes_and_the_standby_takes_over(
     proposed = {e.hypothesis for _, e in events if e.kind == "hypothesis_proposed"}
     assert approved == proposed, "a hypothesis was left undecided across the handover"
     assert not [e for _, e in events if isinstance(e, WorkCancelled)]
+
+
+async def test_a_leader_whose_decide_loop_fails_says_why_and_the_standby_takes_over(
+    bus: Bus, tmp_path: Path, settings: BoardSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    board = Board(bus, agent="driver", retry_seconds=40)
+    async with running_service(bus, tmp_path / "s1.duckdb", settings, "s1") as first:
+        await wait_leading(first)
+        async with running_service(bus, tmp_path / "s2.duckdb", settings, "s2") as second:
+            first.state.pending[("no such kind", "x")] = None  # its decide loop raises on this item
+            first.writer.kick.set()
+            await wait_leading(second, timeout=30)
+            assert not first.leader
+            assert any(r.levelname == "ERROR" and "s1: the leader cannot decide" in r.getMessage()
+                       and "unknown pending item kind" in r.getMessage() for r in caplog.records)  # fmt: skip
+            await open_arena(board)
+            verdict = await board.propose(hypothesis("decided by the new leader", LR=0.5))
+            assert verdict.status == "approved"

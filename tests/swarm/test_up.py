@@ -16,9 +16,9 @@ import pytest
 SIM = {"SWARM_HARNESS__SIM_SECONDS": "0.3", "SWARM_BOARD__LEASE_SECONDS": "5"}
 
 
-def up(directory: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def up(directory: Path, *args: str, env: dict[str, str] | None = None, view: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "swarm", "up", "--dir", str(directory), "--tier", "sim", "--no-view", *args],
+        [sys.executable, "-m", "swarm", "up", "--dir", str(directory), "--tier", "sim", *([] if view else ["--no-view"]), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **SIM, **(env or {})},
     )  # fmt: skip
 
@@ -71,15 +71,22 @@ def test_up_with_max_runs_ends_by_itself_with_every_run_recorded(tmp_path: Path)
     process = up(directory, "--max-runs", "12")
     out, _ = process.communicate(timeout=300)
     assert process.returncode == 0, out
-    assert "promoted in" in out or "no promotion, because:" in out
-    explanation = out.split("no promotion, because:", 1)[-1]
-    assert "promoted in" in out or explanation.strip().startswith(("p-", "the baseline", "no exploratory")), out
     with board(directory) as db:
         statuses = db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
-        assert sum(n for _, n in statuses) >= 12 and "running" not in dict(statuses), statuses
-        twice = db.execute("""SELECT source_hash, count(*) FROM runs WHERE purpose = 'explore'
-                              GROUP BY source_hash HAVING count(*) > 1""").fetchall()  # fmt: skip
+        assert sum(n for _, n in statuses) == 12 and "running" not in dict(statuses), statuses
+        # the same code after normalisation (the board's dedup), not the same bytes, is explored once
+        twice = db.execute("""SELECT p.code_hash, count(*) FROM runs r JOIN patches p ON p.patch = r.patch
+                              WHERE r.purpose = 'explore' AND r.status <> 'lost'
+                              GROUP BY p.code_hash HAVING count(*) > 1""").fetchall()  # fmt: skip
         assert twice == [], "the same code was explored twice"
+        promoted = db.execute("SELECT patch FROM bests WHERE previous IS NOT NULL").fetchall()
+        verdicts = db.execute("SELECT patch, outcome FROM replications").fetchall()
+        # the summary says what the board decided: each promotion, or each verdict when there was none
+        if promoted:
+            assert all(f": {patch} " in out for (patch,) in promoted), out
+        else:
+            assert "no promotion, because:" in out, out
+            assert all(f"  {patch} " in out and f": {outcome}: " in out for patch, outcome in verdicts), out
         replicated = db.execute("""SELECT count(*) FROM runs r JOIN runs e ON e.patch = r.patch
                                    WHERE r.purpose = 'replicate' AND e.purpose = 'explore'""").fetchone()[0]  # fmt: skip
         # A restacked winner (a transfer on one rung, blackboard.cascade) is replicated without an explore run.
@@ -157,3 +164,27 @@ def test_several_slots_of_one_device_run_that_many_runs_at_once(tmp_path: Path) 
     assert {device for device, _, _ in runs} == {"cpu#0", "cpu#1", "cpu#2"}, runs
     at_once = max(sum(1 for _, s, f in runs if s <= start < f) for _, start, _ in runs)
     assert at_once == 3, f"at most {at_once} runs at once on three slots: {runs}"
+
+
+def test_up_into_a_pipe_prints_a_line_per_change_not_a_final_table(tmp_path: Path) -> None:
+    process = up(tmp_path / "swarm", "--max-runs", "4", view=True)  # the live view asked for, no terminal
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    assert any(line.startswith("  run r-") for line in out.splitlines()), out  # the log view's run lines
+    assert not any(mark in out for mark in ("┃", "━", "┏")), "a table drawn for a terminal went into the pipe"
+
+
+
+def test_duration_stops_the_swarm_and_every_run_it_started_is_recorded_or_said_lost(tmp_path: Path) -> None:
+    directory = tmp_path / "swarm"
+    process = up(directory, "--duration", "25s")
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    with board(directory) as db:
+        statuses = dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+    assert statuses and "running" not in statuses, statuses  # each one finished, or was declared lost
+    total = sum(statuses.values())
+    summary = next(line for line in out.splitlines() if line.startswith("runs: "))
+    assert summary.startswith(f"runs: {total} recorded, {statuses.get('ok', 0)} ok, ") and \
+        f", {statuses.get('lost', 0)} lost, 0 unfinished" in summary, (summary, statuses)  # fmt: skip
+    assert swarm_processes(directory) == []
