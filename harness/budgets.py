@@ -9,8 +9,10 @@ runner's clock; the runner measures the CPU time of the run's processes from /pr
                   training on batches taken early. Past it: over_budget, with the figures.
   token budget    the feeder serves no batch past the budget. A train.py can still buy compute by
                   reusing batches (several optimiser steps per batch); against that, the CPU time
-                  of the run may be at most `tier.compute_tolerance` times the arena baseline's
-                  (`compute_budget`, passed by whoever knows the arena), else over_budget.
+                  the run spends training (sampled from /proc by the runner, from the first batch
+                  served to the end of training; start-up and export are the harness's) may be at
+                  most `tier.compute_tolerance` times the arena baseline's (`compute_budget`, passed
+                  by whoever knows the arena), else over_budget.
   epochs          tokens served / tokens in the training split: above 1, the run saw data twice.
   MFU             6 x parameters x tokens/s against the GPU's peak dense bf16 FLOP/s (the table
                   below, matched on the device's name); None where the GPU is not in the table or
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.feeder import Feeder
+from harness.feeder import Counts, Feeder
 from harness.tiers import Tier
 
 PEAK_BF16_FLOPS = {  # dense, no sparsity; substrings of torch.cuda.get_device_name
@@ -67,3 +69,16 @@ def mfu(params: int | None, tokens_per_second: float | None, hardware: str) -> f
     if not (peak and params and tokens_per_second):
         return None
     return 6 * params * tokens_per_second / peak
+
+
+def training_cpu(samples: list[tuple[float, float]], counts: Counts, ended: float) -> float | None:
+    """CPU seconds between the first batch and the end of training, from the runner's samples
+    ((monotonic time, CPU seconds so far), every POLL_SECONDS): the last sample before each end."""
+    if counts.first_batch is None or not samples:
+        return None
+    end = counts.trained if counts.trained is not None else ended
+
+    def at(when: float) -> float:
+        return max((cpu for t, cpu in samples if t <= when), default=0.0)
+
+    return max(0.0, at(end) - at(counts.first_batch))

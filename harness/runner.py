@@ -72,7 +72,7 @@ class RunResult(BaseModel):
     epochs: float | None = None  # tokens / the training split's tokens: above 1, the data repeated
     tokens_per_second: float | None = None
     mfu: float | None = None  # model FLOPs utilisation (6 x params x tokens/s / the GPU's peak); None: unknown
-    cpu_seconds: float | None = None  # CPU time of the training processes, by the runner
+    cpu_seconds: float | None = None  # CPU time the run's processes spent training (first batch to the end), by the runner
     params: int | None = None
     peak_memory_mb: float | None = None
     tier: str
@@ -282,7 +282,8 @@ async def _train(
         record.pop(name, None)  # train.json is agent-writable: these figures are the runner's alone
     if feed is not None:
         record.update(budgets.served(feed, ended))
-    record["cpu_seconds"] = outcome.get("cpu_seconds")
+    if feed is not None:
+        record["cpu_seconds"] = budgets.training_cpu(outcome.get("cpu_samples", []), feed.counts, ended)
     record["peak_memory_mb"] = max(record.get("peak_memory_mb") or 0.0, outcome.get("peak_rss_mb", 0.0)) or None
     if outcome.get("status"):  # the runner's own verdict (timeout, oom) overrides the process's
         record.update(status=outcome["status"], reason=outcome["reason"])
@@ -298,22 +299,23 @@ async def _watch(proc: asyncio.subprocess.Process, limit: float, processes: RunP
     """Wait for the process; stop it at the wall-clock limit or when its run uses too much memory."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    peak, cpu = 0.0, 0.0
+    peak, samples = 0.0, [(loop.time(), 0.0)]  # (the runner's clock, CPU seconds of the run so far)
     waiter = asyncio.create_task(proc.wait())
     try:
         while True:
             done, _ = await asyncio.wait({waiter}, timeout=POLL_SECONDS)
             if done:
-                return {"peak_rss_mb": peak, "cpu_seconds": cpu}
+                return {"peak_rss_mb": peak, "cpu_samples": samples}
             pids = processes.pids()
             used = rss_mb(pids)
-            peak, cpu = max(peak, used), max(cpu, cpu_seconds(pids))
+            peak = max(peak, used)
+            samples.append((loop.time(), max(samples[-1][1], cpu_seconds(pids))))
             if used > cap_mb:
                 return {"status": "oom", "reason": f"the run used {used:.0f} MiB, over the cap of {cap_mb} MiB",
-                        "peak_rss_mb": peak, "cpu_seconds": cpu}
+                        "peak_rss_mb": peak, "cpu_samples": samples}
             if loop.time() > deadline:
                 return {"status": "timeout", "reason": f"killed at the tier's limit of {limit:.0f} s",
-                        "peak_rss_mb": peak, "cpu_seconds": cpu}
+                        "peak_rss_mb": peak, "cpu_samples": samples}
     finally:
         waiter.cancel()
 
