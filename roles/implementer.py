@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Ready:
     claim: Claim
+    job: Job
     task: ImplementTask
 
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
@@ -211,14 +212,19 @@ def print_costs(console: Console, costs: list[dict[str, Any]], fmt: str) -> None
     if fmt == "json":
         console.print(output.to_json(costs), markup=False, highlight=False, soft_wrap=True)
         return
-    rows = [[c["brain"], c["promotions"], f"${c['llm_usd']:.2f}", f"{c['device_hours']:.2f}",
-             "-" if c["usd_per_promotion"] is None else f"${c['usd_per_promotion']:.2f}",
-             "-" if c["hours_per_promotion"] is None else f"{c['hours_per_promotion']:.2f}"] for c in costs]  # fmt: skip
     if fmt == "csv":
         output.emit(console, COST_COLUMNS, [[c[k] for k in COST_COLUMNS] for c in costs], fmt)
         return
-    console.print(output.table(("brain", "promotions", "LLM $", "device h", "$ per promotion", "device h per promotion"),
-                               rows or [["-", 0, "$0.00", "0.00", "-", "-"]], title="cost per result, by brain kind"))  # fmt: skip
+    console.print(cost_table(costs))
+
+
+def cost_table(costs: list[dict[str, Any]]) -> Table:
+    """What each brain kind paid per promoted improvement: LLM dollars and device hours."""
+    rows = [[c["brain"], c["promotions"], f"${c['llm_usd']:.2f}", f"{c['device_hours']:.2f}",
+             "-" if c["usd_per_promotion"] is None else f"${c['usd_per_promotion']:.2f}",
+             "-" if c["hours_per_promotion"] is None else f"{c['hours_per_promotion']:.2f}"] for c in costs]  # fmt: skip
+    return output.table(("brain", "promotions", "LLM $", "device h", "$ per promotion", "device h per promotion"),
+                        rows or [["-", 0, "$0.00", "0.00", "-", "-"]], title="cost per result, by brain kind")  # fmt: skip
 
 
 AUDITS = "SELECT patch, arg_max(val_bpb, seq) FROM audits WHERE status = 'ok' GROUP BY patch"

@@ -22,7 +22,7 @@ from rich.text import Text
 from blackboard.queries import FAILED
 from swarm import cascade, output, view
 from swarm.ground.constants import STATUS
-from swarm.history import gather_bests, when
+from swarm.history import cost_table, gather_bests, gather_costs, when
 from swarm.reader import Reader, ServiceReader
 
 LISTEN_SECONDS = 2.5  # agents say what they do every 2 s (agents.runtime.STATUS_SECONDS): hear each once
@@ -66,6 +66,7 @@ class Snapshot:
     stats: dict[str, Any] = field(default_factory=dict)  # bests and arenas, as the service's stats has them
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)  # agent -> its status line (or the board's word)
     recent: list[dict[str, Any]] = field(default_factory=list)
+    costs: list[dict[str, Any]] = field(default_factory=list)  # per brain kind: dollars and device hours per promotion
 
     def service(self) -> dict[str, Any]:
         return self.stats.get("service", {})
@@ -74,7 +75,8 @@ class Snapshot:
         return {"source": self.source, "live": self.live, "counts": self.counts, "service": self.service(),
                 "bests": self.stats.get("bests", []), "arenas": self.stats.get("arenas", []), "nodes": self.nodes,
                 "ladder": self.stats.get("rungs", []), "transfer_rates": self.stats.get("transfer_rates", []),
-                "agents": self.agents, "statuses": self.statuses, "runs_per_hour": self.hours, "recent": self.recent}  # fmt: skip
+                "agents": self.agents, "statuses": self.statuses, "runs_per_hour": self.hours, "recent": self.recent,
+                "costs": self.costs}  # fmt: skip
 
 
 async def listen(reader: Reader) -> dict[str, dict[str, Any]]:
@@ -96,6 +98,7 @@ async def snapshot(reader: Reader, lines: dict[str, dict[str, Any]]) -> Snapshot
     snap = Snapshot(reader.source, reader.live, counts, await _records(reader, NODES), await _records(reader, HOURS),
                     await _records(reader, AGENTS), recent=await reader.history(limit=8))  # fmt: skip
     bests = await gather_bests(reader)
+    snap.costs = await gather_costs(reader)
     queued: dict[str, dict[str, int]] = {}
     claimed: dict[str, int] = {}
     for row in await _records(reader, QUEUES):
@@ -170,7 +173,9 @@ def render(snap: Snapshot) -> RenderableType:
          n["ok"], n["running"], when(n["last_run"])] for n in snap.nodes], title="nodes")  # fmt: skip
     hours = output.table(("hour (UTC)", "runs", "ok", "failed", "lost"),
                          [[h["hour"], h["runs"], h["ok"], h["failed"], h["lost"]] for h in snap.hours], title="runs per hour")  # fmt: skip
-    tables = [view.arenas_table(snap), view.ladder_table(snap), nodes, view.agents_table(snap), hours, view.runs_table(snap)]
+    costs = cost_table(snap.costs) if snap.costs else None
+    tables = [view.arenas_table(snap), view.ladder_table(snap), nodes, view.agents_table(snap), hours, view.runs_table(snap),
+              costs]  # fmt: skip
     return Group(headline(snap), *(table for table in tables if table is not None))
 
 

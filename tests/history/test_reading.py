@@ -39,8 +39,9 @@ def test_status_of_a_running_swarm_shows_each_agent_and_what_it_is_doing(live: S
     assert best["lineage"][0] == "baseline" and best["n"] >= 3
     table = swarm("status", "--url", live.url())
     assert table.exit_code == 0, table.stderr
-    for heading in ("arenas", "nodes", "agents", "runs per hour", "recent runs"):
+    for heading in ("arenas", "nodes", "agents", "runs per hour", "recent runs", "cost per result, by brain kind"):
         assert heading in table.stdout
+    assert [cost["brain"] for cost in status["costs"]] == ["offline"]  # LLM dollars and device hours per promotion
     assert "implementer-1@" in table.stdout and "running, read from the service at" in table.stdout
 
 
