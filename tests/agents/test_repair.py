@@ -41,8 +41,9 @@ async def implementer(board: Board, fake: FakeLLM, kind: str, tmp_path: Path, **
     url = fake.url if kind == "anthropic" else fake.openai_url
     settings = Settings(dir=tmp_path, harness=harness, agents=AgentsSettings(**agents),
                         brain=BrainSettings(kind=kind, base_url=url, model="fake"))  # type: ignore[arg-type]
-    role = Implementer(Context(AgentSpec("m1", Implementer, "n1", "", tmp_path, device="cpu"), settings, board,
-                               make_brain(settings.brain, Accounting()), board.heartbeat(10)))  # fmt: skip
+    mine = Board(board.bus, agent="m1", retry_seconds=20)  # the implementer's own client: its claims are m1's
+    role = Implementer(Context(AgentSpec("m1", Implementer, "n1", "", tmp_path, device="cpu"), settings, mine,
+                               make_brain(settings.brain, Accounting()), mine.heartbeat(10)))  # fmt: skip
     role.arena, role.program = info, "Implement."
     return role
 
@@ -60,7 +61,7 @@ async def test_a_diverged_run_is_repaired_in_one_conversation(
     fake_llm.answer_with(answer)
     role = await implementer(board, fake_llm, kind, tmp_path)
     try:
-        claim = await board.claim(["implement"], [role.arena.id], wait=30)
+        claim = await role.ctx.board.claim(["implement"], [role.arena.id], wait=30)
         ready = await role._prepare(claim)  # type: ignore[arg-type]
         assert ready is not None
         await role._run(ready)
@@ -83,7 +84,7 @@ async def test_a_hypothesis_that_keeps_failing_is_given_up_with_its_reason(
     role = await implementer(board, fake_llm, kind, tmp_path, implement_failures=2)
     try:
         for _ in range(2):
-            claim = await board.claim(["implement"], [role.arena.id], wait=30)
+            claim = await role.ctx.board.claim(["implement"], [role.arena.id], wait=30)
             assert claim is not None and await role._prepare(claim) is None
     finally:
         await role.ctx.brain.aclose()  # type: ignore[union-attr]
