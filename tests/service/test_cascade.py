@@ -79,7 +79,7 @@ class Driver:
         await self.board.publish(RunFinished(
             by="driver", run=new_id("r"), patch=patch, arena=claim.arena, work=claim.work, seed=claim.seed or 0,
             purpose=purpose, tier=tier, device="cpu", node="n1", status=result["status"], val_bpb=result.get("val_bpb"),  # type: ignore[arg-type]
-            fingerprint="f" * 64, synthetic=True, source_hash="x",
+            fingerprint=self.service.state.arenas[claim.arena].fingerprint or "", synthetic=True, source_hash="x",
         ))  # fmt: skip
 
     async def try_idea(self, arena: str, title: str, parent: str | None = None, **intent: Any) -> str:
