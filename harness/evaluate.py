@@ -128,7 +128,7 @@ def evaluate(spec: dict[str, Any]) -> dict[str, Any]:
 
 def log_probabilities(logits_of: Any, rows: torch.Tensor, found: list[probes.Probe], calls: list[list[int]]) -> torch.Tensor:
     """(windows + probes, length) float64: each row's log-probability of its window's targets."""
-    windows, length = rows.shape[0], rows.shape[1] - 1
+    length = rows.shape[1] - 1
     inputs = torch.cat([rows[:, :-1], torch.stack([p.tokens for p in found])]) if found else rows[:, :-1]
     targets = torch.cat([rows[:, 1:], rows[[p.window for p in found], 1:]])
     out = torch.empty(len(inputs), length, dtype=torch.float64)

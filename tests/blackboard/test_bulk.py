@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from blackboard import bulk, queries
 from roles import ROLES
