@@ -214,19 +214,28 @@ async def test_a_code_change_climbs_by_three_way_merge(bus: Bus, service: Servic
     assert (await driver.board.query("SELECT method FROM ports"))["rows"] == [["merge"]]
 
 
+async def upper_rung_aliased(driver: Driver) -> tuple[ArenaInfo, ArenaInfo]:
+    """Both rungs with a best; the upper rung's own winner changed `import time` first."""
+    low, high = sim_arena("sim"), sim_arena("sim-large")
+    await with_best(driver, low)
+    await with_best(driver, high)
+    await driver.try_idea(high.id, "upper: timer alias", times=HOLD["shrink the softcap"],
+                          replace=[["import time\n", "import time as clock  # the upper rung's\n"]])  # fmt: skip
+    return low, high
+
+
+async def lower_alias_wins(driver: Driver, low: ArenaInfo) -> str:
+    """A lower-rung winner that changes the same line another way: its patch, whose merge conflicts."""
+    return await driver.try_idea(low.id, "lower: timer alias", times=HOLD["bigger batches"],
+                                 replace=[["import time\n", "import time as t  # the lower rung's\n"]])  # fmt: skip
+
+
 async def test_a_change_that_conflicts_with_the_upper_best_is_recorded_not_transferable_with_its_reason(
     bus: Bus, service: Service
 ) -> None:
     driver = Driver(bus, service)
-    low, high = sim_arena("sim"), sim_arena("sim-large")
-    await with_best(driver, low)
-    await with_best(driver, high)
-    # The upper rung's best changed a line first (its own winner, not from below) ...
-    await driver.try_idea(high.id, "upper: timer alias", times=HOLD["shrink the softcap"],
-                          replace=[["import time\n", "import time as clock  # the upper rung's\n"]])  # fmt: skip
-    # ... and the lower rung's winner changes the same line another way.
-    await driver.try_idea(low.id, "lower: timer alias", times=HOLD["bigger batches"],
-                          replace=[["import time\n", "import time as t  # the lower rung's\n"]])  # fmt: skip
+    low, high = await upper_rung_aliased(driver)
+    await lower_alias_wins(driver, low)
     await driver.until(lambda: transfers_done(service) == 1)
     [done] = await stored_transfers(bus)
     assert done.outcome == "not_transferable" and done.patch is None
@@ -243,17 +252,12 @@ async def test_a_conflicting_change_is_ported_by_an_llm_brain_and_decided_like_a
     brain = make_brain(BrainSettings(kind="openai", base_url=fake_llm.openai_url, model="gpt-test"), Accounting())
     try:
         driver = Driver(bus, service)
-        low, high = sim_arena("sim"), sim_arena("sim-large")
-        await with_best(driver, low)
-        await with_best(driver, high)
-        await driver.try_idea(high.id, "upper: timer alias", times=HOLD["shrink the softcap"],
-                              replace=[["import time\n", "import time as clock  # the upper rung's\n"]])  # fmt: skip
+        low, high = await upper_rung_aliased(driver)
         upper_best = service.state.patches[service.state.arenas[high.id].best]  # type: ignore[index]
         ported = knobs.edit(upper_best.code, {"BATCH_SIZE": 26})  # what the model answers: the idea, by hand
         fake_llm.on("implement", code_answer(ported, "Bigger batches; kept the upper rung's timer alias."))
         driver.port_by = functools.partial(port_by_brain, brain, "Port faithfully.")
-        winner = await driver.try_idea(low.id, "lower: timer alias", times=HOLD["bigger batches"],
-                                       replace=[["import time\n", "import time as t  # the lower rung's\n"]])  # fmt: skip
+        winner = await lower_alias_wins(driver, low)
         await driver.until(lambda: transfers_done(service) == 1)
     finally:
         await brain.aclose()
