@@ -21,12 +21,14 @@ the same sequence of requests give the same batches.
 
 from __future__ import annotations
 
+import mmap
 import os
 import random
 import struct
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 REQUEST = struct.Struct("<BII")
 REPLY = struct.Struct("<BQQdqd")
@@ -54,7 +56,7 @@ class Counts:
 class Feeder:
     """Serves one run's batches from `data` (uint16 token ids) on a thread of the runner."""
 
-    def __init__(self, data: bytes, seed: int, budget_tokens: int | None, budget_seconds: float | None) -> None:
+    def __init__(self, data: bytes | mmap.mmap, seed: int, budget_tokens: int | None, budget_seconds: float | None) -> None:
         self.data = data
         self.n = len(data) // 2
         self.rng = random.Random(seed)
@@ -63,6 +65,14 @@ class Feeder:
         self.requests_r, self.requests_w = os.pipe()  # the training process writes requests
         self.replies_r, self.replies_w = os.pipe()  # and reads the replies
         self._thread = threading.Thread(target=self._serve, name="feeder", daemon=True)
+
+    @classmethod
+    def from_file(cls, path: Path, seed: int, budget_tokens: int | None, budget_seconds: float | None) -> Feeder:
+        """A feeder over the training split mapped from disk: a large corpus is paged in as batches
+        touch it, not read whole into the runner for every run."""
+        with open(path, "rb") as handle:
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(handle.fileno()).st_size else b""
+        return cls(data, seed, budget_tokens, budget_seconds)
 
     def child_fds(self) -> tuple[int, int]:
         """(request write end, reply read end): what the training process gets."""
@@ -82,6 +92,8 @@ class Feeder:
                 os.close(fd)
             except OSError:
                 pass
+        if isinstance(self.data, mmap.mmap) and not self._thread.is_alive():
+            self.data.close()
 
     def _serve(self) -> None:
         try:

@@ -236,8 +236,7 @@ async def _train(
     fds = [write_progress]
     feed = None
     if prepared is not None:
-        data = await asyncio.to_thread(prepared.train_path.read_bytes)
-        feed = Feeder(data, seed, tier.budget_tokens, tier.budget_seconds)
+        feed = Feeder.from_file(prepared.train_path, seed, tier.budget_tokens, tier.budget_seconds)
         spec["feed_fds"] = list(feed.child_fds())
     spec["progress_fd"] = write_progress
     try:
