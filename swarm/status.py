@@ -198,5 +198,7 @@ async def watch(reader: Reader, console: Console, interval: float) -> None:
     lines = await listen(reader)
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while True:
-            live.update(render(await snapshot(reader, lines)))
+            snap = await snapshot(reader, lines)
+            stamp = Text(f"as of {dt.datetime.now():%H:%M:%S}, every {interval:g} s; Ctrl-C to stop", style="dim")
+            live.update(Group(stamp, render(snap)))
             await asyncio.sleep(interval)

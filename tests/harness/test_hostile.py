@@ -15,7 +15,7 @@ from harness import guard, tiers
 from harness.procs import RunProcesses, marked_pids
 from harness.runner import RunResult, run
 from swarm.ground.settings import HarnessSettings
-from tests.harness.conftest import SMALL, SMALL_TRAIN
+from tests.harness.conftest import SMALL_TRAIN
 from tests.harness.test_jail import processes_with
 
 SHORT = tiers.Tier(name="test-short", budget_tokens=8_192, train_limit_seconds=8, eval_limit_seconds=60,
@@ -43,12 +43,11 @@ def test_raises_in_training_is_a_crash_and_keeps_metrics(run_small) -> None:
 
 
 def test_sleeping_forever_times_out_and_leaves_no_process(run_small) -> None:
-    started = time.perf_counter()
     sleeper = "import time\n\ndef train(run):\n    run.batch(2, 8)\n    run.log(0, 1.0)\n    while True:\n        time.sleep(1)\n"
     result = run_small(sleeper, SHORT)
     assert result.status == "timeout" and "limit of 8 s" in result.reason
     assert result.tokens == 16 and result.steps == 1  # from its last progress report
-    assert time.perf_counter() - started < 30
+    assert result.total_seconds < SHORT.train_limit_seconds + 60  # killed at its limit (the rest is start-up), not at the hard one
     assert no_process_left(result)
 
 
@@ -232,8 +231,13 @@ def test_a_model_that_reads_later_tokens_is_rejected(run_small) -> None:
 
 def test_cancelling_a_run_kills_every_process(settings, runs_dir: Path) -> None:
     async def main() -> None:
-        task = asyncio.create_task(run(ESCAPER, SHORT, seed=1, settings=settings, runs_dir=runs_dir, guard=False))
-        await asyncio.sleep(6)
+        patient = tiers.Tier(name="test-patient", budget_tokens=8_192, train_limit_seconds=600, eval_limit_seconds=60,
+                             context_len=64, eval_batch=8, eval_tokens=4_096)  # fmt: skip
+        task = asyncio.create_task(run(ESCAPER, patient, seed=1, settings=settings, runs_dir=runs_dir, guard=False))
+        async with asyncio.timeout(600):  # until it has spawned the child it means to leave behind
+            while not [d for d in set(runs_dir.iterdir()) - before if (d / "child.pid").exists()]:
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

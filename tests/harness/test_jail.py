@@ -14,7 +14,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import sysconfig
 import uuid
 from pathlib import Path

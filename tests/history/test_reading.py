@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import signal
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +19,7 @@ import duckdb
 import pytest
 
 from swarm.natsserver import NatsServer
+from tests.terminal import Terminal
 from tests.history.sim import Head, SimSwarm, count_runs, swarm
 
 # --- while the agents work ---------------------------------------------------------------------------
@@ -56,13 +57,15 @@ def test_a_running_swarms_directory_is_read_through_its_service(live: SimSwarm) 
 
 
 def test_status_watch_refreshes_until_ctrl_c(live: SimSwarm) -> None:
-    watch = subprocess.Popen([sys.executable, "-m", "swarm", "status", "--watch", "--interval", "0.5", "--url", live.url()],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(4)
-    watch.send_signal(signal.SIGINT)
-    out, err = watch.communicate(timeout=30)
-    assert watch.returncode == 0, err
-    assert "recent runs" in out and "agents" in out and "Traceback" not in err
+    watch = Terminal([sys.executable, "-m", "swarm", "status", "--watch", "--interval", "0.5", "--url", live.url()])
+    try:
+        refreshed = watch.wait_for(lambda out: len(set(re.findall(r"as of (\d\d:\d\d:\d\d)", out))) >= 2, "a refresh")
+        assert "runs in flight" in refreshed
+        watch.interrupt()
+        assert watch.wait() == 0, watch.text
+        assert "agents" in watch.text and "Traceback" not in watch.text
+    finally:
+        watch.close()
 
 
 # --- the same answers from a running swarm and from its directory -------------------------------------

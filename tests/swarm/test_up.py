@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
+from tests.terminal import Terminal
 
 SIM = {"SWARM_HARNESS__SIM_SECONDS": "0.3", "SWARM_BOARD__LEASE_SECONDS": "5"}
 
@@ -119,6 +122,27 @@ def test_ctrl_c_drains_cleanly_and_the_swarm_resumes_where_it_stopped(tmp_path: 
         after = db.execute("SELECT count(*) FROM runs WHERE status <> 'running'").fetchone()[0]
         arenas = db.execute("SELECT count(*) FROM arenas").fetchone()[0]
     assert after >= before + 3 and arenas == 1, "the second swarm did not continue the first one's history"
+
+
+def test_the_live_view_draws_updates_and_ctrl_c_drains_in_a_terminal(tmp_path: Path) -> None:
+    directory = tmp_path / "swarm"
+    argv = [sys.executable, "-m", "swarm", "up", "--dir", str(directory), "--tier", "sim"]
+    terminal = Terminal(argv, env={**os.environ, **SIM})
+    try:
+        def done(out: str) -> set[int]:
+            return {int(n) for n in re.findall(r"runs (\d+) done", out)}
+
+        drawn = terminal.wait_for(lambda out: "recent runs" in out and "agents" in out, "the live view's tables")
+        assert "\x1b[" in drawn, "not drawn as a live view (no cursor control)"
+        terminal.wait_for(lambda out: len(done(out)) >= 3, "the view updating as runs finish")
+        terminal.interrupt()
+        assert terminal.wait() == 0, terminal.text[-4000:]
+        assert "stopping: agents drain" in terminal.plain and "runs:" in terminal.plain
+    finally:
+        terminal.close()
+    assert swarm_processes(directory) == []
+    with board(directory) as db:
+        assert db.execute("SELECT count(*) FROM claims WHERE status = 'held'").fetchone()[0] == 0
 
 
 def test_a_second_ctrl_c_stops_at_once_without_corrupting_anything(tmp_path: Path) -> None:
