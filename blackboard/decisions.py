@@ -34,6 +34,8 @@ def decide(state: State, kind: str, item: str) -> Decision | None:
         return cascade.decide_winner(state, item)
     if kind == "transfer":
         return cascade.decide_transfer(state, item)
+    if kind == "audit":
+        return _decide_audit(state, item)
     if kind == "run":
         return RunLost(by=SERVICE, run=item, reason=state.lost[item]) if item in state.running else None
     raise ValueError(f"unknown pending item kind {kind!r}")
@@ -69,6 +71,15 @@ def _decide_arena(state: State, arena_id: str) -> Decision | None:
             "arena has no best to build on; see those runs' reasons (swarm history --status crash)",
         )  # fmt: skip
     return None
+
+
+def _decide_audit(state: State, patch_id: str) -> WorkQueued | None:
+    """A promoted best's audit work, once: a device agent runs it again and scores it on the audit split.
+    Lowest priority: it measures the search, it is not part of it."""
+    patch = state.patches[patch_id]
+    if any(state.work[w].kind == "audit" for w in state.work_by_ref.get(patch_id, [])):
+        return None
+    return _queue("audit", patch.arena, patch_id, seed=0, priority=-1)
 
 
 def _decide_hypothesis(state: State, hyp_id: str) -> Decision | None:

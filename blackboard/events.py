@@ -54,7 +54,7 @@ def new_id(prefix: str) -> str:
 
 
 Purpose = Literal["explore", "replicate", "baseline", "promote"]
-WorkKind = Literal["implement", "baseline", "replicate", "review", "promote", "transfer"]
+WorkKind = Literal["implement", "baseline", "replicate", "review", "promote", "transfer", "audit"]
 RunStatus = Status  # the runner owns the outcomes of a run
 Review = Literal["approve", "reject"]  # a reviewer's verdict
 Outcome = Literal["promoted", "not_better", "rejected_in_review", "awaiting_review", "failed"]  # of a candidate
@@ -147,7 +147,7 @@ class WorkQueued(Decision):
     work: str
     work_kind: WorkKind
     arena: str
-    ref: str  # hypothesis id for implement; patch id for baseline, replicate, review, promote, transfer (the winner)
+    ref: str  # hypothesis id for implement; patch id for baseline, replicate, review, promote, transfer (the winner), audit
     seed: int | None = None
     tier: str | None = None  # transfer: the tier of the arena the winner is re-applied in
     priority: int = 0  # higher first
@@ -343,7 +343,9 @@ class AuditScored(Event):
     """A promoted best scored by the harness on the held-out audit split, which no search ever uses.
 
     For people only: `swarm best`, `swarm show` and the report show it; the decision state does not
-    fold it, so nothing an agent reads (claims, best, trials, stats) and no prompt can contain it."""
+    fold it, so nothing an agent reads (claims, best, trials, stats) and no prompt can contain it.
+    Published by the device agent that claimed the best's audit work (queued by the board for every
+    BestPromoted), which ran the best's code once more and had it scored on the audit split."""
 
     kind: Literal["audit_scored"] = "audit_scored"
     patch: str
@@ -352,6 +354,8 @@ class AuditScored(Event):
     status: RunStatus
     val_bpb: float | None = None
     reason: str = ""
+    work: str | None = None  # the audit work it answers
+    seed: int | None = None  # of the audit run
 
 
 # --- accounting and the service -----------------------------------------------------------------

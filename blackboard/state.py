@@ -331,6 +331,7 @@ class State:
                 self._pend("winner", patch.id)
             if patch.transfer is not None:
                 self._pend("transfer", patch.transfer)
+            self._pend("audit", patch.id)  # every best is scored once on the audit split, for people only
         if first:  # results that came in before there was a best to beat can be judged now
             for patch_id in arena.patches:
                 self._pend("candidate", patch_id)

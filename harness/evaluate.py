@@ -4,8 +4,9 @@
 Started by the runner as `python -I -S` (no current directory, PYTHONPATH, user site or .pth files
 on sys.path, only the harness and site-packages added explicitly) with a cwd outside the run
 directory, after every process of the training run has been killed, in the OS sandbox (harness.jail:
-it reads the model file, the tokenizer and the held-out split, writes nothing, reaches no
-network). It reads its instructions as JSON on stdin, loads the exported program (a graph of torch
+it reads the model file, the tokenizer and the one held-out split it scores, writes nothing, reaches
+no network). The spec names the split: "val" (every run's score, what the search sees) or "audit"
+(a promoted best's score on documents no search ever uses; same rules, only the file differs). It reads its instructions as JSON on stdin, loads the exported program (a graph of torch
 operators and its weights: no Python of train.py is imported), and writes one JSON object to a
 pipe that only it holds (see main).
 
@@ -19,7 +20,7 @@ pipe that only it holds (see main).
 3. val_bpb = sum of the cross-entropy (nats) over the scored target tokens
              / (ln 2 x the raw UTF-8 bytes of those target tokens).
    The tier fixes the scored tokens: eval_tokens // context_len windows of context_len + 1 tokens,
-   spread evenly over the validation split. Document tokens (zero bytes) are not scored.
+   spread evenly over the scored split. Document tokens (zero bytes) are not scored.
    A non-finite loss is reported as diverged.
 4. params: the number of parameter elements in the program's weights.
 The model file was written by the training process, so loading it may not unpickle any Python
@@ -87,10 +88,10 @@ def evaluate(spec: dict[str, Any]) -> dict[str, Any]:
     batch, length, vocab = spec["eval_batch"], spec["context_len"], spec["vocab_size"]
     with open(spec["tokenizer"]) as handle:
         token_bytes = torch.tensor(json.load(handle)["token_bytes"], dtype=torch.float64)
-    with open(spec["val"], "rb") as handle:
+    with open(spec["data"], "rb") as handle:
         val = torch.frombuffer(bytearray(handle.read()), dtype=torch.uint16).long()
     windows = spec["eval_tokens"] // length
-    starts = window_starts(val.numel(), windows, length + 1)
+    starts = window_starts(val.numel(), windows, length + 1, spec["split"])
     try:
         program = archive.load_program(spec["model"], batch, length)
     except archive.ArchiveRefused as exc:
@@ -140,10 +141,10 @@ def log_probabilities(logits_of: Any, rows: torch.Tensor, found: list[probes.Pro
     return out
 
 
-def window_starts(total: int, windows: int, span: int) -> torch.Tensor:
+def window_starts(total: int, windows: int, span: int, split: str = "val") -> torch.Tensor:
     """Starts of `windows` non-overlapping windows of `span` tokens, spread evenly over `total`."""
     if windows * span > total:
-        raise ValueError(f"the validation split has {total} tokens, too few for {windows} windows of {span}")
+        raise ValueError(f"the {split} split has {total} tokens, too few for {windows} windows of {span}")
     if windows == 1:
         return torch.zeros(1, dtype=torch.long)
     return torch.tensor([i * (total - span) // (windows - 1) for i in range(windows)], dtype=torch.long)

@@ -7,7 +7,9 @@ unsandboxed run, whose result is then labelled untrusted), enforces the tier's w
 the memory cap, kills every process of the run when training ends, then starts the evaluation
 process (harness.evaluate, sandboxed too) and returns a RunResult. Every outcome, including a
 cancelled run's cleanup, kills the whole run; no outcome of the experiment raises.
-`run_sync` is the same for callers without an event loop.
+`run_sync` is the same for callers without an event loop. With `split="audit"` the same run is
+scored on the audit split instead of the validation split (a promoted best's audit); `score` scores
+an existing run's exported model on a split, by the same evaluation process under the same rules.
 
 Never does it read the score from the training process's output: stdout and stderr are the log;
 the score comes through a pipe only the evaluation process holds. Every file of the run directory
@@ -49,6 +51,7 @@ from harness.worker import MODEL_FILE, RESULT_FILE, TRAIN_FILE
 from harness.settings import HarnessSettings
 
 Status = Literal["ok", "crash", "timeout", "diverged", "oom", "rejected", "over_budget"]
+Split = Literal["val", "audit"]  # the held-out split a run is scored on: the search's, or the audit's
 FAILED: tuple[str, ...] = tuple(status for status in get_args(Status) if status != "ok")
 HARNESS_DIR = str(Path(harness.__file__).resolve().parent)
 ROOT = str(Path(HARNESS_DIR).parent)
@@ -85,6 +88,7 @@ class RunResult(BaseModel):
     run_dir: str
     log_tail: str = ""
     sandbox: str = ""  # the OS sandbox's layers in force, or "none (untrusted)": see harness.jail
+    split: Split = "val"  # which held-out split val_bpb is measured on ("audit": for people only, never the search)
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ async def run(
     notify: Callable[[str], None] | None = None,
     guard: bool = True,
     compute_budget: float | None = None,
+    split: Split = "val",
 ) -> RunResult:
     """Run train.py `source` on `tier` and score it. Cancelling kills every process of the run.
 
@@ -137,7 +142,7 @@ async def run(
     `guard=False` skips the static checks (tests of the defences behind it use that).
     `compute_budget`: CPU seconds of the arena's baseline run; on a token tier, a run whose
     training takes more than tier.compute_tolerance times that is over_budget (buying compute by
-    reusing batches is not research). Raises
+    reusing batches is not research). `split`: the held-out split the model is scored on. Raises
     HarnessError where the machine has no OS sandbox and the settings do not allow running without.
     """
     settings = settings or HarnessSettings()
@@ -148,7 +153,8 @@ async def run(
     run_dir.mkdir(parents=True)
     (run_dir / TRAIN_FILE).write_text(source)
     base = dict(tier=tier.name, device=device, seed=seed, synthetic=tier.synthetic, source_hash=source_hash(source),
-                run_dir=str(run_dir), hardware=await asyncio.to_thread(hardware_class, device), sandbox=sandbox)
+                run_dir=str(run_dir), hardware=await asyncio.to_thread(hardware_class, device), sandbox=sandbox,
+                split=split)
 
     def finish(**fields: Any) -> RunResult:
         result = RunResult(**base, total_seconds=time.perf_counter() - started, **fields)
@@ -168,11 +174,11 @@ async def run(
 
     confined = not tier.synthetic and sandbox != jail.UNTRUSTED
     marker = run_dir.name  # unique per run, so tests and operators can find a run's processes
-    training = await _train(run_dir, tier, seed, device, settings, prepared, marker, on_progress, confined)
+    training = await _train(run_dir, tier, seed, device, settings, prepared, marker, on_progress, confined, split)
     training.update(budgets.judge(tier, training, compute_budget))
     if training["status"] != "ok" or tier.synthetic:
         return finish(**_result_fields(training, {}, run_dir, tier.synthetic))
-    evaluation = await _evaluate(run_dir, tier, device, prepared, marker, confined)
+    evaluation = await _evaluate(run_dir, tier, device, prepared, marker, confined, split)
     fields = _result_fields(training, evaluation, run_dir, tier.synthetic)
     return finish(**fields, mfu=budgets.mfu(fields.get("params"), training.get("tokens_per_second"), base["hardware"]))
 
@@ -217,6 +223,7 @@ def _private_env(tmp: str, marker: str) -> dict[str, str]:
 async def _train(
     run_dir: Path, tier: Tier, seed: int, device: str, settings: HarnessSettings,
     prepared: preparing.Prepared | None, marker: str, on_progress: ProgressCallback | None, confined: bool,
+    split: Split = "val",
 ) -> dict[str, Any]:
     """Start the training (or sim) process, watch it, kill it and all it started; its record."""
     cap = memory_cap_mb(settings)
@@ -228,6 +235,7 @@ async def _train(
     tmp = tempfile.mkdtemp(prefix="swarm-jail-")  # the sandbox's private temporary directory
     if prepared is None:
         boot = f"import sys; sys.path.insert(0, {ROOT!r}); from harness.sim import main; main()"
+        spec["split"] = split  # the sim's score is its evaluation: an audit draws its own noise (train.py never hears of it)
     else:
         boot = f"import sys; sys.path.insert(0, {ROOT!r}); from harness.procs import boot; boot('harness.worker')"
         rules = _jail_rules([], [str(run_dir), tmp], device, prepared.heldout) if confined else None
@@ -338,17 +346,35 @@ async def _read_progress(pipe: Any, tier: Tier, on_progress: ProgressCallback | 
         transport.close()
 
 
+async def score(run_dir: Path, tier: Tier, *, split: Split = "audit", device: str = "cpu",
+                settings: HarnessSettings | None = None) -> dict[str, Any]:
+    """Score the exported model of a finished run (its run directory) on `split`: status, reason,
+    val_bpb (on that split), params. The same evaluation process, sandbox and rules as a run's own
+    score; its log is eval-<split>.log in the run directory."""
+    settings = settings or HarnessSettings()
+    if tier.synthetic:
+        raise HarnessError(f"tier {tier.name} is synthetic: it exports no model to score (run it with split={split!r})")
+    prepared = await asyncio.to_thread(
+        preparing.prepare, settings.corpus, settings.cache_dir, settings.tokenizer, None, tier.corpus, tier.vocab_size
+    )
+    confined = sandbox_layers(settings) != jail.UNTRUSTED
+    marker = f"{Path(run_dir).name}-{split}-{uuid.uuid4().hex[:8]}"
+    return await _evaluate(Path(run_dir), tier, device, prepared, marker, confined, split, log_name=f"eval-{split}.log")
+
+
 async def _evaluate(
     run_dir: Path, tier: Tier, device: str, prepared: preparing.Prepared | None, marker: str, confined: bool,
+    split: Split = "val", log_name: str = "eval.log",
 ) -> dict[str, Any]:
-    """Score the exported model in a fresh isolated interpreter, outside the run directory."""
+    """Score the exported model in a fresh isolated interpreter, outside the run directory, on `split`."""
     assert prepared is not None
     model = run_dir / MODEL_FILE
     if not (model.is_file() and not model.is_symlink()):  # a link to the held-out data is not a model
         return {"status": "crash", "reason": f"{MODEL_FILE} is missing or not a regular file"}
     tmp = tempfile.mkdtemp(prefix="swarm-jail-")
-    files = [str(model), str(prepared.val_path), str(prepared.tokenizer_path)]
-    spec = dict(model=files[0], val=files[1], tokenizer=files[2], runner_pid=os.getpid(), device=device,
+    held = prepared.audit_path if split == "audit" else prepared.val_path
+    files = [str(model), str(held), str(prepared.tokenizer_path)]  # the jail grants these three files, no more
+    spec = dict(model=files[0], data=files[1], split=split, tokenizer=files[2], runner_pid=os.getpid(), device=device,
                 eval_batch=tier.eval_batch, context_len=tier.context_len, eval_tokens=tier.eval_tokens,
                 vocab_size=prepared.vocab_size, jail=_jail_rules(files, [tmp], device, None) if confined else None)
     # -I -S: no cwd, PYTHONPATH, user site or .pth files; only the harness and site-packages.
@@ -356,7 +382,7 @@ async def _evaluate(
     boot = f"import sys; sys.path[:0] = {paths!r}; from harness.procs import boot; boot('harness.evaluate')"
     read_result, spec["result_fd"] = os.pipe()
     try:
-        with os.fdopen(_create(run_dir / "eval.log"), "wb") as log:
+        with os.fdopen(_create(run_dir / log_name), "wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-S", "-c", boot, cwd=tmp, env=_private_env(tmp, marker + "-eval"),
                 stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log, pass_fds=[spec["result_fd"]],

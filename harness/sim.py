@@ -13,7 +13,9 @@ to find); knobs whose baseline is 0 are measured linearly. Another sim tier (`si
 rung of the sim ladder) moves the optimum of about half the knobs (SHIFTED), chosen and placed by
 its name: correlated with `sim`'s optimum but not the same, so some of sim's winners transfer and
 some do not. The noise is Gaussian, seeded by
-(seed, sha256 of the source), so a rerun of the same code and seed is identical. A knob that is
+(seed, sha256 of the source), so a rerun of the same code and seed is identical; the audit split's
+score (split="audit") is the same function with its own noise draw, as another held-out sample
+would be. A knob that is
 non-positive where the baseline is positive, or far off (x100), diverges; a missing or non-numeric
 knob, or a file that does not parse, crashes. Every result is labelled synthetic.
 =====================================================================================================
@@ -101,8 +103,9 @@ def loss(candidate: dict[str, Knob], baseline: dict[str, Knob], tier: str = "sim
     return total
 
 
-def simulate(source: str, seed: int, baseline_source: str | None = None, tier: str = "sim") -> dict[str, Any]:
-    """The record the runner reads: status, reason, val_bpb (noise included), synthetic."""
+def simulate(source: str, seed: int, baseline_source: str | None = None, tier: str = "sim",
+             split: str = "val") -> dict[str, Any]:
+    """The record the runner reads: status, reason, val_bpb (noise included) on `split`, synthetic."""
     baseline = read(baseline_source if baseline_source is not None else BASELINE.read_text())
     try:
         value = loss(read(source), baseline, tier)
@@ -111,7 +114,8 @@ def simulate(source: str, seed: int, baseline_source: str | None = None, tier: s
     except ArithmeticError as exc:
         return {"status": "diverged", "reason": f"synthetic: {exc}", "synthetic": True}
     code = hashlib.sha256(source.encode()).hexdigest()
-    noise = random.Random(f"{seed}:{code}").gauss(0.0, NOISE)
+    draw = f"{seed}:{code}" if split == "val" else f"{split}:{seed}:{code}"  # val keeps its historical draw
+    noise = random.Random(draw).gauss(0.0, NOISE)
     return {"status": "ok", "reason": "", "val_bpb": value + noise, "synthetic": True}
 
 
@@ -120,7 +124,8 @@ def main() -> None:
     die_with_parent(spec["runner_pid"])
     run_dir = Path(spec["run_dir"])
     duration = float(spec["budget_seconds"])
-    record = simulate((run_dir / "train.py").read_text(), int(spec["seed"]), tier=str(spec.get("tier", "sim")))
+    record = simulate((run_dir / "train.py").read_text(), int(spec["seed"]), tier=str(spec.get("tier", "sim")),
+                      split=str(spec.get("split", "val")))
     started = time.perf_counter()
     steps = 10
     for step in range(steps):  # progress as a real run would report it, so views look alike

@@ -1,11 +1,27 @@
 """The replicator: re-runs candidates (and the arena's baseline) with other seeds, so the
-blackboard's promotion rule can tell a real gain from noise. It needs a device, not a brain."""
+blackboard's promotion rule can tell a real gain from noise. It needs a device, not a brain.
+
+It also audits the arena's promoted bests, when it has nothing of the search to run: the best's
+code is run once more and its model scored on the audit split (harness.runner, split="audit"), and
+the score goes to the board as an AuditScored, which no agent reads. No RunStarted or RunFinished:
+an audit run is not a measurement of the search, so it adds no seed to the best's statistics.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from agents.arena import describe_async, open_arena
+from agents.devices import PRIORITY, DeviceSlot
 from agents.runtime import Role
+from blackboard.client import Board, Claim
+from blackboard.events import AuditScored
+from harness import runner, tiers
+from harness.devices import device_of
+from harness.settings import HarnessSettings
 from roles.common import Job, run_job
+
+KINDS = ["baseline", "replicate", "promote", "audit"]  # in this order: an audit waits for the search's runs
 
 
 class Replicator(Role):
@@ -22,10 +38,19 @@ class Replicator(Role):
         while not ctx.stopping:
             ctx.say("waiting for a baseline or a candidate to replicate")
             # each kind of work it claims is also the purpose its run is recorded with
-            claim = await ctx.claim(["baseline", "replicate", "promote"], [arena.id], wait=10)
+            claim = await ctx.claim(KINDS, [arena.id], wait=10)
             if claim is None or claim.patch is None:
                 continue
             ctx.heartbeat.hold(claim.claim)
+            if claim.kind == "audit":
+                slot = ctx.spec.device or "cpu"
+                ctx.say(f"auditing the best {claim.ref} on {slot}")  # never its score: this line is shown to all
+                async with DeviceSlot(ctx.spec.dir, slot, PRIORITY["replicate"]):
+                    scored = await ctx.while_held(claim.claim, audit(ctx.board, ctx.spec.agent, claim, arena.tier, slot,
+                                                                     ctx.settings.harness, ctx.spec.dir / "runs"))  # fmt: skip
+                if scored is not None:
+                    await ctx.release(claim.claim, done=True, reason=f"audit of {claim.ref}: {scored.status}")
+                continue
             title = (claim.hypothesis or {}).get("title", "baseline" if claim.kind == "baseline" else "")
             job = Job(claim.patch["id"], claim.patch["code"], arena, claim.seed or 0, claim.kind,  # type: ignore[arg-type]
                       claim.work, title)  # fmt: skip
@@ -34,3 +59,15 @@ class Replicator(Role):
                 continue  # the claim was lost and its run cancelled: the work is someone else's now
             await ctx.release(claim.claim, done=True, reason=f"{claim.kind} seed {job.seed}: {result.status}")
             ctx.count()
+
+
+async def audit(board: Board, agent: str, claim: Claim, tier: str, slot: str, settings: HarnessSettings,
+                runs_dir: Path) -> AuditScored:  # fmt: skip
+    """Run an audit work's patch on `slot` and publish its score on the audit split."""
+    code = (claim.patch or {})["code"]
+    result = await runner.run(code, tiers.for_settings(tier, settings), seed=claim.seed or 0, device=device_of(slot),
+                              settings=settings, runs_dir=runs_dir, split="audit")  # fmt: skip
+    scored = AuditScored(by=agent, patch=claim.ref, arena=claim.arena, status=result.status, val_bpb=result.val_bpb,
+                         reason=result.reason, work=claim.work, seed=claim.seed or 0)  # fmt: skip
+    await board.publish(scored)
+    return scored

@@ -1,4 +1,5 @@
-"""The report's figures, drawn with matplotlib: val_bpb over experiments, runs per node, runs per hour.
+"""The report's figures, drawn with matplotlib: val_bpb over experiments, runs per node, runs per hour,
+and each audited best's search score against its audit score.
 
 Figures are built without pyplot (no global state, no display) and written as SVG text to inline in
 the page, or as PNG. Every run is one marker in a group whose SVG id starts with `runs-`, so the
@@ -89,6 +90,41 @@ def _progress(ax: Any, index: int, arena: ArenaRuns) -> None:
     ax.grid(True, color="#eeeeee", zorder=0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False,
               title="SYNTHETIC results (sim tier)" if synthetic else None, title_fontproperties={"weight": "bold"})  # fmt: skip
+
+
+def audit_figure(audited: list[dict[str, Any]]) -> Figure:
+    """Each audited best a dot: its promoted mean val_bpb (what the search chose it on) against its score
+    on the audit split (what no search saw), one colour per arena, promotions numbered in order. Dots
+    that drift above the diagonal as the search goes on show the validation split being over-fitted."""
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    ax = fig.subplots()
+    if not audited:
+        ax.text(0.5, 0.5, "no audited best yet", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    values = [v for row in audited for v in (row["search_bpb"], row["audit_bpb"])]
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.08 or max(abs(high) * 0.01, 0.01)
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], linestyle="--", color="#999999", linewidth=1,
+            label="audit = search", zorder=1)  # fmt: skip
+    arenas = list(dict.fromkeys(row["arena"] for row in audited))
+    colours = matplotlib.color_sequences["tab10"]
+    for index, arena in enumerate(arenas):
+        rows = [row for row in audited if row["arena"] == arena]
+        synthetic = " (synthetic)" if any(row.get("synthetic") for row in rows) else ""
+        dots = ax.scatter([r["search_bpb"] for r in rows], [r["audit_bpb"] for r in rows], s=46, color=colours[index % 10],
+                          edgecolors="white", linewidths=0.5, label=f"{arena}{synthetic} ({len(rows)})", zorder=3)  # fmt: skip
+        dots.set_gid(f"audits-{index}")
+        for order, row in enumerate(rows, start=1):
+            ax.annotate(str(order), (row["search_bpb"], row["audit_bpb"]), textcoords="offset points", xytext=(5, 4),
+                        fontsize=8, color="#444444")  # fmt: skip
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xlabel("search score: promoted mean val_bpb (lower is better)")
+    ax.set_ylabel("audit score: val_bpb on the audit split")
+    ax.set_title("search score against audit score, each audited best (numbered in promotion order)", loc="left", fontsize=11)
+    ax.grid(True, color="#eeeeee", zorder=0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    return fig
 
 
 def _has_value(run: dict[str, Any]) -> bool:

@@ -3,7 +3,8 @@
 The page needs nothing but itself: the figures are inline SVG (`swarm.plots`), the style is inline,
 there is no script and no link to fetch. It shows val_bpb over experiments (every run a dot), runs
 per node and per hour, the lineage of each arena's best, the promotions with their diffs and
-reasons, the candidates that were not promoted with why, the cost per promoted improvement of each brain
+reasons, each audited best's search score against its audit score (the held-out split no search
+uses), the candidates that were not promoted with why, the cost per promoted improvement of each brain
 kind, and the lab notebook's notes. Its data comes through a
 `swarm.reader.Reader`, so it is the same from a running swarm and from its directory.
 """
@@ -30,6 +31,9 @@ WHERE r.outcome <> 'promoted'"""
 CHILDREN = "SELECT parent, count(*) AS tried FROM patches WHERE parent IS NOT NULL GROUP BY parent"
 ARENAS = "SELECT arena, tier, hardware, synthetic FROM arenas"
 NOTES = "SELECT seq, arena, trials, note, written_by, written_at FROM notes"
+AUDITED = """SELECT b.seq, b.arena, b.patch, h.title, b.mean AS search_bpb, a.audit_bpb, r.synthetic
+FROM bests b JOIN (SELECT patch, arg_max(val_bpb, seq) AS audit_bpb FROM audits WHERE status = 'ok' GROUP BY patch) a USING (patch)
+LEFT JOIN arenas r ON r.arena = b.arena LEFT JOIN patches p USING (patch) LEFT JOIN hypotheses h ON h.hypothesis = p.hypothesis"""
 
 
 @dataclass
@@ -45,6 +49,7 @@ class ReportData:
     costs: list[dict[str, Any]] = field(default_factory=list)  # per brain kind: dollars and device hours per promotion
     transfer_rates: list[dict[str, Any]] = field(default_factory=list)  # per rung pair (swarm.cascade.rates)
     transfers: list[dict[str, Any]] = field(default_factory=list)  # each transfer's outcome, in order
+    audited: list[dict[str, Any]] = field(default_factory=list)  # each audited promotion: search and audit score
 
     def synthetic(self, arena: str) -> bool:
         return any(a["arena"] == arena and a["synthetic"] for a in self.arenas)
@@ -63,6 +68,7 @@ async def gather(reader: Reader) -> ReportData:
         children={row["parent"]: row["tried"] for row in await _rows(reader, CHILDREN, "parent")},
         notes=await _rows(reader, NOTES, "seq"), costs=await gather_costs(reader),
         transfer_rates=await cascade.rates(reader.query), transfers=await cascade.outcomes(reader.query),
+        audited=await _rows(reader, AUDITED, "b.seq"),
     )  # fmt: skip
 
 
@@ -73,7 +79,7 @@ def write(data: ReportData, path: Path) -> tuple[Path, Path]:
         plots.ArenaRuns(arena, data.synthetic(arena), [r for r in data.runs if r["arena"] == arena],
                         [p for p in data.promotions if p["arena"] == arena]) for arena in arenas])  # fmt: skip
     page = render(data, plots.svg(figure, "progress"), plots.svg(plots.nodes_figure(data.runs), "nodes"),
-                  plots.svg(plots.hours_figure(data.runs), "hours"))  # fmt: skip
+                  plots.svg(plots.hours_figure(data.runs), "hours"), plots.svg(plots.audit_figure(data.audited), "audit"))  # fmt: skip
     image = path.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial_page, partial_image = path.with_name(f".{path.name}.partial"), image.with_name(f".{image.name}.partial")
@@ -101,7 +107,7 @@ ol.lineage li.best { border-left-color: #006400; background: #f2fbf2; } .tried {
 """
 
 
-def render(data: ReportData, progress: str, nodes: str, hours: str) -> str:
+def render(data: ReportData, progress: str, nodes: str, hours: str, audit: str) -> str:
     ok = sum(1 for run in data.runs if run["status"] == "ok")
     synthetic = any(a["synthetic"] for a in data.arenas)
     label = " (synthetic results)" if synthetic else ""
@@ -125,6 +131,12 @@ def render(data: ReportData, progress: str, nodes: str, hours: str) -> str:
               "<h2>runs per node and per hour</h2>", f"<figure>{nodes}</figure>", f"<figure>{hours}</figure>",
               "<h2>lineage of each arena's best</h2>", _lineages(data),
               "<h2>promotions</h2>", _promotions(data),
+              "<h2>search score against audit score</h2>",
+              "<p>Each promoted best is scored once more on the audit split: documents that no run of the search is "
+              "scored on and no agent ever sees. A best whose audit score is much worse than its search score was "
+              "chosen partly for the validation split's noise; over many promotions, dots drifting above the "
+              "diagonal show the search over-fitting the validation split.</p>",
+              f"<figure>{audit}</figure>",
               "<h2>candidates not promoted</h2>", _not_promoted(data),
               "<h2>cost per result</h2>", _costs(data),
               "<h2>lab notebook</h2>", _notes(data),

@@ -76,7 +76,7 @@ def test_uniform_logits_score_log2_vocab_bits_per_token(prepared: prepare.Prepar
     batch, length, tokens = 4, 32, 512
     program = torch.export.export(Uniform(), (torch.zeros(batch, length, dtype=torch.long),))
     torch.export.save(program, tmp_path / "model.pt2")
-    spec = dict(model=str(tmp_path / "model.pt2"), val=str(prepared.val_path), tokenizer=str(prepared.tokenizer_path),
+    spec = dict(model=str(tmp_path / "model.pt2"), data=str(prepared.val_path), split="val", tokenizer=str(prepared.tokenizer_path),
                 device="cpu", eval_batch=batch, context_len=length, eval_tokens=tokens, vocab_size=prepared.vocab_size)
     result = evaluate.evaluate(spec)
 

@@ -24,7 +24,7 @@ BATCH, LENGTH, TOKENS = 4, 32, 512  # 16 windows, 32 rows with their probes: 8 c
 
 
 def spec_for(prepared: prepare.Prepared, model: Path) -> dict[str, Any]:
-    return dict(model=str(model), val=str(prepared.val_path), tokenizer=str(prepared.tokenizer_path), device="cpu",
+    return dict(model=str(model), data=str(prepared.val_path), split="val", tokenizer=str(prepared.tokenizer_path), device="cpu",
                 eval_batch=BATCH, context_len=LENGTH, eval_tokens=TOKENS, vocab_size=prepared.vocab_size)
 
 

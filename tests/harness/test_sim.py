@@ -73,3 +73,12 @@ def test_sim_large_keeps_sims_optimum_for_some_knobs_and_moves_it_for_others() -
     assert gain("sim", DEPTH=7) > 0.005 and gain("sim-large", DEPTH=7) < -0.005  # a winner below, a loser above
     shifted = [k for k in base if sim._optimum(k, "sim-large") != sim._optimum(k, "sim")]
     assert 0 < len(shifted) < len(base)
+
+
+def test_a_sim_audit_is_the_same_function_with_its_own_noise(run_small) -> None:
+    """An audit run of the sim scores the same code on another held-out sample: the same noise-free
+    loss, another noise draw, and the result says which split it was scored on."""
+    audit = run_small(BASELINE, FAST_SIM, split="audit")
+    search = sim.simulate(BASELINE, seed=1)
+    assert audit.status == "ok" and audit.split == "audit" and audit.val_bpb == sim.simulate(BASELINE, seed=1, split="audit")["val_bpb"]
+    assert audit.val_bpb != search["val_bpb"] and abs(audit.val_bpb - search["val_bpb"]) < 10 * sim.NOISE

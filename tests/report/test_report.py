@@ -57,8 +57,9 @@ def test_report_renders_in_chromium_without_errors_and_plots_every_run(stopped: 
     assert browser.evaluate(DOTS) == count_runs(stopped)
     headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)")
     assert headings == ["val_bpb over experiments", "runs per node and per hour", "lineage of each arena's best",
-                        "promotions", "candidates not promoted", "cost per result", "lab notebook"]  # fmt: skip
-    assert browser.evaluate("document.querySelectorAll('figure svg').length") == 3
+                        "promotions", "search score against audit score", "candidates not promoted", "cost per result",
+                        "lab notebook"]  # fmt: skip
+    assert browser.evaluate("document.querySelectorAll('figure svg').length") == 4
     assert browser.evaluate("document.title") == "swarm report (synthetic results)"
     promotions = browser.evaluate("document.querySelectorAll('h2 + table tbody tr').length")
     assert promotions >= 1  # the baseline's, at least
@@ -98,9 +99,9 @@ def test_the_report_shows_the_lab_notebook() -> None:
     note = {"seq": 9, "arena": "sim/cpu/abc", "trials": 20, "note": "Helps: MATRIX_LR 0.04 <p3>.", "written_by": "i1",
             "written_at": "2026-01-01T00:00:00"}  # fmt: skip
     data = ReportData("test", [], [], [], [], [], {}, notes=[note])
-    page = render(data, "", "", "")
+    page = render(data, "", "", "", "")
     assert "<h2>lab notebook</h2>" in page and "Helps: MATRIX_LR 0.04 &lt;p3&gt;." in page and ">20<" in page
-    assert "No notes" in render(ReportData("test", [], [], [], [], [], {}), "", "", "")
+    assert "No notes" in render(ReportData("test", [], [], [], [], [], {}), "", "", "", "")
 
 
 async def test_cost_per_result_is_per_brain_kind(tmp_path: Path) -> None:
@@ -134,5 +135,37 @@ async def test_cost_per_result_is_per_brain_kind(tmp_path: Path) -> None:
         {"brain": "offline", "promotions": 0, "llm_usd": 0.0, "device_hours": 0.0, "usd_per_promotion": None,
          "hours_per_promotion": None},
     ]  # fmt: skip
-    page = render(ReportData("test", [], [], [], [], [], {}, costs=costs), "", "", "")
+    page = render(ReportData("test", [], [], [], [], [], {}, costs=costs), "", "", "", "")
     assert "<h2>cost per result</h2>" in page and "$1.50" in page
+
+
+async def test_the_report_plots_each_audited_best_search_score_against_audit_score(tmp_path: Path) -> None:
+    """Two promotions, both audited, and a third best promoted but not yet audited: two dots, at
+    (promoted mean, audit score), and the unaudited best is not drawn."""
+    from blackboard.events import ArenaOpened, AuditScored, BestPromoted, PatchSubmitted
+    from blackboard.projection import Projection
+    from swarm.reader import FileReader
+    from swarm.report import gather, write
+
+    arena = "sim/cpu/a"
+    events = [
+        ArenaOpened(by="n1", arena=arena, baseline_patch="p0", fingerprint="f", tier="sim", hardware="cpu",
+                    baseline_code="A = 1\n", baseline_hash="h0", synthetic=True),
+        *[PatchSubmitted(by="m1", patch=f"p{i}", arena=arena, parent=f"p{i - 1}", code=f"A = {i + 1}\n", code_hash=f"h{i}")
+          for i in (1, 2)],
+        BestPromoted(by="s", arena=arena, patch="p0", mean=1.61, std=0.0, n=3, reason="the baseline"),
+        AuditScored(by="r1", patch="p0", arena=arena, status="ok", val_bpb=1.6123),
+        BestPromoted(by="s", arena=arena, patch="p1", mean=1.57, std=0.0, n=3, previous="p0", reason="better"),
+        AuditScored(by="r1", patch="p1", arena=arena, status="ok", val_bpb=1.5987),
+        BestPromoted(by="s", arena=arena, patch="p2", mean=1.55, std=0.0, n=3, previous="p1", reason="better"),
+    ]  # fmt: skip
+    projection = Projection(tmp_path / "board.duckdb")
+    projection.apply_many(enumerate(events, 1))
+    data = await gather(FileReader(projection.conn, "test"))
+    assert [(a["patch"], a["search_bpb"], a["audit_bpb"]) for a in data.audited] == [("p0", 1.61, 1.6123), ("p1", 1.57, 1.5987)]
+    page, _ = write(data, tmp_path / "report.html")
+    text = page.read_text()
+    assert "<h2>search score against audit score</h2>" in text
+    [group] = re.findall(r'<g id="audits-0">(.*?)</g>', text, flags=re.S)
+    assert group.count("<use ") == 2
+    assert "sim/cpu/a (synthetic) (2)" in svg_texts(text)  # the legend: the arena, synthetic, its audited bests
