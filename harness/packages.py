@@ -50,34 +50,34 @@ class Pinned:
         return f"{self.name}=={self.version}"
 
 
-def _wheel(name: str, version: str, tag: str, sha256: str, mb: float) -> Pinned:
+def wheel(name: str, version: str, tag: str, sha256: str, mb: float) -> Pinned:
     return Pinned(name, version, f"{re.sub(r'[-.]+', '_', name)}-{version}-{tag}.whl", sha256, mb)
 
 
 PY3, PY23 = "py3-none-any", "py2.py3-none-any"
 # Measured (scripts/gpu_check_corpus.py): ~1.3 GB of text in 227 MB of wheels.
 PYPI: tuple[Pinned, ...] = (
-    _wheel("azure-mgmt-compute", "39.0.0", PY3, "6e59c5d37aafa4eaa97df765ac58bb8b97ac8f32dc9993a88bc167a136fb6d7c", 0.6),
-    _wheel("azure-mgmt-network", "33.1.0", PY3, "c768d065799db9751999bf041fa5130bff6ab7b2ac281207a2a3845c3c1cfe6f", 0.9),
-    _wheel("azure-mgmt-web", "11.0.1", PY3, "de06c73ea9a9076cbdad3ed1b463438e004c20ec96fba1d06f8f0a838c002ab7", 0.6),
-    _wheel("dagster", "1.13.29", PY3, "65f7bf2f52c0c1219cb1ca63a1f0f95a1af83d12e94ebec7598e47ee49889859", 2.0),
-    _wheel("django", "6.1.3", PY3, "a0530e3fdac55d34ccc5893c36f6c57d7a7083064f3d414537e51473648b3290", 8.4),
-    _wheel("faker", "40.63.0", PY3, "36627c20b575b4138f54b6c21f8703e9ab122fd487aca11319beec2aa6ca7232", 2.1),
-    _wheel("google-api-python-client", "2.202.0", PY3, "aaa90064c9bb642ff1d065b22ca8958a2cb6e345909cefe70d0e5452fc50e08b", 17.1),
-    _wheel("google-cloud-aiplatform", "2.7.0", PY23, "156ede4a6c304119195dbdaedaba8c33872f6d80b6525482dccb95f76405bd31", 9.4),
-    _wheel("google-cloud-compute", "1.57.0", PY3, "c96be18eebc6e0cd633cd27767b1eb7d5fa3e63f9264adf5565ddc001c1bc607", 4.2),
-    _wheel("homeassistant", "2026.11.0", PY3, "7ca5fbde9dea879ac7723949fc84347aac5182e6309c357b2e4973fd391b00f7", 67.6),
-    _wheel("kubernetes", "37.0.2", PY23, "d72683392fc10f59fb78b89bd91cb3be60a05d6ff0bbb2150966a224af6edc03", 7.5),
-    _wheel("oci", "2.189.0", PY3, "134e7cc634d4963ffc0c5411e9c2b2d8695d2f154fd5f8b873dd9fa8a4cb36a6", 37.7),
-    _wheel("openstacksdk", "4.22.0", PY3, "e5aafe38e4c338bcb3844f1f446d7761c68477db8cec0e4bb91f4de9d35877c1", 2.1),
-    _wheel("pulumi-aws", "7.51.1", PY3, "bffc7fb6ce352e9019302498571799a771f7a84234b19ff8b1710a6250b31024", 13.0),
-    _wheel("pulumi-azure", "6.40.1", PY3, "3ae3f8d78b3b31bd92d2e5e194ce100d6c99e2c6110b2edfd2cc16b890be04d7", 7.9),
-    _wheel("pulumi-gcp", "10.2.0", PY3, "714bcf5af7e078869884faa430944f7af6711da74538edb87a3f137fd063b1f2", 14.2),
-    _wheel("pulumi-kubernetes", "4.34.2", PY3, "94c94b6ce3facd2693b7f8e73adb589c38a8157da3289009db8e892b14ee68cb", 3.4),
-    _wheel("sphinx", "9.2.0", PY3, "4c3ec13b612712c0d3ce4cbdd9e3eb91e68577e07a8e31f32f21cf178453578c", 3.9),
-    _wheel("sqlglot", "30.31.0", PY3, "51a876a43edecf8ee6fd4c872cf6713d899c4234256bba0be96a8c7c8d8781e8", 0.8),
-    _wheel("tencentcloud-sdk-python", "3.1.195", PY23, "35ae22ebc527ff352de9de89a4afa440de5335777bae4b44fa4cc637deaa9c4b", 18.8),
-    _wheel("twisted", "26.10.0", PY3, "3732f42af218925a0fe78d6668db55853f7fb532245a89a2669babe7d3000fa8", 3.3),
+    wheel("azure-mgmt-compute", "39.0.0", PY3, "6e59c5d37aafa4eaa97df765ac58bb8b97ac8f32dc9993a88bc167a136fb6d7c", 0.6),
+    wheel("azure-mgmt-network", "33.1.0", PY3, "c768d065799db9751999bf041fa5130bff6ab7b2ac281207a2a3845c3c1cfe6f", 0.9),
+    wheel("azure-mgmt-web", "11.0.1", PY3, "de06c73ea9a9076cbdad3ed1b463438e004c20ec96fba1d06f8f0a838c002ab7", 0.6),
+    wheel("dagster", "1.13.29", PY3, "65f7bf2f52c0c1219cb1ca63a1f0f95a1af83d12e94ebec7598e47ee49889859", 2.0),
+    wheel("django", "6.1.3", PY3, "a0530e3fdac55d34ccc5893c36f6c57d7a7083064f3d414537e51473648b3290", 8.4),
+    wheel("faker", "40.63.0", PY3, "36627c20b575b4138f54b6c21f8703e9ab122fd487aca11319beec2aa6ca7232", 2.1),
+    wheel("google-api-python-client", "2.202.0", PY3, "aaa90064c9bb642ff1d065b22ca8958a2cb6e345909cefe70d0e5452fc50e08b", 17.1),
+    wheel("google-cloud-aiplatform", "2.7.0", PY23, "156ede4a6c304119195dbdaedaba8c33872f6d80b6525482dccb95f76405bd31", 9.4),
+    wheel("google-cloud-compute", "1.57.0", PY3, "c96be18eebc6e0cd633cd27767b1eb7d5fa3e63f9264adf5565ddc001c1bc607", 4.2),
+    wheel("homeassistant", "2026.11.0", PY3, "7ca5fbde9dea879ac7723949fc84347aac5182e6309c357b2e4973fd391b00f7", 67.6),
+    wheel("kubernetes", "37.0.2", PY23, "d72683392fc10f59fb78b89bd91cb3be60a05d6ff0bbb2150966a224af6edc03", 7.5),
+    wheel("oci", "2.189.0", PY3, "134e7cc634d4963ffc0c5411e9c2b2d8695d2f154fd5f8b873dd9fa8a4cb36a6", 37.7),
+    wheel("openstacksdk", "4.22.0", PY3, "e5aafe38e4c338bcb3844f1f446d7761c68477db8cec0e4bb91f4de9d35877c1", 2.1),
+    wheel("pulumi-aws", "7.51.1", PY3, "bffc7fb6ce352e9019302498571799a771f7a84234b19ff8b1710a6250b31024", 13.0),
+    wheel("pulumi-azure", "6.40.1", PY3, "3ae3f8d78b3b31bd92d2e5e194ce100d6c99e2c6110b2edfd2cc16b890be04d7", 7.9),
+    wheel("pulumi-gcp", "10.2.0", PY3, "714bcf5af7e078869884faa430944f7af6711da74538edb87a3f137fd063b1f2", 14.2),
+    wheel("pulumi-kubernetes", "4.34.2", PY3, "94c94b6ce3facd2693b7f8e73adb589c38a8157da3289009db8e892b14ee68cb", 3.4),
+    wheel("sphinx", "9.2.0", PY3, "4c3ec13b612712c0d3ce4cbdd9e3eb91e68577e07a8e31f32f21cf178453578c", 3.9),
+    wheel("sqlglot", "30.31.0", PY3, "51a876a43edecf8ee6fd4c872cf6713d899c4234256bba0be96a8c7c8d8781e8", 0.8),
+    wheel("tencentcloud-sdk-python", "3.1.195", PY23, "35ae22ebc527ff352de9de89a4afa440de5335777bae4b44fa4cc637deaa9c4b", 18.8),
+    wheel("twisted", "26.10.0", PY3, "3732f42af218925a0fe78d6668db55853f7fb532245a89a2669babe7d3000fa8", 3.3),
 )
 
 

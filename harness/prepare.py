@@ -183,11 +183,11 @@ def _build(
     ))
 
 
-def tokenizer_sample(train: list[str]) -> list[str]:
-    """The training documents the tokenizer learns from: all of them up to TOKENIZER_SAMPLE characters,
-    else every k-th (a fixed stride, so the same sample everywhere, drawn from the whole corpus)."""
+def tokenizer_sample(train: list[str], limit: int = TOKENIZER_SAMPLE) -> list[str]:
+    """The training documents the tokenizer learns from: all of them up to `limit` characters, else
+    every k-th (a fixed stride, so the same sample everywhere, drawn from the whole corpus)."""
     total = sum(map(len, train))
-    return train if total <= TOKENIZER_SAMPLE else train[:: -(-total // TOKENIZER_SAMPLE)]
+    return train if total <= limit else train[:: -(-total // limit)]
 
 
 def _chunks(texts: list[str]) -> Iterator[list[str]]:
