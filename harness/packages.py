@@ -91,9 +91,14 @@ def identity(pins: tuple[Pinned, ...]) -> str:
 
 def exposed(pins: tuple[Pinned, ...]) -> list[str]:
     """The pinned distributions installed in this interpreter: training could read their text."""
-    wanted = {_canonical(pin.name) for pin in pins}
-    found = {_canonical(dist.metadata["Name"] or ""): dist for dist in importlib.metadata.distributions()}
-    return sorted(f"{name} {found[name].version} ({found[name].locate_file('')})" for name in wanted & found.keys())
+    found = []
+    for pin in pins:  # by name: the finder matches dist-info directories without reading every METADATA
+        try:
+            dist = importlib.metadata.distribution(pin.name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(f"{pin.name} {dist.version} ({dist.locate_file('')})")
+    return sorted(found)
 
 
 def refuse_exposed(pins: tuple[Pinned, ...], corpus: str) -> None:
@@ -170,7 +175,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
