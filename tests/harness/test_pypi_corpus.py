@@ -111,3 +111,17 @@ def test_the_tokenizer_learns_from_a_fixed_stride_of_a_large_training_split() ->
     docs = [f"document {i}" for i in range(100)]  # 1,090 characters
     assert prepare.tokenizer_sample(docs, limit=2_000) == docs
     assert prepare.tokenizer_sample(docs, limit=300) == docs[::4]
+
+
+def test_preparing_a_gpu_tier_ahead_prepares_its_vocabulary(tmp_path: Path) -> None:
+    """`swarm harness prepare --tier standard` makes what a standard run asks for: 8,192 tokens, not 4,096."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(20):
+        (corpus / f"doc{i:02d}.txt").write_text(f"document {i}: some words, some more words, and a number {i * i}.\n" * 5)
+    done = subprocess.run([sys.executable, "-m", "swarm", "harness", "prepare", "--tier", "standard", "--corpus", str(corpus)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "SWARM_HARNESS__CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    [directory] = [line for line in done.stdout.splitlines() if line.startswith("dir: ")]
+    assert directory.endswith(f"-bpe{tiers.get('standard').vocab_size}-v{prepare.FORMAT}")
