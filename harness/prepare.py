@@ -14,9 +14,11 @@ A prepared corpus is two directories, named alike, that no process needs both of
     audit.bin           the audit split, never used for search: scored only for promoted bests
 Split, by document index: document i is validation when i % VAL_EVERY == VAL_EVERY - 1, audit when
 i % AUDIT_EVERY == AUDIT_AT (never both: the residues mod 5 differ), else training.
-The tokenizer is trained on the training split only, with rustbpe (byte-level BPE, deterministic),
-or is plain bytes. Bits per byte count each target token's raw bytes (DOC counts as zero bytes
-and is left out of the score), never by decoding and re-encoding text.
+The tokenizer is trained on the training split only (on a fixed stride of its documents where it
+is larger than TOKENIZER_SAMPLE), with rustbpe (byte-level BPE, deterministic), or is plain bytes;
+the splits are encoded in chunks, each in parallel on every core (rustbpe's batch_encode, rayon).
+Bits per byte count each target token's raw bytes (DOC counts as zero bytes and is left out of the
+score), never by decoding and re-encoding text.
 
 Prepare is atomic: it builds in temporary directories beside the targets and renames them into
 place, the held-out one first, so a manifest means both are complete, and two processes preparing
@@ -31,10 +33,11 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from harness import corpora
 from harness.errors import HarnessError
@@ -45,6 +48,8 @@ AUDIT_EVERY, AUDIT_AT = 25, 12  # 4% of the documents are the audit split, kept 
 MIN_DOCUMENTS = AUDIT_AT + 1  # one document in each split at least
 HELDOUT = "heldout"  # the sibling of "data" in the cache that training processes are never granted
 BPE_VOCAB = 4096  # 4,095 BPE tokens + DOC; ~3.2 bytes/token on our corpora, small embedding for CPU
+TOKENIZER_SAMPLE = 100_000_000  # characters the BPE is trained on at most: sympy's 23.5 MB whole, pypi's 1.3 GB sampled
+ENCODE_CHUNK = 32_000_000  # characters encoded per call: bounds the memory of the Python id lists
 Tokenizer = Literal["bpe", "byte"]
 Encode = Callable[[list[str]], list[list[int]]]
 Notify = Callable[[str], None]
@@ -97,6 +102,7 @@ def prepare(
     """
     say = notify or (lambda text: print(text, file=sys.stderr))
     concrete = corpora.resolve(corpus, default)
+    corpora.refuse_exposed(concrete)  # on every call: a package installed after preparation leaks too
     root = Path(cache_dir).expanduser() / "data"
     size = "" if tokenizer == "byte" or vocab == BPE_VOCAB else str(vocab)
     target = root / f"{corpora.identity(concrete)}-{tokenizer}{size}-v{FORMAT}"
@@ -112,7 +118,7 @@ def prepare(
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     held_work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=held))
     try:
-        _build(work, held_work, concrete, docs, tokenizer, vocab)
+        _build(work, held_work, concrete, docs, tokenizer, vocab, say)
         for built, final in ((held_work, held / target.name), (work, target)):
             try:
                 os.rename(built, final)
@@ -140,22 +146,31 @@ def _open(target: Path) -> Prepared:
     return Prepared(dir=target, corpus=manifest["corpus"], vocab_size=manifest["vocab_size"])
 
 
-def _build(work: Path, held_work: Path, corpus: str, docs: list[str], tokenizer: Tokenizer, vocab: int) -> None:
+def _build(
+    work: Path, held_work: Path, corpus: str, docs: list[str], tokenizer: Tokenizer, vocab: int, say: Notify,
+) -> None:
     train, val, audit = split(docs)
-    pattern, ranks, encode = _train_tokenizer(train, tokenizer, vocab)
+    started = time.perf_counter()
+    sample = tokenizer_sample(train)
+    pattern, ranks, encode = _train_tokenizer(sample, tokenizer, vocab)
+    say(f"tokenizer {tokenizer} trained on {sum(map(len, sample)) / 1e6:.1f}M characters "
+        f"in {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
     vocab_size = len(ranks) + 1
     doc_token = vocab_size - 1
     token_bytes = [len(token) for token in ranks] + [0]
     counts = {}
     for name, texts in (("train", train), ("val", val), ("audit", audit)):
         ids = array("H")
-        for encoded in encode(texts):
-            ids.append(doc_token)
-            ids.extend(encoded)
+        for chunk in _chunks(texts):
+            for encoded in encode(chunk):
+                ids.append(doc_token)
+                ids.extend(encoded)
         if sys.byteorder != "little":
             ids.byteswap()
         ((work if name == "train" else held_work) / f"{name}.bin").write_bytes(ids.tobytes())
         counts[name] = {"documents": len(texts), "tokens": len(ids), "bytes": sum(len(t.encode()) for t in texts)}
+    say(f"tokenized {sum(c['tokens'] for c in counts.values()):,} tokens in {time.perf_counter() - started:.1f} s")
     (work / "tokenizer.json").write_text(json.dumps({
         "kind": tokenizer,
         "pattern": pattern,
@@ -166,6 +181,28 @@ def _build(work: Path, held_work: Path, corpus: str, docs: list[str], tokenizer:
     (work / "manifest.json").write_text(json.dumps(
         {"format": FORMAT, "corpus": corpus, "tokenizer": tokenizer, "vocab_size": vocab_size, **counts}, indent=1
     ))
+
+
+def tokenizer_sample(train: list[str], limit: int = TOKENIZER_SAMPLE) -> list[str]:
+    """The training documents the tokenizer learns from: all of them up to `limit` characters, else
+    every k-th (a fixed stride, so the same sample everywhere, drawn from the whole corpus)."""
+    total = sum(map(len, train))
+    return train if total <= limit else train[:: -(-total // limit)]
+
+
+def _chunks(texts: list[str]) -> Iterator[list[str]]:
+    """Runs of documents of about ENCODE_CHUNK characters: each is encoded in parallel, and the
+    Python lists of its ids (~30 bytes a token) are dropped before the next."""
+    chunk: list[str] = []
+    size = 0
+    for text in texts:
+        chunk.append(text)
+        size += len(text)
+        if size >= ENCODE_CHUNK:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def _train_tokenizer(train: list[str], tokenizer: Tokenizer, vocab: int) -> tuple[str, list[bytes], Encode]:

