@@ -7,9 +7,12 @@ a decision it has not seen.
 Requests that decide are batched: while one batch is being stored, the next queues up, and the
 writer decides it whole under the lock, each decision taking nothing that an earlier one in the
 batch took (work, a claim's release). On a stream of one server the batch is stored in one round
-trip as a chain (`Bus.publish_chain`): the first decision carries the expected-sequence guard, each
-later one the id of the one before it as the stream's expected last message, so nothing, and no
-other writer's decision, is stored between two links.
+trip: as a JetStream atomic batch (`Bus.publish_atomic`: all or none, back to back, the first
+decision's expected-sequence guard checked at the commit, one acknowledgement for the whole batch
+rather than one per decision), or, where the stream does not take those (a server before
+2.12), as a chain (`Bus.publish_chain`): the first decision carries the guard, each later one the
+id of the one before it as the stream's expected last message, so nothing, and no other writer's
+decision, is stored between two links.
 
 Besides the requests, the writer's decide loop makes the decisions the stream's facts call for:
 each pending item of the state, in order, through `blackboard.decisions.decide`.
@@ -60,7 +63,8 @@ class Writer:
         self._wait_applied = wait_applied  # until the service's tail has applied a stream sequence
         self.leading = False
         self.lock = asyncio.Lock()  # one decision at a time: choose, publish, see it applied
-        self.chained = False  # store a batch as one chain (the stream has one replica)
+        self.chained = False  # store a batch in one round trip (the stream has one replica)
+        self.atomic = False  # ... as one atomic batch (the stream takes them), else as a chain
         self.kick = asyncio.Event()  # the state may have pending items: the decide loop looks
         self._jobs: list[Job] = []
         self._jobs_queued = asyncio.Event()
@@ -105,7 +109,15 @@ class Writer:
         each one's sequence, or None where it was not stored: decide that one afresh."""
         if len(decisions) < 2 or not self.chained:
             return [await self.publish(decision) for decision in decisions]
-        seqs = await self.bus.publish_chain([envelope(d) for d in decisions], expect_decision_seq=self.state.decision_seq)
+        envelopes = [envelope(decision) for decision in decisions]
+        if self.atomic:
+            try:
+                seqs = await self.bus.publish_atomic(envelopes, expect_decision_seq=self.state.decision_seq)
+            except SequenceConflict as exc:
+                log.warning("%s: %s; caught up, deciding again", self.instance, exc)
+                seqs = [None] * len(decisions)
+        else:
+            seqs = await self.bus.publish_chain(envelopes, expect_decision_seq=self.state.decision_seq)
         if None not in seqs:
             await self._wait_applied(max(s for s in seqs if s is not None))
             return seqs
