@@ -104,7 +104,7 @@ class Service:
         async for seq, message in self.bus.tail(self.state.applied_seq + 1):
             item: Event | Message = message  # the projection parks what does not decode, with the reason
             try:
-                event = item = decode(message.data, message.subject)
+                event = item = self.writer.sent(message.data, message.subject) or decode(message.data, message.subject)
             except DecodeError as exc:
                 log.warning("%s: event %d parked: %s", self.instance, seq, exc)
             else:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from blackboard.decisions import decide
 from blackboard.events import Decision, Event, envelope
 from blackboard.state import State
-from swarm.ground.bus import Bus, SequenceConflict
+from swarm.ground.bus import Bus, Envelope, SequenceConflict
 from swarm.ground.errors import BoardError
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class Writer:
         self._jobs: list[Job] = []
         self._jobs_queued = asyncio.Event()
         self._decided: dict[str, int] = {}  # recent decisions' event ids -> stream sequence
+        self._sent: dict[bytes, Decision] = {}  # the bytes of decisions published, not yet seen back
 
     def saw(self, event: Event, seq: int) -> None:
         """The tail applied `event` at `seq`: remember our decisions' sequences, wake the decide loop."""
@@ -78,6 +79,20 @@ class Writer:
                 del self._decided[next(iter(self._decided))]
         if self.leading and self.state.pending:
             self.kick.set()
+
+    def sent(self, data: bytes, subject: str) -> Decision | None:
+        """The decision this writer published as `data` on `subject`, once, when the tail sees it back:
+        the same bytes decode to the same event, so the tail need not decode them again."""
+        decision = self._sent.pop(data, None)
+        return decision if decision is not None and decision.subject == subject else None
+
+    def _envelope(self, decision: Decision) -> Envelope:
+        """`decision` as stored, its bytes remembered for the tail (`sent`)."""
+        stored = envelope(decision)
+        self._sent[stored.data] = decision
+        if len(self._sent) > _REMEMBERED:  # never seen back (not stored): forget the oldest
+            del self._sent[next(iter(self._sent))]
+        return stored
 
     def fail_jobs(self) -> None:
         """On stepping down: the requests still queued get an error saying to ask again."""
@@ -94,7 +109,7 @@ class Writer:
         if decision.by != self.instance:  # the state's decisions are signed by whoever publishes them
             decision = decision.model_copy(update={"by": self.instance})
         try:
-            seq = await self.bus.publish(envelope(decision), expect_decision_seq=self.state.decision_seq)
+            seq = await self.bus.publish(self._envelope(decision), expect_decision_seq=self.state.decision_seq)
         except SequenceConflict as exc:
             await self._wait_applied(await self.bus.last_seq())
             if (seq := self._decided.get(decision.id)) is not None:
@@ -109,7 +124,7 @@ class Writer:
         each one's sequence, or None where it was not stored: decide that one afresh."""
         if len(decisions) < 2 or not self.chained:
             return [await self.publish(decision) for decision in decisions]
-        envelopes = [envelope(decision) for decision in decisions]
+        envelopes = [self._envelope(decision) for decision in decisions]
         if self.atomic:
             try:
                 seqs = await self.bus.publish_atomic(envelopes, expect_decision_seq=self.state.decision_seq)
