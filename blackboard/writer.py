@@ -7,12 +7,12 @@ a decision it has not seen.
 Requests that decide are batched: while one batch is being stored, the next queues up, and the
 writer decides it whole under the lock, each decision taking nothing that an earlier one in the
 batch took (work, a claim's release). On a stream of one server the batch is stored in one round
-trip: as a JetStream atomic batch (`Bus.publish_atomic`: all or none, back to back, the first
-decision's expected-sequence guard checked at the commit, one acknowledgement for the whole batch
-rather than one per decision), or, where the stream does not take those (a server before
-2.12), as a chain (`Bus.publish_chain`): the first decision carries the guard, each later one the
-id of the one before it as the stream's expected last message, so nothing, and no other writer's
-decision, is stored between two links.
+trip: a large one as a JetStream atomic batch (`Bus.publish_atomic`: all or none, back to back, the
+first decision's expected-sequence guard checked at the commit, one acknowledgement for the whole
+batch rather than one per decision), a small one, or any where the stream does not take atomic
+batches (a server before 2.12), as a chain (`Bus.publish_chain`): the first decision carries the
+guard, each later one the id of the one before it as the stream's expected last message, so
+nothing, and no other writer's decision, is stored between two links.
 
 Besides the requests, the writer's decide loop makes the decisions the stream's facts call for:
 each pending item of the state, in order, through `blackboard.decisions.decide`.
@@ -34,6 +34,9 @@ from swarm.ground.errors import BoardError
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64  # decisions stored in one round trip; more wait for the next one
+# An atomic batch costs about one fixed round of the server's (28-45 ms on this loaded 2-core machine,
+# scripts/bench_blackboard.py's era), a chain about 1.5-4 ms a link: chains are quicker below about 12.
+ATOMIC_MIN_BATCH = 12
 _REMEMBERED = 10_000  # recent decisions' ids kept to recognise our own write after a lost acknowledgement
 
 
@@ -125,7 +128,7 @@ class Writer:
         if len(decisions) < 2 or not self.chained:
             return [await self.publish(decision) for decision in decisions]
         envelopes = [self._envelope(decision) for decision in decisions]
-        if self.atomic:
+        if self.atomic and len(decisions) >= ATOMIC_MIN_BATCH:
             try:
                 seqs = await self.bus.publish_atomic(envelopes, expect_decision_seq=self.state.decision_seq)
             except SequenceConflict as exc:
