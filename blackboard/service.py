@@ -104,7 +104,7 @@ class Service:
         async for seq, message in self.bus.tail(self.state.applied_seq + 1):
             item: Event | Message = message  # the projection parks what does not decode, with the reason
             try:
-                event = item = decode(message.data, message.subject)
+                event = item = self.writer.sent(message.data, message.subject) or decode(message.data, message.subject)
             except DecodeError as exc:
                 log.warning("%s: event %d parked: %s", self.instance, seq, exc)
             else:
@@ -153,7 +153,7 @@ class Service:
                         await self._become_leader()
                 elif await lease.refresh(self.instance):
                     last_refresh = time.monotonic()
-                    self.writer.chained = await self.bus.stream_replicas() == 1
+                    await self._stream_layout()
                 else:
                     await self._step_down("the leader lease was taken over")
             except BusError as exc:  # the bus is down or reconnecting: try again in a second
@@ -165,6 +165,12 @@ class Service:
                 await asyncio.wait_for(self._wake.wait(), 1.0)
             except asyncio.TimeoutError:
                 pass
+
+    async def _stream_layout(self) -> None:
+        """How the writer stores a batch: in one round trip on a stream of one server (a replicated one
+        checks some headers before its replicas agree), as an atomic batch where the stream takes them."""
+        replicas, atomic = await self.bus.stream_layout()
+        self.writer.chained, self.writer.atomic = replicas == 1, replicas == 1 and atomic
 
     async def _give_up(self, lease: LeaderLease, failure: BaseException) -> None:
         """A leader task failed, so this instance no longer decides or expires claims: say why, step
@@ -188,7 +194,7 @@ class Service:
 
     async def _become_leader(self) -> None:
         writer = self.writer
-        writer.chained = await self.bus.stream_replicas() == 1
+        await self._stream_layout()
         await self._wait_applied(await self.bus.last_seq())
         self.requests.grace_until = time.time() + self.settings.lease_seconds
         async with writer.lock:

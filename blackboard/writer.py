@@ -7,9 +7,12 @@ a decision it has not seen.
 Requests that decide are batched: while one batch is being stored, the next queues up, and the
 writer decides it whole under the lock, each decision taking nothing that an earlier one in the
 batch took (work, a claim's release). On a stream of one server the batch is stored in one round
-trip as a chain (`Bus.publish_chain`): the first decision carries the expected-sequence guard, each
-later one the id of the one before it as the stream's expected last message, so nothing, and no
-other writer's decision, is stored between two links.
+trip: a large one as a JetStream atomic batch (`Bus.publish_atomic`: all or none, back to back, the
+first decision's expected-sequence guard checked at the commit, one acknowledgement for the whole
+batch rather than one per decision), a small one, or any where the stream does not take atomic
+batches (a server before 2.12), as a chain (`Bus.publish_chain`): the first decision carries the
+guard, each later one the id of the one before it as the stream's expected last message, so
+nothing, and no other writer's decision, is stored between two links.
 
 Besides the requests, the writer's decide loop makes the decisions the stream's facts call for:
 each pending item of the state, in order, through `blackboard.decisions.decide`.
@@ -25,12 +28,15 @@ from dataclasses import dataclass, field
 from blackboard.decisions import decide
 from blackboard.events import Decision, Event, envelope
 from blackboard.state import State
-from swarm.ground.bus import Bus, SequenceConflict
+from swarm.ground.bus import Bus, Envelope, SequenceConflict
 from swarm.ground.errors import BoardError
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64  # decisions stored in one round trip; more wait for the next one
+# An atomic batch costs about one fixed round of the server's (28-45 ms on this loaded 2-core machine,
+# scripts/bench_blackboard.py's era), a chain about 1.5-4 ms a link: chains are quicker below about 12.
+ATOMIC_MIN_BATCH = 12
 _REMEMBERED = 10_000  # recent decisions' ids kept to recognise our own write after a lost acknowledgement
 
 
@@ -60,11 +66,13 @@ class Writer:
         self._wait_applied = wait_applied  # until the service's tail has applied a stream sequence
         self.leading = False
         self.lock = asyncio.Lock()  # one decision at a time: choose, publish, see it applied
-        self.chained = False  # store a batch as one chain (the stream has one replica)
+        self.chained = False  # store a batch in one round trip (the stream has one replica)
+        self.atomic = False  # ... as one atomic batch (the stream takes them), else as a chain
         self.kick = asyncio.Event()  # the state may have pending items: the decide loop looks
         self._jobs: list[Job] = []
         self._jobs_queued = asyncio.Event()
         self._decided: dict[str, int] = {}  # recent decisions' event ids -> stream sequence
+        self._sent: dict[bytes, Decision] = {}  # the bytes of decisions published, not yet seen back
 
     def saw(self, event: Event, seq: int) -> None:
         """The tail applied `event` at `seq`: remember our decisions' sequences, wake the decide loop."""
@@ -74,6 +82,20 @@ class Writer:
                 del self._decided[next(iter(self._decided))]
         if self.leading and self.state.pending:
             self.kick.set()
+
+    def sent(self, data: bytes, subject: str) -> Decision | None:
+        """The decision this writer published as `data` on `subject`, once, when the tail sees it back:
+        the same bytes decode to the same event, so the tail need not decode them again."""
+        decision = self._sent.pop(data, None)
+        return decision if decision is not None and decision.subject == subject else None
+
+    def _envelope(self, decision: Decision) -> Envelope:
+        """`decision` as stored, its bytes remembered for the tail (`sent`)."""
+        stored = envelope(decision)
+        self._sent[stored.data] = decision
+        if len(self._sent) > _REMEMBERED:  # never seen back (not stored): forget the oldest
+            del self._sent[next(iter(self._sent))]
+        return stored
 
     def fail_jobs(self) -> None:
         """On stepping down: the requests still queued get an error saying to ask again."""
@@ -90,7 +112,7 @@ class Writer:
         if decision.by != self.instance:  # the state's decisions are signed by whoever publishes them
             decision = decision.model_copy(update={"by": self.instance})
         try:
-            seq = await self.bus.publish(envelope(decision), expect_decision_seq=self.state.decision_seq)
+            seq = await self.bus.publish(self._envelope(decision), expect_decision_seq=self.state.decision_seq)
         except SequenceConflict as exc:
             await self._wait_applied(await self.bus.last_seq())
             if (seq := self._decided.get(decision.id)) is not None:
@@ -105,7 +127,15 @@ class Writer:
         each one's sequence, or None where it was not stored: decide that one afresh."""
         if len(decisions) < 2 or not self.chained:
             return [await self.publish(decision) for decision in decisions]
-        seqs = await self.bus.publish_chain([envelope(d) for d in decisions], expect_decision_seq=self.state.decision_seq)
+        envelopes = [self._envelope(decision) for decision in decisions]
+        if self.atomic and len(decisions) >= ATOMIC_MIN_BATCH:
+            try:
+                seqs = await self.bus.publish_atomic(envelopes, expect_decision_seq=self.state.decision_seq)
+            except SequenceConflict as exc:
+                log.warning("%s: %s; caught up, deciding again", self.instance, exc)
+                seqs = [None] * len(decisions)
+        else:
+            seqs = await self.bus.publish_chain(envelopes, expect_decision_seq=self.state.decision_seq)
         if None not in seqs:
             await self._wait_applied(max(s for s in seqs if s is not None))
             return seqs

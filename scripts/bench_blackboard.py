@@ -1,5 +1,5 @@
 """Benchmark the blackboard: claims per second and claim latency with 1, 8 and 64 concurrent
-clients, and history query latency with 1,000,000 runs on the board.
+clients beside Optuna's journal storage, and history query latency with 1,000,000 runs on the board.
 
 Everything is real: a nats-server (JetStream synced on every write), a `swarm service` process,
 clients in other processes. A claim here is a full cycle's first half: the client asks, the
@@ -7,8 +7,13 @@ service decides, publishes ClaimGranted (fsynced), sees it back from the stream 
 client then releases the work back to the pool (a second decision), so a small pool serves the
 whole run.
 
+Optuna's equivalent of a claim is what its worker does to get its next trial: `study.ask()` on a
+JournalStorage over a JournalFileBackend (file lock, fsync-free appends), then `tell` to finish it;
+its workers are processes, 1 or 64 of them.
+
     python scripts/bench_blackboard.py                 # the figures quoted in the notes
-    python scripts/bench_blackboard.py --seconds 5 --runs 100000
+    python scripts/bench_blackboard.py --seconds 5 --runs 0          # claims only, about a minute
+    python scripts/bench_blackboard.py --seconds 5 --runs 0 --clients 64 --no-optuna
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import statistics
 import subprocess
@@ -26,6 +33,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import optuna
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,14 +46,18 @@ from blackboard.rules import code_hash  # noqa: E402
 from roles import ROLES  # noqa: E402
 from swarm.ground.bus import Bus  # noqa: E402
 from swarm.natsserver import NatsServer  # noqa: E402
+from optuna.storages import JournalStorage  # noqa: E402
+from optuna.storages.journal import JournalFileBackend  # noqa: E402
 
 ARENA = "bench/cpu/000000000000"
 POOL = 256  # pieces of work, claimed and released over and over
 
 
-def start_service(url: str, db: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_service(url: str, db: Path, log: Path, profile: Path | None = None) -> subprocess.Popen[bytes]:
+    """A `swarm service` process; under cProfile (its stats written to `profile` when it stops) if asked."""
     env = {**os.environ, "SWARM_BOARD__LEASE_SECONDS": "60", "SWARM_BOARD__MAX_CLAIMS_PER_AGENT": "4"}
-    return subprocess.Popen([sys.executable, "-m", "swarm", "service", "--url", url, "--db", str(db), "--instance", "bench"],
+    python = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
+    return subprocess.Popen([*python, "-m", "swarm", "service", "--url", url, "--db", str(db), "--instance", "bench"],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)  # fmt: skip
 
 
@@ -86,22 +98,80 @@ async def claimers(url: str, tasks: int, seconds: float, proc: int) -> list[floa
 
 
 def claimer_process(url: str, tasks: int, seconds: float, proc: int, out: multiprocessing.Queue) -> None:
-    out.put(asyncio.run(claimers(url, tasks, seconds, proc)))
+    started = time.process_time()
+    latencies = asyncio.run(claimers(url, tasks, seconds, proc))
+    out.put((latencies, time.process_time() - started))
 
 
-def bench_claims(url: str, clients: int, seconds: float) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def summary(clients: int, latencies: list[float], seconds: float) -> dict[str, float]:
+    latencies.sort()
+    if not latencies:
+        return {"clients": clients, "claims_per_s": 0.0, "p50_ms": math.nan, "p99_ms": math.nan}
+    return {"clients": clients, "claims_per_s": len(latencies) / seconds,
+            "p50_ms": 1e3 * statistics.median(latencies), "p99_ms": 1e3 * latencies[int(0.99 * (len(latencies) - 1))]}  # fmt: skip
+
+
+def bench_claims(url: str, clients: int, seconds: float, service: int, server: int) -> dict[str, float]:
+    """`clients` claiming at once from up to 4 processes; the claim rate and latency, and the CPU time
+    per claim of the service, of nats-server and of the clients (what a loaded machine inflates least)."""
     processes = min(clients, 4)
+    cpu = cpu_seconds(service), cpu_seconds(server)
     out: multiprocessing.Queue = multiprocessing.Queue()
     workers = [multiprocessing.Process(target=claimer_process, args=(url, clients // processes + (i < clients % processes),
                                                                      seconds, i, out)) for i in range(processes)]  # fmt: skip
     for worker in workers:
         worker.start()
-    latencies = [x for _ in workers for x in out.get()]
+    results = [out.get() for _ in workers]
     for worker in workers:
         worker.join()
-    latencies.sort()
-    return {"clients": clients, "claims_per_s": len(latencies) / seconds,
-            "p50_ms": 1e3 * statistics.median(latencies), "p99_ms": 1e3 * latencies[int(0.99 * (len(latencies) - 1))]}  # fmt: skip
+    row = summary(clients, [x for latencies, _ in results for x in latencies], seconds)
+    claims = max(1.0, row["claims_per_s"] * seconds)
+    row["service_ms"] = 1e3 * (cpu_seconds(service) - cpu[0]) / claims
+    row["server_ms"] = 1e3 * (cpu_seconds(server) - cpu[1]) / claims
+    row["clients_ms"] = 1e3 * sum(used for _, used in results) / claims
+    return row
+
+
+def optuna_worker(path: str, seconds: float, start: multiprocessing.synchronize.Barrier, out: multiprocessing.Queue) -> None:
+    """One Optuna worker process: ask for the next trial and tell its result, for `seconds`; its ask latencies."""
+    study = optuna.load_study(study_name="bench", storage=JournalStorage(JournalFileBackend(path)),
+                              sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
+    latencies: list[float] = []
+    start.wait()
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        started = time.perf_counter()
+        trial = study.ask()
+        latencies.append(time.perf_counter() - started)
+        study.tell(trial, 0.0)
+    out.put(latencies)
+
+
+def bench_optuna(work: Path, workers: int, seconds: float) -> dict[str, float]:
+    """Optuna's journal storage under `workers` worker processes, each asking and telling in a loop."""
+    path = str(work / f"optuna-{workers}.journal")
+    optuna.create_study(study_name="bench", storage=JournalStorage(JournalFileBackend(path)))
+    start = multiprocessing.Barrier(workers)
+    out: multiprocessing.Queue = multiprocessing.Queue()
+    processes = [multiprocessing.Process(target=optuna_worker, args=(path, seconds, start, out)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    latencies = [x for _ in processes for x in out.get()]
+    for process in processes:
+        process.join()
+    return summary(workers, latencies, seconds)  # its CPU is all in the workers: the figures are wall time
+
+
+def print_row(row: dict[str, float], unit: str) -> None:
+    cpu = "".join(f"   {name} {row[name + '_ms']:.2f}" for name in ("service", "server", "clients") if name + "_ms" in row)
+    print(f"  {row['clients']:>3.0f} clients: {row['claims_per_s']:7.0f} {unit}/s   "
+          f"p50 {row['p50_ms']:6.1f} ms   p99 {row['p99_ms']:6.1f} ms{'   CPU ms per claim:' + cpu if cpu else ''}", flush=True)  # fmt: skip
 
 
 async def history_latency(url: str, calls: int) -> dict[str, tuple[float, float]]:
@@ -129,22 +199,33 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="claiming time per concurrency level")
     parser.add_argument("--runs", type=int, default=1_000_000, help="runs on the board for the history benchmark")
     parser.add_argument("--calls", type=int, default=50, help="history calls per filter")
+    parser.add_argument("--clients", default="1,8,64", help="concurrency levels, comma-separated")
+    parser.add_argument("--no-optuna", action="store_true", help="skip Optuna's figures")
+    parser.add_argument("--profile", type=Path, help="run the claims' service under cProfile, its stats to this file")
     args = parser.parse_args()
+    levels = [int(x) for x in args.clients.split(",") if x.strip()]
     work = Path(tempfile.mkdtemp(prefix="bench-blackboard-"))
     print(f"2-core figures depend on load: `uptime` now says {os.getloadavg()[0]:.2f}", flush=True)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a warning per lock wait: the p99 says it
 
     with NatsServer(dir=work / "nats") as server:
-        service = start_service(server.url, work / "claims.duckdb", work / "claims-service.log")
+        service = start_service(server.url, work / "claims.duckdb", work / "claims-service.log", args.profile)
         try:
             asyncio.run(fill_pool(server.url))
             print(f"claims (grant + release per cycle, {POOL} pieces of work, {args.seconds:.0f} s each):")
-            for clients in (1, 8, 64):
-                row = bench_claims(server.url, clients, args.seconds)
-                print(f"  {row['clients']:>3} clients: {row['claims_per_s']:7.0f} claims/s   "
-                      f"p50 {row['p50_ms']:6.1f} ms   p99 {row['p99_ms']:6.1f} ms", flush=True)  # fmt: skip
+            for clients in levels:
+                print_row(bench_claims(server.url, clients, args.seconds, service.pid, server.process.pid), "claims")
         finally:
             service.terminate()
             service.wait(30)
+    if not args.no_optuna:
+        print(f"Optuna JournalStorage (JournalFileBackend), worker processes asking (+ telling) the next trial, "
+              f"{args.seconds:.0f} s each:", flush=True)  # fmt: skip
+        for workers in sorted({1, max(levels)}):
+            print_row(bench_optuna(work, workers, args.seconds), "asks")
+    if args.runs <= 0:
+        print(json.dumps({"dir": str(work)}))
+        return
 
     board = work / "history.duckdb"
     started = time.perf_counter()

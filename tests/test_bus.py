@@ -10,6 +10,7 @@ import pytest
 import itertools
 
 from swarm.ground.bus import Bus, Credentials, Envelope, SequenceConflict
+from swarm.ground.constants import STREAM
 from swarm.ground.errors import BoardError, BusError
 from swarm.natsserver import Auth, NatsServer
 
@@ -82,6 +83,50 @@ async def test_a_chain_of_decisions_is_stored_back_to_back_or_not_at_all_past_a_
         finally:
             await writer.close()
             await other.close()
+
+
+async def test_an_atomic_batch_of_decisions_is_stored_whole_and_back_to_back_or_not_at_all(tmp_path: Path) -> None:
+    with NatsServer(dir=tmp_path / "nats") as server:
+        writer = await Bus.connect(server.url, name="writer")
+        other = await Bus.connect(server.url, name="other")
+        try:
+            await writer.ensure_stream()
+            assert await writer.stream_layout() == (1, True)
+            first = await writer.publish(decision("s1"), expect_decision_seq=0)
+            with pytest.raises(SequenceConflict, match="wrong last sequence"):
+                await writer.publish_atomic([decision("s1") for _ in range(3)], 0)
+            assert await writer.last_seq() == first, "a stale batch was stored, or part of it"
+            decided, sent = first, {}
+            stop = asyncio.Event()
+
+            async def facts() -> None:  # another writer's facts, interleaving with the batches
+                i = 0
+                while not stop.is_set():
+                    await other.publish(joined(i))
+                    i += 1
+
+            interleaving = asyncio.create_task(facts())
+            for _ in range(20):
+                batch = [Envelope(e.subject, e.msg_id.encode(), e.msg_id) for e in (decision("s1") for _ in range(5))]
+                seqs = await writer.publish_atomic(batch, decided)
+                sent.update(zip(seqs, (e.data for e in batch)))
+                decided = seqs[-1]
+            stop.set()
+            await interleaving
+            stored = dict((seq, message.data) for seq, message in await writer.stored())
+            assert {seq: stored[seq] for seq in sent} == sent, "a batch is not where its acknowledgement said, in order"
+        finally:
+            await writer.close()
+            await other.close()
+
+
+async def test_an_existing_stream_is_made_to_take_atomic_batches(bus: Bus) -> None:
+    config = (await bus.js.stream_info(STREAM)).config
+    config.allow_atomic = False
+    await bus.js.update_stream(config)
+    assert await bus.stream_layout() == (1, False)
+    await bus.ensure_stream()
+    assert await bus.stream_layout() == (1, True)
 
 
 async def test_tail_reads_in_order_from_a_sequence(bus: Bus) -> None:

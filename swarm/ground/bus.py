@@ -16,6 +16,7 @@ import json
 import re
 import ssl
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -91,7 +92,7 @@ class Bus:
         self.nc = nc
         self.js = nc.jetstream()
         self.link = LinkState(connected=nc.is_connected)
-        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}  # publish_chain's replies by token
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}  # publish_chain's and publish_atomic's replies by token
         self._ack_prefix: str | None = None
         self._ack_tokens = itertools.count()
 
@@ -183,7 +184,7 @@ class Bus:
         Safe to call from every process: without `replicas`, an existing stream is left as it is."""
         config = StreamConfig(
             name=STREAM, subjects=list(STREAM_SUBJECTS), storage=StorageType.FILE, num_replicas=replicas or 1,
-            duplicate_window=DUPLICATE_WINDOW_SECONDS, allow_msg_ttl=False,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS, allow_msg_ttl=False, allow_atomic=True,
         )  # fmt: skip
         try:
             info = await self.js.stream_info(STREAM)
@@ -192,6 +193,12 @@ class Bus:
             return
         if replicas is not None and info.config.num_replicas != replicas:
             await self.js.update_stream(config)
+        elif not info.config.allow_atomic:  # made by an earlier version: let its writer store batches at once
+            config.num_replicas = info.config.num_replicas
+            try:
+                await self.js.update_stream(config)
+            except nats.js.errors.APIError as exc:  # a server before 2.12: batches go as chains
+                log.warning("the event stream cannot take atomic batches: %s", exc.description)
 
     async def swarm_config(self) -> dict[str, Any] | None:
         """What the head recorded for every node to agree with, or None when nothing is recorded."""
@@ -255,10 +262,6 @@ class Bus:
         (it may be stored all the same: read the stream to know). BusError if the server refused a
         message for any other reason than a broken chain.
         """
-        if self._ack_prefix is None:
-            self._ack_prefix = self.nc.new_inbox()
-            await self.nc.subscribe(f"{self._ack_prefix}.*", cb=self._on_ack)
-        loop = asyncio.get_running_loop()
         tokens: list[str] = []
         previous: str | None = None
         try:
@@ -269,11 +272,10 @@ class Bus:
                     headers["Nats-Expected-Last-Subject-Sequence-Subject"] = f"{DECISIONS}.>"
                 else:
                     headers["Nats-Expected-Last-Msg-Id"] = previous
-                token = str(next(self._ack_tokens))
-                self._acks[token] = loop.create_future()
+                token, reply_to, _ = await self._ack_slot()
                 tokens.append(token)
                 try:
-                    await self.nc.publish(envelope.subject, envelope.data, reply=f"{self._ack_prefix}.{token}", headers=headers)
+                    await self.nc.publish(envelope.subject, envelope.data, reply=reply_to, headers=headers)
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
                         nats.errors.OutboundBufferLimitError) as exc:  # fmt: skip
                     log.debug("publish_chain: %s; the rest of the chain is not sent", exc)
@@ -296,6 +298,62 @@ class Bus:
             raise BusError(f"publish refused: {'; '.join(refused)}")
         return seqs
 
+    async def publish_atomic(self, envelopes: Sequence[Envelope], expect_decision_seq: int, timeout: float = 5.0) -> list[int | None]:
+        """Store `envelopes` in this order, back to back, all or none, in one round trip (a JetStream
+        atomic batch: the stream stores it at its commit, under one lock, with one write to disk); each
+        one's stream sequence, or None for all when none was stored.
+
+        The first carries `publish`'s expected-decision-sequence guard, which the server checks at the
+        commit against the stream as it is then, so no other writer's decision stored since is
+        overwritten. None for all also when no acknowledgement came within `timeout` (the batch may
+        be stored all the same: read the stream to know). SequenceConflict if another writer decided
+        first; BusError if the server refused the batch for another reason.
+        """
+        if not envelopes:
+            return []
+        batch = uuid.uuid4().hex
+        token, reply_to, future = await self._ack_slot()
+        try:
+            for number, envelope in enumerate(envelopes, 1):
+                headers = {"Nats-Msg-Id": envelope.msg_id, "Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(number)}
+                if number == 1:
+                    headers["Nats-Expected-Last-Subject-Sequence"] = str(expect_decision_seq)
+                    headers["Nats-Expected-Last-Subject-Sequence-Subject"] = f"{DECISIONS}.>"
+                reply = ""
+                if number == len(envelopes):
+                    headers["Nats-Batch-Commit"] = "1"
+                    reply = reply_to
+                try:
+                    await self.nc.publish(envelope.subject, envelope.data, reply=reply, headers=headers)
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                        nats.errors.OutboundBufferLimitError) as exc:  # fmt: skip
+                    log.debug("publish_atomic: %s; the batch is not committed (the server abandons it)", exc)
+                    return [None] * len(envelopes)
+            try:
+                body = await asyncio.wait_for(asyncio.shield(future), timeout)
+            except asyncio.TimeoutError:
+                return [None] * len(envelopes)
+        finally:
+            self._acks.pop(token, None)
+        error = body.get("error")
+        if isinstance(error, dict):
+            if error.get("err_code") == WRONG_LAST_SEQUENCE:
+                raise SequenceConflict(f"batch of {len(envelopes)} from {envelopes[0].name}: {error.get('description')}")
+            raise BusError(f"batch of {len(envelopes)} from {envelopes[0].name} refused: {error.get('description')}")
+        last, count = body.get("seq"), body.get("count")
+        if not isinstance(last, int) or count != len(envelopes):
+            raise BusError(f"batch of {len(envelopes)} from {envelopes[0].name}: unexpected acknowledgement {body}")
+        return list(range(last - count + 1, last + 1))
+
+    async def _ack_slot(self) -> tuple[str, str, asyncio.Future[dict[str, Any]]]:
+        """A token, the reply subject for one JetStream acknowledgement, and the future its body comes in."""
+        if self._ack_prefix is None:
+            self._ack_prefix = self.nc.new_inbox()
+            await self.nc.subscribe(f"{self._ack_prefix}.*", cb=self._on_ack)
+        token = str(next(self._ack_tokens))
+        future = self._acks[token] = asyncio.get_running_loop().create_future()
+        return token, f"{self._ack_prefix}.{token}", future
+
     async def _on_ack(self, msg: Msg) -> None:
         future = self._acks.get(msg.subject.rpartition(".")[2])
         if future is None or future.done():
@@ -308,11 +366,15 @@ class Bus:
 
     async def stream_replicas(self) -> int:
         """How many servers hold the event stream."""
+        return (await self.stream_layout())[0]
+
+    async def stream_layout(self) -> tuple[int, bool]:
+        """How many servers hold the event stream, and whether it takes atomic batches (`publish_atomic`)."""
         try:
             info = await self.js.stream_info(STREAM)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise BusError(f"stream info: {type(exc).__name__}: {exc}") from exc
-        return int(info.config.num_replicas or 1)
+        return int(info.config.num_replicas or 1), bool(info.config.allow_atomic)
 
     async def tail(self, start_seq: int = 1) -> AsyncIterator[tuple[int, Message]]:
         """Every message of the stream from `start_seq` on, in order, forever (an ordered consumer)."""
