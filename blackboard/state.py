@@ -434,7 +434,7 @@ class State:
         depths: dict[str, int] = {}
         for heap_key, heap in self.queues.items():
             if arena is None or heap_key[0] == arena:
-                queued = sum(1 for _, _, w in heap if self.work[w].status == "queued")
+                queued = len({w for _, _, w in heap if self.work[w].status == "queued"})  # released work is pushed again
                 depths[heap_key[1]] = depths.get(heap_key[1], 0) + queued
         return depths
 

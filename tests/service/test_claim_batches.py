@@ -24,6 +24,7 @@ async def test_a_crowd_claiming_at_once_is_granted_distinct_work_stored_in_atomi
     grants = [service.state.claims[c.claim] for c in claims if c is not None]
     assert all(grant.agent == agent.agent for grant, agent in zip(grants, agents))
     assert all(await asyncio.gather(*(agent.release(c.claim, done=False) for agent, c in zip(agents, claims) if c)))
+    assert service.state.queue_depths(ARENA)["implement"] == CROWD, "released work is counted once in the queue"
     again = await asyncio.gather(*(agent.claim(["implement"], [ARENA], wait=10) for agent in agents))
     assert sorted(c.work for c in again if c is not None) == sorted(work), "a release did not return its work"
     batched = 0  # grants the stream holds as members of an atomic batch
