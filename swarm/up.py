@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from agents.arena import ArenaInfo, describe
+from agents.brains import check_brain
 from blackboard.client import Board
 from roles import ROLES
 from swarm import cascade
@@ -45,6 +46,7 @@ WARN_AFTER = 3  # refreshes of the view failed in a row before it says so
 def up(settings: Settings, devices: list[str], roles: tuple[str, ...], console: Console, live: bool,
        duration: float | None, options: HeadOptions | None = None, node: bool = True, config: Path | None = None) -> None:  # fmt: skip
     """A head here (`options`: one that nodes elsewhere join) and a node beside it, until a stop condition."""
+    aio.run(lambda: check_brain(settings.brain))  # a wrong model name stops it here, with the provider's message
     head = Head(settings, options or HeadOptions(host=settings.nats.host, port=settings.nats.port), config)
     swarm = Swarm(settings, devices, roles, config, head=head, node=node)
     rungs = [prepare(console, settings, devices[0], tier) for tier in settings.board.ladder or [settings.harness.tier]]
@@ -68,6 +70,7 @@ def join(settings: Settings, urls: list[str], credentials: Credentials, devices:
          tiers: list[str] | None = None) -> None:  # fmt: skip
     """A node here, in the swarm at `urls`, serving `tiers` (default: the rungs its devices can run), if
     its harness fingerprint agrees for each, until Ctrl-C."""
+    aio.run(lambda: check_brain(settings.brain))
     recorded = aio.run(lambda: swarm_config(urls, credentials))
     if recorded is None:
         return  # stopped by a signal while connecting

@@ -163,3 +163,22 @@ def test_an_llm_swarm_promotes_repairs_rejects_and_refuses(provider: str, tmp_pa
     assert all(SECRET in (r.headers.get("x-api-key", "") + r.headers.get("authorization", "")) for r in fake.requests)
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "swarm" / "logs").glob("*.log"))
     assert SECRET not in logs and SECRET not in out
+
+
+@pytest.mark.parametrize("provider, said", [
+    ("anthropic", "anthropic: HTTP 404 not_found_error: model: claude-nope"),
+    ("openai", "openai: HTTP 404 model_not_found: The model `claude-nope` does not exist or you do not have access to it."),
+])  # fmt: skip
+def test_swarm_up_with_a_wrong_model_name_exits_at_once_with_the_providers_message(
+    provider: str, said: str, tmp_path: Path
+) -> None:  # fmt: skip
+    with FakeLLM(models={"fake-model"}) as fake:
+        env = {**os.environ, "SWARM_BRAIN__BASE_URL": fake.url if provider == "anthropic" else fake.openai_url,
+               "SWARM_BRAIN__MODEL": "claude-nope", f"{provider.upper()}_API_KEY": SECRET}  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "swarm", "up", "--dir", str(tmp_path / "swarm"), "--tier", "sim",
+                               "--brain", provider, "--no-view"], capture_output=True, text=True, env=env, timeout=180)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"swarm: brain {provider}: model 'claude-nope' cannot be used: {said}" in done.stderr
+    assert "NATS at" not in done.stdout and not (tmp_path / "swarm" / "logs").exists()  # nothing was started
+    assert len(fake.requests) == 1 and SECRET not in done.stdout + done.stderr
+
