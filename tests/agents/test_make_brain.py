@@ -104,7 +104,8 @@ async def test_a_wrong_model_name_fails_the_start_up_check_with_the_providers_me
         await wrong.check()
     assert len(fake_llm.requests) == 1  # asked once: a 404 is the provider's last word, not a reason to retry
     used: list[Usage] = []
-    right = open_brain(wrong_model(kind, fake_llm).model_copy(update={"model": "fake-model"}), Accounting(on_usage=used.append))
+    right = open_brain(wrong_model(kind, fake_llm).model_copy(update={"model": "fake-model"}),
+                       Accounting(on_usage=used.append))  # fmt: skip
     fake_llm.push("ready")
     await right.check()  # the right name passes, and its few tokens are counted like any call's
     assert len(fake_llm.requests) == 2 and len(used) == 1 and used[0].output_tokens > 0
