@@ -147,6 +147,13 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
     budget = _Budget(board, settings.brain.budget_usd)
     brain = make_brain(settings.brain, Accounting(on_usage=budget.record, budget_left=budget.left),
                        seed=_seed(spec.agent)) if role_class.uses_brain else None  # fmt: skip
+    if brain is not None:
+        try:
+            await brain.check()  # a model the provider does not know ends the agent now, not each call later
+        except BaseException:
+            await brain.aclose()
+            await bus.close()
+            raise
     heartbeat = board.heartbeat(settings.board.lease_seconds / 3)
     ctx = Context(spec, settings, board, brain, heartbeat)
     heartbeat.on_lost = ctx.claim_lost

@@ -197,7 +197,7 @@ class Implementer(Role):
         if not verdict.ok:
             log.info("%s: repaired patch refused: %s", ctx.spec.agent, verdict.reason)
             return None
-        return Job(event.patch, fixed.code, job.arena, job.seed, job.purpose, job.work, f"{job.title} (repair {attempt})")
+        return Job(event.patch, fixed.code, job.arena, job.seed, job.purpose, job.work, f"{task.title} (repair {attempt})")
 
     async def _failures(self, claim: Claim) -> int:
         """How often this hypothesis' implementation failed before, by any agent: claims released undone."""

@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from agents.arena import ArenaInfo, describe
+from agents.brains import check_brain
 from blackboard.client import Board
 from roles import ROLES
 from swarm import cascade
@@ -45,6 +46,7 @@ WARN_AFTER = 3  # refreshes of the view failed in a row before it says so
 def up(settings: Settings, devices: list[str], roles: tuple[str, ...], console: Console, live: bool,
        duration: float | None, options: HeadOptions | None = None, node: bool = True, config: Path | None = None) -> None:  # fmt: skip
     """A head here (`options`: one that nodes elsewhere join) and a node beside it, until a stop condition."""
+    aio.run(lambda: check_brain(settings.brain))  # a wrong model name stops it here, with the provider's message
     head = Head(settings, options or HeadOptions(host=settings.nats.host, port=settings.nats.port), config)
     swarm = Swarm(settings, devices, roles, config, head=head, node=node)
     rungs = [prepare(console, settings, devices[0], tier) for tier in settings.board.ladder or [settings.harness.tier]]
@@ -68,6 +70,7 @@ def join(settings: Settings, urls: list[str], credentials: Credentials, devices:
          tiers: list[str] | None = None) -> None:  # fmt: skip
     """A node here, in the swarm at `urls`, serving `tiers` (default: the rungs its devices can run), if
     its harness fingerprint agrees for each, until Ctrl-C."""
+    aio.run(lambda: check_brain(settings.brain))
     recorded = aio.run(lambda: swarm_config(urls, credentials))
     if recorded is None:
         return  # stopped by a signal while connecting
@@ -122,7 +125,7 @@ def serve(swarm: Swarm, arena: ArenaInfo, console: Console, view: Any, max_runs:
                 try:
                     if head:
                         for line in await summarize(watcher.board, swarm.settings.board.promotion_seeds,
-                                                    swarm.settings.board.ladder):
+                                                    swarm.settings.board.ladder, swarm.settings.brain.budget_usd):
                             console.print(line, highlight=False)
                 except SwarmError as exc:
                     console.print(f"(no summary: {exc})")
@@ -319,12 +322,19 @@ async def ladder_lines(board: Board, ladder: list[str]) -> list[str]:
     return lines + cascade.rate_lines(await cascade.rates(board.query))
 
 
-async def summarize(board: Board, seeds: int, ladder: list[str] | None = None) -> list[str]:
+async def summarize(board: Board, seeds: int, ladder: list[str] | None = None,
+                    budget_usd: float | None = None) -> list[str]:  # fmt: skip
     """What the swarm found, in a few lines: its promotions (and, on a ladder, what climbed), or why there were none."""
     total, ok, running, lost, refused = (await board.query(COUNTS))["rows"][0]
     failed = total - ok - running - lost - refused  # a lost run never reported: it did not fail
     lines = [f"runs: {total} recorded, {ok} ok, {failed} failed, {lost} lost, {running} unfinished"
              + (f", {refused} refused (another harness)" if refused else "")]  # fmt: skip
+    spent = float((await board.query("SELECT coalesce(sum(cost_usd), 0) FROM usage"))["rows"][0][0])
+    if budget_usd is not None:
+        lines.append(f"LLM spend: {spent:.4f} USD of the {budget_usd:.4f} USD budget" + (
+            ": the budget is spent, the brains answered as the offline brain from then on" if spent >= budget_usd else ""))
+    elif spent:
+        lines.append(f"LLM spend: {spent:.4f} USD")
     promotions = (await board.query(PROMOTIONS))["rows"]
     for arena, patch, mean, std, n, previous, reason, title in promotions:
         lines.append(f"promoted in {arena}: {patch} {title!r}: val_bpb {mean:.4f} +- {std:.4f} over {n} seeds "

@@ -12,7 +12,9 @@ request (ideas, implement, repair, review); `push(...)` queues answers for any r
 `answer_with(fn)` answers with a function of the Request. Queued answers are used in order and
 the last one repeats. An answer is a string (the text), or a Reply (an HTTP error status, a delay,
 token counts, a cut-off answer). `fail(429, times=2)` makes the next requests fail first;
-`delay` slows every answer (a benchmark's 5 s brain). Every request is kept in `requests`.
+`delay` slows every answer (a benchmark's 5 s brain). `models` names the models it serves (None:
+any): a request for another one gets the 404 each provider really answers for an unknown model
+(Anthropic's not_found_error, OpenAI's model_not_found). Every request is kept in `requests`.
 
 Use the `fake_llm` fixture, or `with FakeLLM() as fake:`; point the brain at `fake.url`
 (Anthropic) or `fake.openai_url` (OpenAI, which includes /v1).
@@ -49,6 +51,7 @@ class Request:
     path: str
     headers: dict[str, str]  # lower-case names
     body: dict[str, Any]
+    at: float = field(default_factory=time.time)  # when it arrived, by the wall clock the board's events carry
 
     @property
     def format(self) -> str:
@@ -99,8 +102,9 @@ Answer = str | Reply | Callable[[Request], "str | Reply"]
 
 
 class FakeLLM:
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, models: set[str] | None = None) -> None:
         self.delay = delay
+        self.models = models
         self.requests: list[Request] = []
         self._queue: list[Answer] = []
         self._tasks: dict[str, list[Answer]] = {}
@@ -163,6 +167,8 @@ class FakeLLM:
     def _answer(self, request: Request) -> Reply:
         with self._lock:
             self.requests.append(request)
+            if self.models is not None and request.body.get("model") not in self.models:
+                return Reply(status=404, text=unknown_model(request))
             if self._failures:
                 return Reply(status=self._failures.pop(0))
             queue = self._tasks.get(request.task or "") or self._queue
@@ -177,6 +183,14 @@ class FakeLLM:
 def ideas_answer(ideas: list[dict[str, Any]]) -> str:
     """An ideator's answer: the ideas as a JSON list in a fenced block."""
     return "Here are my proposals.\n\n```json\n" + json.dumps(ideas, indent=2) + "\n```\n"
+
+
+def unknown_model(request: Request) -> str:
+    """The message each provider gives for a model it does not serve (Anthropic's names the field)."""
+    model = request.body.get("model")
+    if request.format == "anthropic":
+        return f"model: {model}"
+    return f"The model `{model}` does not exist or you do not have access to it."
 
 
 def code_answer(code: str, note: str = "Changed what the hypothesis asks for.") -> str:
@@ -236,12 +250,14 @@ def _openai(request: Request, reply: Reply) -> dict[str, Any]:
 
 
 def _error(request: Request, reply: Reply) -> dict[str, Any]:
-    kinds = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error",
-             529: "overloaded_error"}  # fmt: skip
+    kinds = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+             429: "rate_limit_error", 529: "overloaded_error"}  # fmt: skip
     kind = kinds.get(reply.status, "api_error")
     message = reply.text or f"fake LLM: scripted HTTP {reply.status}"
     if request.format == "anthropic":
         return {"type": "error", "error": {"type": kind, "message": message}, "request_id": _request_id()}
+    if reply.status == 404:  # OpenAI's words for an unknown model
+        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
     return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
 
 

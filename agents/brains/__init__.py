@@ -35,6 +35,16 @@ def make_brain(settings: BrainSettings, accounting: Accounting, seed: int = 0) -
     return llm
 
 
+async def check_brain(settings: BrainSettings) -> None:
+    """Make the brain the settings name and check it once (Brain.check): ConfigError, with the
+    provider's message, when it cannot work at all. A swarm asks before it starts anything."""
+    brain = make_brain(settings, Accounting())
+    try:
+        await brain.check()
+    finally:
+        await brain.aclose()
+
+
 def make_llm(kind: str, settings: BrainSettings, accounting: Accounting, seed: int = 0) -> LLMBrain:
     """The LLM brain for provider `kind` (anthropic or openai)."""
     from agents.brains.llm import LLMBrain
@@ -49,4 +59,4 @@ def make_llm(kind: str, settings: BrainSettings, accounting: Accounting, seed: i
     return LLMBrain(provider, cost, accounting, seed)
 
 
-__all__ = ["Accounting", "Brain", "make_brain", "make_llm"]
+__all__ = ["Accounting", "Brain", "check_brain", "make_brain", "make_llm"]

@@ -184,5 +184,9 @@ class Brain(ABC):
         """A lab-notebook note on what the arena has learned; None: this brain writes none (the offline one)."""
         return None
 
+    async def check(self) -> None:
+        """Before any work: ConfigError when this brain cannot work at all (a model its provider does
+        not know, a key it refuses). A brain without a provider has nothing to check."""
+
     async def aclose(self) -> None:
         """Release what the brain holds (an SDK's connection pool); call it before the loop ends."""

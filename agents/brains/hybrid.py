@@ -75,5 +75,8 @@ class HybridBrain(Brain):
     async def review(self, task: ReviewTask) -> ReviewVerdict:
         return await self.llm.review(task)
 
+    async def check(self) -> None:
+        await self.llm.check()
+
     async def aclose(self) -> None:
         await self.llm.aclose()

@@ -36,11 +36,14 @@ from agents.brains.base import (
 from agents.brains.offline import OfflineBrain
 from agents.brains.prices import Price
 from agents.brains.prompts import AnswerError, Declined, Prompt
-from agents.brains.providers import Completion, Provider
+from agents.brains.providers import Completion, Provider, Unusable
+from swarm.ground.errors import ConfigError
 
 T = TypeVar("T")
 ATTEMPTS = 2  # the first answer and one retry with the error fed back
 PREFLIGHTS = 3  # code sent back after failing the pre-flight (guard, smoke run), in the same conversation
+PROBE = "Reply with the word ready."  # the start-up check's request: a few tokens in, a few out
+PROBE_TOKENS = 16
 log = logging.getLogger(__name__)
 
 
@@ -103,6 +106,24 @@ class LLMBrain(Brain):
             return await self.ask(prompts.review(task, static), prompts.parse_verdict)
         except BudgetSpent:
             return static  # what the offline brain answers
+
+    async def check(self) -> None:
+        """One small request before any work, the way every call will be made: a model the provider
+        does not know, or a key it refuses, is a ConfigError now with the provider's message, not a
+        failure of every call while the roles retry. Anything else (a busy or slow server) is left to
+        the calls themselves, which retry; it is logged."""
+        if self.spent():
+            return
+        try:
+            completion = await self.provider.complete("You check that a model answers.", [{"role": "user", "content": PROBE}],
+                                                      max_tokens=PROBE_TOKENS)  # fmt: skip
+        except Unusable as exc:
+            raise ConfigError(f"brain {self.name}: model {self.provider.model!r} cannot be used: {exc}") from None
+        except BrainError as exc:
+            log.warning("%s: the start-up check of model %r failed; the calls will retry: %s", self.name,
+                        self.provider.model, exc)  # fmt: skip
+            return
+        self._record(completion)
 
     async def aclose(self) -> None:
         await self.provider.aclose()

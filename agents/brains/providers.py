@@ -35,6 +35,14 @@ class Completion:
     model: str
 
 
+class Unusable(BrainError):
+    """The provider refuses the model or the key (HTTP 401, 403, 404): every call would fail the same way."""
+
+
+REFUSALS = (anthropic.AuthenticationError, anthropic.PermissionDeniedError, anthropic.NotFoundError,
+            openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)  # fmt: skip
+
+
 class Provider(ABC):
     name: str
 
@@ -74,6 +82,8 @@ class AnthropicProvider(Provider):
             response = await self.client.messages.create(
                 model=self.model, max_tokens=max_tokens or self.settings.max_tokens, system=system,
                 messages=messages, extra_body=extra)  # type: ignore[arg-type]  # fmt: skip
+        except REFUSALS as exc:
+            raise Unusable(f"anthropic: {refusal(exc)}") from None
         except anthropic.APIError as exc:
             raise BrainError(f"anthropic: {type(exc).__name__}: {redact(str(exc))}") from None
         # Thinking blocks may come first (adaptive thinking is on by default on current models).
@@ -112,6 +122,8 @@ class OpenAIProvider(Provider):
             conversation = [{"role": "system", "content": system}, *messages]
             create = self.client.chat.completions.create
             response = await create(model=self.model, messages=conversation, **extra)  # type: ignore[arg-type]
+        except REFUSALS as exc:
+            raise Unusable(f"openai: {refusal(exc)}") from None
         except openai.APIError as exc:
             raise BrainError(f"openai: {type(exc).__name__}: {redact(str(exc))}") from None
         if not response.choices:
@@ -136,6 +148,15 @@ def make_provider(kind: str, settings: BrainSettings) -> Provider:
     if kind == "openai":
         return OpenAIProvider(settings, model)
     raise ConfigError(f"brain: no LLM provider named {kind!r}; use anthropic or openai")
+
+
+def refusal(exc: anthropic.APIStatusError | openai.APIStatusError) -> str:
+    """The provider's own words for a refusal: HTTP status, error type or code, message."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body)  # Anthropic nests the error; the OpenAI SDK hands over the inner one
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return f"HTTP {exc.status_code}: {redact(str(exc))}"
+    return f"HTTP {exc.status_code} {error.get('code') or error.get('type') or 'error'}: {redact(error['message'])}"
 
 
 def redact(text: str) -> str:

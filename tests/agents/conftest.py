@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import agents.brains.hybrid  # noqa: F401  (loaded now, not by make_brain inside a test's loop: the two SDKs
+# take seconds to import on a busy machine, and a loop blocked that long loses its NATS link and the board's lease)
 from agents.brains import make_brain
 from agents.brains.base import Accounting, Brain
 from blackboard.client import Board

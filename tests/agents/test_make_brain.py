@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from agents.brains import make_brain
-from agents.brains.base import Accounting, Brain
+from agents.brains.base import Accounting, Brain, Usage
+from agents.runtime import AgentSpec, async_run
+from blackboard.client import Board
 from agents.brains.hybrid import HybridBrain
 from agents.brains.offline import OfflineBrain
 from agents.brains.prices import price
 from swarm.ground.errors import ConfigError
 from swarm.ground.settings import BrainSettings, Settings
+from swarm.natsserver import NatsServer
 from tests.agents.helpers import context
+from roles.ideator import Ideator
 from tests.fakellm import FakeLLM, ideas_answer
 
 IDEA = [{"title": "t", "rationale": "r", "intent": {"knobs": {"DEPTH": 6}}}]
@@ -74,3 +81,43 @@ async def test_a_local_server_needs_no_key(no_keys: None, fake_llm: FakeLLM, ope
     assert (await brain.ideas(context()))[0].title == "t"
     assert fake_llm.requests[0].headers["authorization"] == "Bearer unused"
     assert fake_llm.requests[0].body["max_tokens"] == 16_000  # what compatible servers know
+
+
+# What each SDK's error says for a model its provider does not serve (the fake answers the real 404 body).
+UNKNOWN = {"anthropic": "anthropic: HTTP 404 not_found_error: model: claude-nope",
+           "openai": "openai: HTTP 404 model_not_found: The model `claude-nope` does not exist or you do not have access to it.",
+           "hybrid": "anthropic: HTTP 404 not_found_error: model: claude-nope"}  # fmt: skip
+
+
+def wrong_model(kind: str, fake: FakeLLM) -> BrainSettings:
+    fake.models = {"fake-model"}
+    return BrainSettings(kind=kind, base_url=fake.openai_url if kind == "openai" else fake.url, model="claude-nope")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai", "hybrid"])
+async def test_a_wrong_model_name_fails_the_start_up_check_with_the_providers_message(
+    kind: str, keys: dict, fake_llm: FakeLLM, open_brain: Callable[..., Brain]
+) -> None:  # fmt: skip
+    wrong = open_brain(wrong_model(kind, fake_llm))
+    with pytest.raises(ConfigError, match=re.escape(f"brain {kind if kind != 'hybrid' else 'anthropic'}: model "
+                                                    f"'claude-nope' cannot be used: {UNKNOWN[kind]}")):  # fmt: skip
+        await wrong.check()
+    assert len(fake_llm.requests) == 1  # asked once: a 404 is the provider's last word, not a reason to retry
+    used: list[Usage] = []
+    right = open_brain(wrong_model(kind, fake_llm).model_copy(update={"model": "fake-model"}),
+                       Accounting(on_usage=used.append))  # fmt: skip
+    fake_llm.push("ready")
+    await right.check()  # the right name passes, and its few tokens are counted like any call's
+    assert len(fake_llm.requests) == 2 and len(used) == 1 and used[0].output_tokens > 0
+
+
+async def test_an_agent_with_a_wrong_model_name_stops_at_start_up_with_the_providers_message(
+    keys: dict, fake_llm: FakeLLM, nats_server: NatsServer, board: Board, tmp_path: Path
+) -> None:  # fmt: skip
+    """With the board up, an ideator that started would ask for ideas again and again; it must not start."""
+    settings = Settings(dir=tmp_path, brain=wrong_model("openai", fake_llm))
+    spec = AgentSpec("i1", Ideator, "n1", nats_server.url, tmp_path)
+    with pytest.raises(ConfigError, match=re.escape(UNKNOWN["openai"])):  # not an ideator asking again for ever
+        await asyncio.wait_for(async_run(spec, settings), timeout=120)
+    assert len(fake_llm.requests) == 1
+    assert (await board.query("SELECT count(*) FROM agents"))["rows"] == [[0]]  # it never joined

@@ -19,22 +19,28 @@ from harness.runner import Progress, RunResult
 from harness.settings import HarnessSettings
 from roles.implementer import Implementer
 from swarm.ground.settings import AgentsSettings, BrainSettings, Settings
+from tests.agents.helpers import BASELINE
 from tests.fakellm import FakeLLM, Request
 
 LR_LINE = "MATRIX_LR = 0.03  # Muon learning rate for the 2-D weights of the blocks"
 
 
 def edit(search: str, replace: str) -> str:
-    return f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\nDone.\n"
+    return edits((search, replace))
+
+
+def edits(*pairs: tuple[str, str]) -> str:
+    """An implementer's answer: SEARCH/REPLACE blocks, then a note."""
+    return "".join(f"<<<<<<< SEARCH\n{s.rstrip()}\n=======\n{r.rstrip()}\n>>>>>>> REPLACE\n" for s, r in pairs) + "Done.\n"
 
 
 pytestmark = pytest.mark.usefixtures("keys")  # both providers' keys are set
 
 
-async def implementer(board: Board, fake: FakeLLM, kind: str, tmp_path: Path, **agents: int) -> Implementer:
-    """An implementer of a sim arena on the board, with one approved code idea waiting."""
-    harness = HarnessSettings(sim_seconds=0.1)
-    info = describe("sim", "cpu", harness)
+async def implementer(board: Board, fake: FakeLLM, kind: str, tmp_path: Path, tier: str = "sim",
+                      harness: HarnessSettings = HarnessSettings(sim_seconds=0.1), **agents: int) -> Implementer:  # fmt: skip
+    """An implementer of an arena (the sim's by default) on the board, with one approved code idea waiting."""
+    info = describe(tier, "cpu", harness)
     await open_arena(board, info)
     assert (await board.propose(HypothesisProposed(by="i1", hypothesis="h1", arena=info.id, title="Faster LR",
                                                    intent={"change": "a much faster learning rate"}))).ok  # fmt: skip
@@ -74,6 +80,57 @@ async def test_a_diverged_run_is_repaired_in_one_conversation(
     assert "Attempt 2" in second.text and "your last repair" in second.text and "MATRIX_LR = 300.0 is far" in second.text
     runs = (await board.query("SELECT status FROM runs WHERE hypothesis = 'h1' ORDER BY updated_at"))["rows"]
     assert runs == [["diverged"], ["diverged"], ["ok"]]
+
+
+# Real runs on the tiny tier, at a shape that trains its token budget in seconds. The smoke
+# pre-flight trains one step, so what fails from the second step on fails only in the real run.
+# On the CPU the worker's address-space cap (the run's memory cap) stops the big allocation inside
+# the process, which reports oom with its peak memory; the runner's RSS polling is the GPU's guard.
+STEP = "        loss.backward()\n"
+SHRINK = {"DEPTH": "1", "WIDTH": "32", "HEADS": "2", "BATCH_SIZE": "128", "LOG_EVERY": "1"}  # LOG_EVERY: a NaN seen at once
+HOG = "        if step == 1:\n            kept = torch.ones(2**31)  # every activation of the run kept: 8 GiB\n"
+NAN = "        if step >= 1:\n            loss = loss * float('nan')  # a loss scale that overflowed\n"
+CAP_MB = 4000
+
+
+def knob_line(name: str) -> str:
+    return next(line for line in BASELINE.splitlines() if line.startswith(f"{name} = "))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # three pre-flights and three real runs: about a minute alone, minutes on a busy machine
+async def test_a_real_out_of_memory_run_and_a_real_diverged_run_are_repaired_in_one_conversation(
+    board: Board, fake_llm: FakeLLM, tmp_path: Path
+) -> None:  # fmt: skip
+    shrink = [(knob_line(k), f"{k} = {v}") for k, v in SHRINK.items()]
+    answers = [edits(*shrink, (STEP, HOG + STEP)),  # the implementation: over the memory cap at step 1
+               edits((HOG, NAN)),  # the first repair: within the cap, but the loss turns NaN
+               edits((NAN, ""))]  # the second repair: runs
+    fake_llm.answer_with(lambda request: answers.pop(0))
+    harness = HarnessSettings(memory_cap_mb=CAP_MB)  # the tiny tier's data in the user's cache, prepared once
+    role = await implementer(board, fake_llm, "anthropic", tmp_path, tier="tiny", harness=harness)
+    try:
+        async with role.ctx.heartbeat:  # real runs outlast the claim's lease: held as the agent holds it
+            claim = await role.ctx.board.claim(["implement"], [role.arena.id], wait=30)
+            assert claim is not None
+            role.ctx.heartbeat.hold(claim.claim)
+            ready = await role._prepare(claim)
+            assert ready is not None and "torch.ones(2**31)" in ready.job.code  # it passed the one-step pre-flight
+            await role._run(ready)
+    finally:
+        await role.ctx.brain.aclose()  # type: ignore[union-attr]
+    runs = (await board.query("SELECT status, reason, peak_memory_mb, steps FROM runs WHERE hypothesis = 'h1' "
+                              "ORDER BY updated_at"))["rows"]  # fmt: skip
+    assert [status for status, *_ in runs] == ["oom", "diverged", "ok"], runs
+    (_, oom_reason, peak, _), (_, nan_reason, _, _) = runs[0], runs[1]
+    assert "can't allocate memory" in oom_reason and peak is not None and 0 < peak < CAP_MB
+    assert "nan" in nan_reason
+    first, second = fake_llm.for_task("repair")
+    assert "status: oom" in first.text and f"peak memory: {peak:.0f} MB; the memory cap: {CAP_MB} MB" in first.text
+    assert "torch.ones(2**31)" in first.text and "can't allocate memory" in first.text  # the code and the traceback
+    assert [m["role"] for m in second.messages] == ["user", "assistant", "user"]  # the out-of-memory attempt is visible
+    assert second.messages[0]["content"] == first.text and "float('nan')" in second.messages[1]["content"]
+    assert "status: diverged" in second.text and "loss curve (step: loss): 0: " in second.text and "nan" in second.text
 
 
 @pytest.mark.parametrize("kind", ["anthropic", "openai"])

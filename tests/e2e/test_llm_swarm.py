@@ -20,14 +20,16 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from agents.brains.optimiser import N_STARTUP
 from agents.knobs import edit, read
 from blackboard.client import Board
 from harness import sim
 from harness.knobs import read as read_knobs
 from swarm.ground.bus import Bus
-from tests.fakellm import FakeLLM, Request, code_answer, ideas_answer, verdict_answer
+from tests.fakellm import FakeLLM, Reply, Request, code_answer, ideas_answer, verdict_answer
 
 BASELINE = sim.BASELINE.read_text()
 SECRET = "sk-test-secret-never-logged"
@@ -163,3 +165,79 @@ def test_an_llm_swarm_promotes_repairs_rejects_and_refuses(provider: str, tmp_pa
     assert all(SECRET in (r.headers.get("x-api-key", "") + r.headers.get("authorization", "")) for r in fake.requests)
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "swarm" / "logs").glob("*.log"))
     assert SECRET not in logs and SECRET not in out
+
+
+@pytest.mark.parametrize("provider, said", [
+    ("anthropic", "anthropic: HTTP 404 not_found_error: model: claude-nope"),
+    ("openai", "openai: HTTP 404 model_not_found: The model `claude-nope` does not exist or you do not have access to it."),
+])  # fmt: skip
+def test_swarm_up_with_a_wrong_model_name_exits_at_once_with_the_providers_message(
+    provider: str, said: str, tmp_path: Path
+) -> None:  # fmt: skip
+    with FakeLLM(models={"fake-model"}) as fake:
+        env = {**os.environ, "SWARM_BRAIN__BASE_URL": fake.url if provider == "anthropic" else fake.openai_url,
+               "SWARM_BRAIN__MODEL": "claude-nope", f"{provider.upper()}_API_KEY": SECRET}  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "swarm", "up", "--dir", str(tmp_path / "swarm"), "--tier", "sim",
+                               "--brain", provider, "--no-view"], capture_output=True, text=True, env=env, timeout=180)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"swarm: brain {provider}: model 'claude-nope' cannot be used: {said}" in done.stderr
+    assert "NATS at" not in done.stdout and not (tmp_path / "swarm" / "logs").exists()  # nothing was started
+    assert len(fake.requests) == 1 and SECRET not in done.stdout + done.stderr
+
+
+CALL_USD = 0.01  # an ideas call: 1,000 input tokens at 10 USD per million; every other call costs next to nothing
+BUDGET_USD = 0.03  # three of the LLM's ideas calls
+
+
+def hybrid_script(fake: FakeLLM) -> None:
+    """Ideas that differ each time (no novelty refusal), priced at CALL_USD; cheap approving reviews."""
+    count = iter(range(1000))
+
+    def answer(request: Request) -> Reply:
+        if request.task == "ideas":
+            i = next(count)
+            knobs = {"MATRIX_LR": round(0.0311 + 0.0007 * i, 4)}
+            idea = {"title": f"LLM idea {i}", "rationale": "r", "intent": {"knobs": knobs}}
+            return Reply(ideas_answer([idea]), input_tokens=1000, output_tokens=0)
+        if request.task == "review":
+            return Reply(verdict_answer("approve", ["a knob turn"]), input_tokens=1, output_tokens=1)
+        return Reply("A note: nothing learned yet." if request.task == "note" else "ready", input_tokens=1, output_tokens=1)
+
+    fake.answer_with(answer)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_hybrid_swarm_gives_the_llm_slots_after_the_warm_up_and_stops_spending_at_its_budget(tmp_path: Path) -> None:
+    with FakeLLM() as fake:
+        hybrid_script(fake)
+        env = {**os.environ, "SWARM_HARNESS__SIM_SECONDS": "0.1", "SWARM_BOARD__LEASE_SECONDS": "5",
+               "SWARM_BRAIN__BASE_URL": fake.url, "SWARM_BRAIN__MODEL": "fake-model", "ANTHROPIC_API_KEY": SECRET,
+               "SWARM_BRAIN__HYBRID_SHARE": "1.0", "SWARM_BRAIN__BUDGET_USD": str(BUDGET_USD),
+               "SWARM_BRAIN__PRICE_INPUT_PER_MTOK": "10", "SWARM_BRAIN__PRICE_OUTPUT_PER_MTOK": "10"}  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "swarm", "up", "--dir", str(tmp_path / "swarm"), "--tier", "sim",
+                               "--brain", "hybrid", "--max-runs", "30", "--no-view"],
+                              capture_output=True, text=True, env=env, timeout=840)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    board = duckdb.connect(str(tmp_path / "swarm" / "board.duckdb"), read_only=True)
+    finished = sorted(t for (t,) in board.execute("SELECT epoch(finished_at) FROM runs WHERE status = 'ok' "
+                                                  "AND purpose = 'explore'").fetchall())  # fmt: skip
+    asked = sorted(r.at for r in fake.for_task("ideas"))
+    assert asked, done.stdout[-3000:]
+    # Every trial here turns knobs (the baseline's too): the warm-up is N_STARTUP of them finished, ok or failed.
+    trials = [t for (t,) in board.execute("SELECT min(epoch(finished_at)) FROM runs WHERE finished_at IS NOT NULL "
+                                          "AND status NOT IN ('lost', 'refused') GROUP BY patch").fetchall()]  # fmt: skip
+    assert sum(t <= asked[0] for t in trials) >= N_STARTUP  # the LLM's first slot came after the optimiser's warm-up
+    llm_runs = board.execute("SELECT count(*) FROM runs r JOIN hypotheses h USING (hypothesis) "
+                             "WHERE h.title LIKE 'LLM idea %' AND r.status = 'ok'").fetchone()[0]  # fmt: skip
+    assert llm_runs >= 1  # its ideas were queued, implemented and run
+    agents = board.execute("SELECT count(DISTINCT agent) FROM usage").fetchone()[0]
+    spent = board.execute("SELECT sum(cost_usd) FROM usage").fetchone()[0]
+    assert BUDGET_USD <= spent <= BUDGET_USD + agents * CALL_USD + 1e-9  # at most one call in flight per agent
+    assert len(asked) <= round(BUDGET_USD / CALL_USD) + agents
+    after = sum(t > asked[-1] for t in finished)
+    assert after >= 1  # the swarm went on, the optimiser's ideas alone, once the money was spent
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "swarm" / "logs").glob("*.log"))
+    assert "the swarm's LLM budget is spent; answering as the offline brain from now on" in logs
+    assert (f"LLM spend: {spent:.4f} USD of the {BUDGET_USD:.4f} USD budget: the budget is spent, the brains "
+            "answered as the offline brain from then on") in done.stdout  # fmt: skip
