@@ -28,7 +28,7 @@ from agents.brains.base import BrainError, Idea, IdeaContext, Trial
 from agents.knobs import KnobError
 from agents.knobs import changes as knob_changes
 from agents.knobs import read as read_knobs
-from agents.runtime import Role
+from agents.runtime import Context, Role
 from blackboard.events import HypothesisProposed, NoteWritten, new_id
 from harness import tiers
 from roles.common import contract_text, program
@@ -41,11 +41,14 @@ BATCH = 8  # ideas asked of the brain in one call, at most: enough for 64 device
 class Ideator(Role):
     name = "ideator"
 
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.parsed = Parsed()  # each patch's knobs, parsed once: a patch's code never changes
+
     async def run(self) -> None:
         ctx = self.ctx
         self.program = program(self.name)
         self.codes: dict[str, str] = {}  # patch -> code: code never changes, so it is fetched once
-        self.parsed = Parsed()  # ... and parsed once
         self.refused: list[str] = []
         while not ctx.stopping:
             stats = await ctx.board.stats()
@@ -71,7 +74,7 @@ class Ideator(Role):
         implementers = sum(1 for agent in stats.get("agents", []) if agent.get("role") == "implementer") or 1
         return self.ctx.settings.agents.ideas_ahead * implementers
 
-    async def _propose(self, arena: dict[str, Any], n: int) -> bool:
+    async def _propose(self, arena: dict[str, Any], n: int = 1) -> bool:
         """Ask the brain for `n` ideas for `arena` and propose the new ones; whether it had any."""
         ctx = self.ctx
         context, desk = await self._context(arena["arena"], n)
