@@ -75,6 +75,7 @@ class Figures:
     causes: dict[str, float] = field(default_factory=dict)  # cause -> idle seconds, all slots together
     cpu: dict[str, float] = field(default_factory=dict)  # component -> CPU seconds in the window
     extra: str = ""
+    board: str = ""  # the stream's rate and the projection's size
 
 
 def proc_times(pid: int) -> tuple[float, float]:
@@ -172,7 +173,10 @@ def analyse(db: Path, devices: list[str], t0: float, t1: float) -> Figures:
         FROM runs r LEFT JOIN work w ON w.work = r.work LEFT JOIN patches p ON p.patch = r.patch
         LEFT JOIN hypotheses h ON h.hypothesis = p.hypothesis
         WHERE r.started_at IS NOT NULL ORDER BY r.device, r.started_at""").fetchall()  # fmt: skip
+    events = con.execute("SELECT count(*) FROM events WHERE epoch(happened_at) BETWEEN ? AND ?", [t0, t1]).fetchone()[0]
+    total = con.execute("SELECT count(*) FROM runs").fetchone()[0]
     con.close()
+    size = db.stat().st_size + sum(f.stat().st_size for f in db.parent.glob(db.name + ".wal"))
     per: dict[str, list[tuple[Any, ...]]] = {d: [] for d in devices}
     for row in rows:
         per.setdefault(row[0], []).append(row)
@@ -203,7 +207,9 @@ def analyse(db: Path, devices: list[str], t0: float, t1: float) -> Figures:
                 upto = min(max(mark, at), hi)
                 causes[cause] += upto - at
                 at = upto
-    return Figures("", len(devices), 0.0, t1 - t0, runs, busy / (len(devices) * (t1 - t0)), gaps, causes)
+    figures = Figures("", len(devices), 0.0, t1 - t0, runs, busy / (len(devices) * (t1 - t0)), gaps, causes)
+    figures.board = f"{events / max(runs, 1):.1f} events per run ({events / (t1 - t0):.1f}/s); board.duckdb {size / 2**10 / max(total, 1):.0f} KiB per run ({total} runs)"
+    return figures
 
 
 async def measure_idle(seconds: float, folder: Path) -> dict[str, float]:
@@ -342,6 +348,8 @@ def print_figures(f: Figures) -> None:
         parts = ", ".join(f"{k} {v / f.runs:.3f}" for k, v in sorted(f.cpu.items(), key=lambda kv: -kv[1]) if v > 0)
         print(f"        CPU s per run: {total / f.runs:.3f} ({parts}); CPU busy {total / f.window / os.cpu_count():.0%}"
               f" of {os.cpu_count()} cores")  # fmt: skip
+    if f.board:
+        print(f"        {f.board}")
 
 
 def main() -> None:
