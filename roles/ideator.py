@@ -2,17 +2,19 @@
 
 It keeps a few approved ideas waiting per implementer (`agents.ideas_ahead`) and holds back
 beyond that, so ideas are made from recent results rather than queued far ahead of them. When the
-queue is short it asks its brain for the whole shortfall in one call (at most BATCH ideas): building
-the context and the optimiser's model is most of a proposal's cost, so one ideator keeps 64
-devices fed where one idea per call made 1.1 ideas a second against the 6.4 they need (batching was
-chosen over more ideators by demand: it costs no process, and TPE's constant liar spreads the ideas
-of one call as it spreads those of several ideators). A patch's code never changes, so its knobs are
-parsed once per ideator (`Parsed`): a context then costs the same work however long the history. What its
-brain sees is the desk (agents.brains.desk): every trial with its outcome, metrics, rationale and
-diff, the tier, the contract, what is queued now, what was refused and the latest lab note. An idea
-that repeats a trial or a queued idea (agents.brains.novelty) is refused before it is queued, with a
-pointer; an LLM brain gets it back once to propose something else. Every `agents.note_every`
-finished trials it asks its brain for a lab-notebook note (NoteWritten)."""
+queue is short it asks its brain for the whole shortfall in one call (at most BATCH ideas):
+building the context (its reads, made concurrently) and the optimiser's model is most of a
+proposal's cost, so one ideator keeps many devices fed, where one idea per call made 1.1 ideas a
+second against the 6.4 that 64 devices of 10 s runs need. Batching was chosen over more ideators
+started by demand: it costs no process, and TPE's constant liar spreads the ideas of one call as
+it spreads those of several ideators (`--ideators` still adds some). A patch's code never
+changes, so its knobs are parsed once per ideator (`Parsed`): a context then costs the same work
+however long the history. What its brain sees is the desk (agents.brains.desk): every trial with
+its outcome, metrics, rationale and diff, the tier, the contract, what is queued now, what was
+refused and the latest lab note. An idea that repeats a trial or a queued idea
+(agents.brains.novelty) is refused before it is queued, with a pointer; an LLM brain gets it back
+once to propose something else. Every `agents.note_every` finished trials it asks its brain for a
+lab-notebook note (NoteWritten)."""
 
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from roles.common import contract_text, program
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 2.0
-BATCH = 8  # ideas asked of the brain in one call, at most: enough for 64 devices of 10 s runs
+BATCH = 32  # ideas asked of the brain in one call, at most: a context costs seconds of service reads at 64 devices
 
 
 class Ideator(Role):
@@ -146,9 +148,9 @@ class Ideator(Role):
     async def _context(self, arena: str, n: int = 1) -> tuple[IdeaContext, dict[str, Any]]:
         """What the brain sees, and the desk read it was made from (its pending rows feed novelty)."""
         board = self.ctx.board
-        best = await board.best(arena) or {}
-        trials = await board.ask("trials", {"arena": arena})
-        desk = await board.ask("desk", {"arena": arena}, timeout=30)
+        best, trials, desk = await asyncio.gather(board.best(arena), board.ask("trials", {"arena": arena}),
+                                                  board.ask("desk", {"arena": arena}, timeout=30))  # fmt: skip
+        best = best or {}
         rows = {row["patch"]: row for row in desk["trials"]}
         wanted = {t["patch"] for t in trials} | {t["parent"] for t in trials if t.get("parent")}
         missing = sorted(wanted - set(self.codes))
