@@ -10,7 +10,6 @@ sweep, one reason an unsandboxed result is labelled untrusted.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import os
@@ -165,6 +164,8 @@ async def kill_run(processes: RunProcesses, grace: float = 2.0) -> None:
     Returns when no process of the run is left (a process forking while it is killed is caught by
     the next sweep; the loop is bounded so a kernel oddity cannot hang the runner).
     """
+    import asyncio  # here: every run process imports this module first, and asyncio is a third of its start
+
     pgid = processes.leader
     processes.pids()  # learn the namespace while its supervisor still lives
     if _signal_group(pgid, signal.SIGTERM):
