@@ -95,18 +95,19 @@ class Ideator(Role):
             log.warning("%s: no ideas this time: %s", ctx.spec.agent, exc)
             await asyncio.sleep(IDLE_SECONDS)
             return False
-        for idea in fresh:
-            event = HypothesisProposed(by=ctx.spec.agent, hypothesis=new_id("h"), arena=arena["arena"],
-                                       parent=idea.parent or context.best_patch, title=idea.title[:300],
-                                       rationale=idea.rationale[:4000], intent=idea.intent)  # fmt: skip
-            verdict = await ctx.board.propose(event)
+        if ctx.spec.burst is not None:  # a burst ends after its count of ideas: propose no more than that
+            fresh = fresh[: max(0, ctx.spec.burst - ctx.done)]
+        events = [HypothesisProposed(by=ctx.spec.agent, hypothesis=new_id("h"), arena=arena["arena"],
+                                     parent=idea.parent or context.best_patch, title=idea.title[:300],
+                                     rationale=idea.rationale[:4000], intent=idea.intent) for idea in fresh]  # fmt: skip
+        # All at once: each is a round trip to the service, and a batch of them one after another took seconds under load.
+        verdicts = await asyncio.gather(*(ctx.board.propose(event) for event in events))
+        for idea, verdict in zip(fresh, verdicts):
             if verdict.ok:
                 ctx.say(f"proposed {idea.title!r}")
             else:
                 ctx.say(f"{idea.title!r} was {verdict.status}: {verdict.reason}")  # the desk shows it from now on
             ctx.count()
-            if ctx.stopping:
-                break
         return bool(ideas)
 
     def _novel(self, ideas: list[Idea], context: IdeaContext, before: list[novelty.Earlier]) -> tuple[list[Idea], list[str]]:
