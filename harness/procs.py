@@ -10,12 +10,12 @@ sweep, one reason an unsandboxed result is labelled untrusted.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,46 @@ def boot(module: str) -> None:
     importlib.import_module(module).main(spec)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """A run's process tree at one moment: its pids, their CPU time (reaped children's included) and resident memory."""
+
+    pids: list[int]
+    cpu_seconds: float
+    rss_mb: float
+
+
+def process_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, CPU ticks of it and of the children it reaped, resident pages) for every
+    live process, from one read of each /proc/<pid>/stat (zombies report no memory and are kept: a
+    zombie leader still roots its tree)."""
+    table: dict[int, tuple[int, int, int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            # after the command: state, ppid (field 4 of proc(5)), ... utime..cstime (14-17), ... rss (24)
+            table[int(name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), int(fields[21]))
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return table
+
+
+def descendants(leader: int, table: dict[int, tuple[int, int, int]]) -> list[int]:
+    """`leader` (if alive) and every process below it in `table`."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [leader] if leader in table else []
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
 class RunProcesses:
     """Every live process of one run: those in its PID namespace, and those carrying its marker."""
 
@@ -83,6 +123,13 @@ class RunProcesses:
                 continue  # gone meanwhile, or not ours to read
         return found
 
+    def tree(self) -> Usage:
+        """The leader and its descendants with their CPU and memory, in one pass over /proc (see the module's docstring)."""
+        table = process_table()
+        pids = descendants(self.leader, table)
+        ticks = sum(table[pid][1] for pid in pids)
+        return Usage(pids, ticks / TICKS, sum(table[pid][2] for pid in pids) * PAGE / 2**20)
+
 
 def child_namespace(pid: int) -> str | None:
     """The PID namespace that `pid` started for its children (the jail's), or None if it has none."""
@@ -96,29 +143,6 @@ def child_namespace(pid: int) -> str | None:
 def marked_pids(marker: str) -> list[int]:
     """Live processes (not zombies) whose environment carries MARKER_VAR=marker."""
     return RunProcesses(marker, -1).pids()
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time of these processes and of the children they have reaped (utime, stime, cutime, cstime)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])  # fields 14-17 of proc(5), after pid and comm
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / TICKS
-
-
-def rss_mb(pids: list[int]) -> float:
-    """Resident memory of these processes, in MiB."""
-    total = 0
-    for pid in pids:
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total * PAGE / 2**20
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -140,6 +164,8 @@ async def kill_run(processes: RunProcesses, grace: float = 2.0) -> None:
     Returns when no process of the run is left (a process forking while it is killed is caught by
     the next sweep; the loop is bounded so a kernel oddity cannot hang the runner).
     """
+    import asyncio  # here: every run process imports this module first, and asyncio is a third of its start
+
     pgid = processes.leader
     processes.pids()  # learn the namespace while its supervisor still lives
     if _signal_group(pgid, signal.SIGTERM):

@@ -45,7 +45,7 @@ from harness import prepare as preparing
 from harness.devices import hardware_class
 from harness.errors import HarnessError
 from harness.feeder import Feeder
-from harness.procs import MARKER_VAR, RunProcesses, cpu_seconds, kill_run, rss_mb
+from harness.procs import MARKER_VAR, RunProcesses, kill_run
 from harness.tiers import Tier
 from harness.worker import MODEL_FILE, RESULT_FILE, TRAIN_FILE
 from harness.settings import HarnessSettings
@@ -272,7 +272,7 @@ async def _train(
     try:
         proc.stdin.write(json.dumps(spec).encode())  # type: ignore[union-attr]
         proc.stdin.close()  # type: ignore[union-attr]
-        outcome = await _watch(proc, tier.train_limit_seconds, processes, cap)
+        outcome = await _watch(proc, tier.train_limit_seconds, processes, cap, sample=not tier.synthetic)
     finally:
         ended = time.monotonic()
         await asyncio.shield(kill_run(processes))
@@ -302,8 +302,13 @@ async def _train(
     return record
 
 
-async def _watch(proc: asyncio.subprocess.Process, limit: float, processes: RunProcesses, cap_mb: int) -> dict[str, Any]:
-    """Wait for the process; stop it at the wall-clock limit or when its run uses too much memory."""
+async def _watch(proc: asyncio.subprocess.Process, limit: float, processes: RunProcesses, cap_mb: int,
+                 sample: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Wait for the process; stop it at the wall-clock limit or when its run uses too much memory.
+
+    `sample=False` (the sim tier: harness code only, a few MiB, no CPU figure to keep) reads no
+    /proc at all: each sample reads every process's stat, and 64 sim runs on one machine would
+    otherwise spend a core on watching each other."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     peak, samples = 0.0, [(loop.time(), 0.0)]  # (the runner's clock, CPU seconds of the run so far)
@@ -313,10 +318,11 @@ async def _watch(proc: asyncio.subprocess.Process, limit: float, processes: RunP
             done, _ = await asyncio.wait({waiter}, timeout=POLL_SECONDS)
             if done:
                 return {"peak_rss_mb": peak, "cpu_samples": samples}
-            pids = processes.pids()
-            used = rss_mb(pids)
-            peak = max(peak, used)
-            samples.append((loop.time(), max(samples[-1][1], cpu_seconds(pids))))
+            used = 0.0
+            if sample:
+                usage = processes.tree()
+                used, peak = usage.rss_mb, max(peak, usage.rss_mb)
+                samples.append((loop.time(), max(samples[-1][1], usage.cpu_seconds)))
             if used > cap_mb:
                 return {"status": "oom", "reason": f"the run used {used:.0f} MiB, over the cap of {cap_mb} MiB",
                         "peak_rss_mb": peak, "cpu_samples": samples}

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import logging
+from functools import cache
 from dataclasses import dataclass
-from importlib import resources
+from importlib import resources, util
+from pathlib import Path
 
 from agents.arena import ArenaInfo
 from agents.devices import PRIORITY, DeviceSlot
 from agents.runtime import Context
 from blackboard.events import Purpose, RunFinished, RunStarted, new_id
-from harness import contract, runner, tiers
+from harness import runner, tiers
 from harness.devices import device_of
 from harness.runner import Progress, RunResult
 from swarm.ground.errors import BoardError
@@ -24,9 +27,13 @@ def program(role: str) -> str:
     return resources.files("roles").joinpath(f"{role}.md").read_text()
 
 
+@cache
 def contract_text() -> str:
-    """The harness contract as agents read it: the fixed part's own docstring."""
-    return contract.__doc__ or ""
+    """The harness contract as agents read it: the fixed part's own docstring. Read from its source,
+    not imported: importing it loads torch (241 MiB, 2 s of CPU per agent), which the sim tier never needs."""
+    spec = util.find_spec("harness.contract")
+    assert spec is not None and spec.origin is not None, "harness.contract is part of the harness"
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text()), clean=False) or ""
 
 
 def unified_diff(parent: str, code: str) -> str:

@@ -2,9 +2,11 @@
 
 Two tests, against every trial of the arena and every hypothesis queued or in flight:
 - a knob idea that would run a knob configuration already run (or queued) is the same experiment,
-  whatever its words;
-- any idea whose title, rationale and change read like an earlier one's (title, rationale, diff)
-  above a similarity threshold is a reworded duplicate.
+  whatever its words; one that runs a new configuration is a new experiment, whatever its words
+  (the offline brain words every idea from one template: read as text, nearly all of them looked
+  alike, and at 16 devices 30 ideas were refused for each one queued);
+- any other idea (a code change) whose title, rationale and change read like an earlier one's
+  (title, rationale, diff) above a similarity threshold is a reworded duplicate.
 
 The lexical test is rapidfuzz's token-sort ratio: word order and case do not matter, every word
 does. rapidfuzz is an exact C++ implementation with no model to download; a MinHash index
@@ -57,6 +59,7 @@ def duplicate(idea: Idea, context: IdeaContext, before: list[Earlier], threshold
         for e in before:
             if e.config is not None and e.config == config:
                 return f"the same knob configuration as {e.ref} ({e.title!r})"
+        return None  # a configuration never run: a new experiment however it is worded
     text = words_of(idea)
     scored = [(fuzz.token_sort_ratio(text, e.text), e) for e in before if e.text]
     if scored:

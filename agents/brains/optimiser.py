@@ -109,9 +109,10 @@ class Optimiser:
         study = self._study(context, h)
         refused = set(context.refused)
         taken = set(h.tried)
+        counts = _distinct(h)  # once per call: it walks the whole history, and a call makes up to a batch of ideas
         proposals: list[Proposal] = []
         for _ in range(n):
-            proposal = self._one(study, h, taken, refused)
+            proposal = self._one(study, h, taken, refused, counts)
             if proposal is None:
                 log.info("optimiser: no untried configuration found near the best of %s", context.arena)
                 break
@@ -141,8 +142,8 @@ class Optimiser:
         study.add_trials(frozen)
         return study
 
-    def _one(self, study: optuna.Study, h: History, taken: set, refused: set[str]) -> Proposal | None:
-        counts = _distinct(h)
+    def _one(self, study: optuna.Study, h: History, taken: set, refused: set[str],
+             counts: dict[str, int]) -> Proposal | None:  # fmt: skip
         for draw in range(DRAWS):
             # Half the draws failed to find anything new: the trust region is used up, look further.
             wide = draw >= DRAWS // 2 or self.rng.random() < EXPLORE

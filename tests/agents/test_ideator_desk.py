@@ -115,3 +115,19 @@ def test_an_idea_in_other_words_is_refused_with_a_pointer_and_a_new_one_is_not()
     why = novelty.duplicate(reworded, context(), earlier)
     assert why is not None and why.startswith("reads like h7 ('Replace ReLU squared by SwiGLU in the MLP')")
     assert novelty.duplicate(other, context(), earlier) is None
+
+
+async def test_the_offline_brains_ideas_in_one_template_are_new_when_their_configurations_are() -> None:
+    """The offline brain words every idea alike; only the configuration it would run tells them apart."""
+    from agents.brains.offline import OfflineBrain
+
+    ctx = context().model_copy(update={"n": 8})
+    ideas = await OfflineBrain(seed=3).ideas(ctx)
+    assert len(ideas) == 8
+    before: list[novelty.Earlier] = []
+    for idea in ideas:
+        assert novelty.duplicate(idea, ctx, before) is None, idea.title
+        before.append(novelty.Earlier("(this round)", idea.title, novelty.words_of(idea),
+                                      novelty.resulting_config(idea.intent, idea.parent, ctx)))  # fmt: skip
+    why = novelty.duplicate(ideas[0], ctx, before)
+    assert why is not None and why.startswith("the same knob configuration as (this round)")

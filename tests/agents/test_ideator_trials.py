@@ -18,3 +18,26 @@ def test_a_trial_that_changed_code_is_marked_and_a_knob_turn_is_not() -> None:
     assert turned.knobs["DEPTH"] == 6 and not turned.code_change
     assert rewritten.code_change and rewritten.knobs == knobs.read(BASELINE)
     assert not baseline.code_change
+
+
+def test_each_patch_is_parsed_once_however_many_contexts_hold_it() -> None:
+    """A context holds every trial of the arena: building the next one parses only the new trials."""
+    from roles.ideator import Parsed
+
+    codes = {"p0": BASELINE, **{f"p{i}": knobs.edit(BASELINE, {"DEPTH": i}) for i in range(1, 21)}}
+    rows = [{**ROW, "patch": f"p{i}", "parent": "p0" if i else None} for i in range(21)]
+    parsed = Parsed()
+    first = [_trial(row, codes, {}, parsed) for row in rows[:11]]
+    assert parsed.parses == 11
+    again = [_trial(row, codes, {}, parsed) for row in rows]  # ten more trials since
+    assert parsed.parses == 21  # not 11 + 21: the history is not parsed again
+    assert again[:11] == first and again[20].knobs["DEPTH"] == 20 and not again[20].code_change
+
+
+def test_a_trial_whose_code_is_not_fetched_yet_is_parsed_again_once_it_is() -> None:
+    from roles.ideator import Parsed
+
+    parsed = Parsed()
+    row = {**ROW, "patch": "p1", "parent": "p0"}
+    assert _trial(row, {"p0": BASELINE}, {}, parsed).knobs == {}
+    assert _trial(row, {"p0": BASELINE, "p1": knobs.edit(BASELINE, {"DEPTH": 6})}, {}, parsed).knobs["DEPTH"] == 6
