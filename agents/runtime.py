@@ -130,6 +130,7 @@ class Role(ABC):
     uses_brain: ClassVar[bool] = True
     needs_device: ClassVar[bool] = False  # trains on one device: a node gives each agent of it a device slot
     slots_from_last: ClassVar[bool] = False  # ... handed out from the last slot back (away from the first role's)
+    slots_per_agent: ClassVar[int] = 1  # a count left unset in the settings: one agent per this many device slots
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

@@ -42,6 +42,7 @@ BATCH = 32  # ideas asked of the brain in one call, at most: a context costs sec
 
 class Ideator(Role):
     name = "ideator"
+    slots_per_agent = 32  # one ideator proposes a batch of up to 32 ideas per context: one per 32 devices by default
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

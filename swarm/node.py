@@ -33,14 +33,16 @@ class Plan:
 
     @classmethod
     def for_devices(cls, settings: Settings, devices: list[str], roles: tuple[str, ...] = tuple(ROLES)) -> Plan:
-        """As many agents of each role as the settings say (a count left unset: one per device slot),
+        """As many agents of each role as the settings say (a count left unset: one per `slots_per_agent`
+        device slots of the role, so one implementer per slot and one ideator per 32),
         in the registry's order; a role that needs a device gets the slots in turn (devices shared)."""
         agents: list[tuple[str, str | None]] = []
         for name, role in ROLES.items():
             if name not in roles:
                 continue
             count = getattr(settings.agents, f"{name}s")  # the settings count each role under its plural
-            count = len(devices) if count is None else count
+            if count is None:
+                count = -(-len(devices) // role.slots_per_agent)
             if not role.needs_device:
                 agents += [(name, None)] * count
             elif role.slots_from_last:

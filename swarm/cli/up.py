@@ -61,7 +61,7 @@ def swarm_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--devices", default=None, help="Device slots for training, one run each at a time: all, cpu, a list like "
                      "cuda:0,cuda:1, or N slots of one device like cpu*4 (sim: N simulated devices) [default: all]."),
         click.option("--roles", default=",".join(ROLES), show_default=True, help="Roles of this machine's agents."),
-        click.option("--ideators", type=int, default=None, help="Ideator agents [default: 1]."),
+        click.option("--ideators", type=int, default=None, help="Ideator agents [default: one per 32 device slots]."),
         click.option("--implementers", type=int, default=None, help="Implementer agents [default: one per device]."),
         click.option("--reviewers", type=int, default=None, help="Reviewer agents [default: 1]."),
         click.option("--replicators", type=int, default=None, help="Replicator agents [default: 1]."),

@@ -101,7 +101,7 @@ class BrainSettings(Frozen):
 
 
 class AgentsSettings(Frozen):
-    ideators: int = 1
+    ideators: int | None = None  # None: one per 32 device slots (roles.ideator.Ideator.slots_per_agent)
     implementers: int | None = None  # None: one per device slot
     reviewers: int = 1
     replicators: int = 1

@@ -19,6 +19,15 @@ def test_a_node_gives_each_implementer_a_device_slot_and_replicators_the_last_sl
                            ("replicator", "cuda:1"), ("replicator", "cuda:0"), ("replicator", "cuda:1")]  # fmt: skip
 
 
+def test_ideators_follow_the_device_count_one_per_32_slots_unless_set() -> None:
+    def ideators(slots: int, **agents: int) -> int:
+        plan = Plan.for_devices(Settings(agents=AgentsSettings(**agents)), [f"sim:{i}" for i in range(slots)])
+        return sum(role == "ideator" for role, _ in plan.agents)
+
+    assert [ideators(n) for n in (1, 32, 33, 64, 65)] == [1, 1, 2, 2, 3]
+    assert ideators(64, ideators=1) == 1
+
+
 def test_a_node_runs_only_the_roles_asked_for_in_the_registrys_order() -> None:
     plan = Plan.for_devices(Settings(agents=AgentsSettings(implementers=1)), ["cpu"], roles=("replicator", "ideator"))
     assert plan.agents == [("ideator", None), ("replicator", "cpu")]
