@@ -37,6 +37,14 @@ async def collect(bus: Bus, start: int, count: int) -> list[tuple[int, bytes]]:
     return got
 
 
+async def facts_until(bus: Bus, stop: asyncio.Event) -> None:
+    """Facts published one after another until `stop`: another writer interleaving with decisions."""
+    i = 0
+    while not stop.is_set():
+        await bus.publish(joined(i))
+        i += 1
+
+
 async def test_a_retried_publish_is_stored_once(bus: Bus) -> None:
     event = joined(1)
     first = await bus.publish(event)
@@ -63,14 +71,7 @@ async def test_a_chain_of_decisions_is_stored_back_to_back_or_not_at_all_past_a_
             assert await writer.publish_chain([decision("s1") for _ in range(3)], 0) == [None] * 3
             decided = first
             stop = asyncio.Event()
-
-            async def facts() -> None:  # another writer's facts, interleaving with the chains
-                i = 0
-                while not stop.is_set():
-                    await other.publish(joined(i))
-                    i += 1
-
-            interleaving = asyncio.create_task(facts())
+            interleaving = asyncio.create_task(facts_until(other, stop))  # another writer's, between the chains
             for _ in range(40):  # some of these chains break where a fact came between two links
                 seqs = await writer.publish_chain([decision("s1") for _ in range(5)], decided)
                 stored = [seq for seq in seqs if seq is not None]
@@ -98,14 +99,7 @@ async def test_an_atomic_batch_of_decisions_is_stored_whole_and_back_to_back_or_
             assert await writer.last_seq() == first, "a stale batch was stored, or part of it"
             decided, sent = first, {}
             stop = asyncio.Event()
-
-            async def facts() -> None:  # another writer's facts, interleaving with the batches
-                i = 0
-                while not stop.is_set():
-                    await other.publish(joined(i))
-                    i += 1
-
-            interleaving = asyncio.create_task(facts())
+            interleaving = asyncio.create_task(facts_until(other, stop))  # another writer's, between the batches
             for _ in range(20):
                 batch = [Envelope(e.subject, e.msg_id.encode(), e.msg_id) for e in (decision("s1") for _ in range(5))]
                 seqs = await writer.publish_atomic(batch, decided)
