@@ -31,7 +31,7 @@ def stop(*processes: subprocess.Popen[str]) -> None:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
     for process in processes:
-        process.wait(90)
+        process.wait(300)  # generous: a 3-server head draining beside a busy suite took over 90 s
 
 
 def join_parts(command: str) -> list[str]:

@@ -12,6 +12,7 @@ from tests.harness.conftest import SMALL, SMALL_TRAIN, set_knobs
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the real tiny tier: about a minute alone, over 300 s beside a busy core
 def test_tiny_baseline_trains_well_below_the_untrained_score(tiny_baseline: RunResult, prepared) -> None:
     result = tiny_baseline
     assert result.status == "ok", result.reason + result.log_tail
