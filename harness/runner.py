@@ -8,8 +8,8 @@ the memory cap, kills every process of the run when training ends, then starts t
 process (harness.evaluate, sandboxed too) and returns a RunResult. Every outcome, including a
 cancelled run's cleanup, kills the whole run; no outcome of the experiment raises.
 `run_sync` is the same for callers without an event loop. With `split="audit"` the same run is
-scored on the audit split instead of the validation split (a promoted best's audit); `score` scores
-an existing run's exported model on a split, by the same evaluation process under the same rules.
+scored on the audit split instead of the validation split (a promoted best's audit), by the same
+evaluation process under the same rules.
 
 Never does it read the score from the training process's output: stdout and stderr are the log;
 the score comes through a pipe only the evaluation process holds. Every file of the run directory
@@ -352,25 +352,9 @@ async def _read_progress(pipe: Any, tier: Tier, on_progress: ProgressCallback | 
         transport.close()
 
 
-async def score(run_dir: Path, tier: Tier, *, split: Split = "audit", device: str = "cpu",
-                settings: HarnessSettings | None = None) -> dict[str, Any]:
-    """Score the exported model of a finished run (its run directory) on `split`: status, reason,
-    val_bpb (on that split), params. The same evaluation process, sandbox and rules as a run's own
-    score; its log is eval-<split>.log in the run directory."""
-    settings = settings or HarnessSettings()
-    if tier.synthetic:
-        raise HarnessError(f"tier {tier.name} is synthetic: it exports no model to score (run it with split={split!r})")
-    prepared = await asyncio.to_thread(
-        preparing.prepare, settings.corpus, settings.cache_dir, settings.tokenizer, None, tier.corpus, tier.vocab_size
-    )
-    confined = sandbox_layers(settings) != jail.UNTRUSTED
-    marker = f"{Path(run_dir).name}-{split}-{uuid.uuid4().hex[:8]}"
-    return await _evaluate(Path(run_dir), tier, device, prepared, marker, confined, split, log_name=f"eval-{split}.log")
-
-
 async def _evaluate(
     run_dir: Path, tier: Tier, device: str, prepared: preparing.Prepared | None, marker: str, confined: bool,
-    split: Split = "val", log_name: str = "eval.log",
+    split: Split = "val",
 ) -> dict[str, Any]:
     """Score the exported model in a fresh isolated interpreter, outside the run directory, on `split`."""
     assert prepared is not None
@@ -388,7 +372,7 @@ async def _evaluate(
     boot = f"import sys; sys.path[:0] = {paths!r}; from harness.procs import boot; boot('harness.evaluate')"
     read_result, spec["result_fd"] = os.pipe()
     try:
-        with os.fdopen(_create(run_dir / log_name), "wb") as log:
+        with os.fdopen(_create(run_dir / "eval.log"), "wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-S", "-c", boot, cwd=tmp, env=_private_env(tmp, marker + "-eval"),
                 stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log, pass_fds=[spec["result_fd"]],

@@ -3,34 +3,22 @@ evaluation process under the same sandbox, only the split file differs."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from pathlib import Path
 
-from harness import prepare, runner, tiers
+from harness import prepare
 from harness.runner import RunResult
-from swarm.ground.settings import HarnessSettings
-from tests.harness.conftest import SMALL
+from tests.harness.conftest import SMALL_TRAIN
 
 
-def test_a_runs_model_scored_on_the_audit_split(small_baseline: RunResult, settings: HarnessSettings,
-                                                prepared: prepare.Prepared) -> None:  # fmt: skip
-    """The shrunk baseline's model (the tiny tier's data and model family, a few seconds of training)
-    on the audit split: a real score near its validation score (the same model, other documents of
-    the same corpus), not the same number, and its own log beside the run's."""
+def test_a_runs_model_scored_on_the_audit_split(run_small, small_baseline: RunResult, prepared: prepare.Prepared) -> None:  # type: ignore[no-untyped-def]
+    """The shrunk baseline run again with the same seed (the same model: runs are deterministic),
+    scored on the audit split as a promoted best's audit is: a real score near its validation score
+    (the same model, other documents of the same corpus), not the same number."""
     assert small_baseline.status == "ok" and small_baseline.val_bpb is not None
-    audit = asyncio.run(runner.score(Path(small_baseline.run_dir), SMALL, split="audit", settings=settings))
-    assert audit["status"] == "ok", audit
-    assert math.isfinite(audit["val_bpb"]) and audit["val_bpb"] != small_baseline.val_bpb
-    assert abs(audit["val_bpb"] - small_baseline.val_bpb) < 0.25 * small_baseline.val_bpb
-    assert audit["params"] == small_baseline.params
-    assert (Path(small_baseline.run_dir) / "eval-audit.log").is_file() and prepared.audit_path.is_file()
-
-
-def test_a_synthetic_tier_has_no_model_to_score(tmp_path: Path) -> None:
-    try:
-        asyncio.run(runner.score(tmp_path, tiers.get("sim")))
-    except Exception as exc:
-        assert "synthetic" in str(exc)
-    else:
-        raise AssertionError("scoring a sim run's (absent) model must say why it cannot")
+    audit = run_small(SMALL_TRAIN, split="audit")
+    assert audit.status == "ok" and audit.split == "audit", audit.reason
+    assert audit.val_bpb is not None and math.isfinite(audit.val_bpb) and audit.val_bpb != small_baseline.val_bpb
+    assert abs(audit.val_bpb - small_baseline.val_bpb) < 0.25 * small_baseline.val_bpb
+    assert audit.params == small_baseline.params and audit.tokens == small_baseline.tokens
+    assert (Path(audit.run_dir) / "eval.log").is_file() and prepared.audit_path.is_file()
