@@ -289,7 +289,6 @@ async def _train(
         record.pop(name, None)  # train.json is agent-writable: these figures are the runner's alone
     if feed is not None:
         record.update(budgets.served(feed, ended))
-    if feed is not None:
         record["cpu_seconds"] = budgets.training_cpu(outcome.get("cpu_samples", []), feed.counts, ended)
     record["peak_memory_mb"] = max(record.get("peak_memory_mb") or 0.0, outcome.get("peak_rss_mb", 0.0)) or None
     if outcome.get("status"):  # the runner's own verdict (timeout, oom) overrides the process's

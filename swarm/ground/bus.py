@@ -258,7 +258,7 @@ class Bus:
         links, and a fact that comes between breaks the chain there (the rest is not stored).
         A single server checks each message as it stores it, in the order they arrived; a replicated
         stream checks some headers before its replicas agree, so callers chain only on a stream of
-        one replica (`stream_replicas`). None also when no acknowledgement came within `timeout`
+        one replica (`stream_layout`). None also when no acknowledgement came within `timeout`
         (it may be stored all the same: read the stream to know). BusError if the server refused a
         message for any other reason than a broken chain.
         """
@@ -363,10 +363,6 @@ class Bus:
         except ValueError:
             body = None
         future.set_result(body if isinstance(body, dict) else {})
-
-    async def stream_replicas(self) -> int:
-        """How many servers hold the event stream."""
-        return (await self.stream_layout())[0]
 
     async def stream_layout(self) -> tuple[int, bool]:
         """How many servers hold the event stream, and whether it takes atomic batches (`publish_atomic`)."""
