@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blackboard.events import Outcome, Review
+from harness import syntax
 from swarm.ground.errors import BoardError
 
 
@@ -45,7 +46,7 @@ class CodeError(BoardError):
 def normalize_code(source: str) -> str:
     """The code with comments, docstrings and layout stripped: what it does, not how it is written."""
     try:
-        tree = ast.parse(source)
+        tree = syntax.parse(source)
         _strip_strings(tree)
         return ast.unparse(tree)
     except (SyntaxError, ValueError) as exc:  # ValueError: null bytes in the source

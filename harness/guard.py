@@ -11,6 +11,8 @@ import ast
 import re
 from dataclasses import dataclass
 
+from harness import syntax
+
 MAX_BYTES = 100_000  # far above any honest train.py (the baseline is ~8 KB)
 MAX_LINES = 2_000
 ALLOWED_MODULES = {"torch", "math", "functools", "dataclasses", "typing", "itertools", "collections", "time",
@@ -69,7 +71,7 @@ def check_source(source: str) -> GuardReport:
     if source.count("\n") + 1 > MAX_LINES:
         problems.append(f"train.py has {source.count(chr(10)) + 1} lines; the limit is {MAX_LINES}")
     try:
-        tree = ast.parse(source, filename="train.py")
+        tree = syntax.parse(source, filename="train.py")
     except SyntaxError as exc:
         return GuardReport(tuple(problems + [f"train.py does not parse: {exc.msg} (line {exc.lineno})"]))
     if not any(isinstance(n, ast.FunctionDef) and n.name == "train" for n in tree.body):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from harness import syntax
 from harness.errors import HarnessError
 
 Knob = int | float | bool | str | tuple[Any, ...]
@@ -29,7 +30,7 @@ def read(source: str) -> dict[str, Knob]:
 
 def parse(source: str) -> ast.Module:
     try:
-        return ast.parse(source)
+        return syntax.parse(source)
     except SyntaxError as exc:
         raise KnobError(f"train.py does not parse: {exc.msg} (line {exc.lineno})") from exc
 

@@ -14,7 +14,7 @@ from agents.arena import ArenaInfo
 from agents.devices import PRIORITY, DeviceSlot
 from agents.runtime import Context
 from blackboard.events import Purpose, RunFinished, RunStarted, new_id
-from harness import runner, tiers
+from harness import runner, syntax, tiers
 from harness.devices import device_of
 from harness.runner import Progress, RunResult
 from swarm.ground.errors import BoardError
@@ -33,7 +33,7 @@ def contract_text() -> str:
     not imported: importing it loads torch (241 MiB, 2 s of CPU per agent), which the sim tier never needs."""
     spec = util.find_spec("harness.contract")
     assert spec is not None and spec.origin is not None, "harness.contract is part of the harness"
-    return ast.get_docstring(ast.parse(Path(spec.origin).read_text()), clean=False) or ""
+    return ast.get_docstring(syntax.parse(Path(spec.origin).read_text()), clean=False) or ""
 
 
 def unified_diff(parent: str, code: str) -> str:

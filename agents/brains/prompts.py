@@ -30,6 +30,7 @@ from agents.brains.base import (
 )
 from agents.brains import desk
 from agents.brains.optimiser import Proposal, history, title
+from harness import syntax
 
 NOTE_WORDS = 250  # a lab note's length: read by every ideator on every call
 MAX_LOG = 4000  # characters of a failed run's log tail in a repair prompt
@@ -215,7 +216,7 @@ def parse_code(text: str) -> Implementation:
 def _valid(code: str) -> None:
     """AnswerError unless `code` parses and defines train(run) at the top level."""
     try:
-        tree = ast.parse(code)
+        tree = syntax.parse(code)
     except SyntaxError as exc:
         raise AnswerError(f"the train.py in the answer does not parse: {exc.msg} at line {exc.lineno}") from exc
     if not any(isinstance(node, ast.FunctionDef) and node.name == "train" for node in tree.body):

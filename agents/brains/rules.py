@@ -18,6 +18,7 @@ import statistics
 
 from agents import knobs
 from agents.brains.base import ReviewTask, ReviewVerdict
+from harness import syntax
 
 MIN_GAIN = 0.002  # the smallest val_bpb gain that counts, whatever the noise (the board's default)
 NOISE_Z = 2.0  # a gain must exceed this many seed spreads
@@ -52,7 +53,7 @@ def review(task: ReviewTask) -> ReviewVerdict:
 def gaming_lines(parent: str, code: str) -> list[str]:
     """Lines that `code` adds to `parent` and that read files, touch evaluation or set seeds."""
     try:
-        tree = ast.parse(code)
+        tree = syntax.parse(code)
     except SyntaxError:
         return []  # the guard reports the syntax error; nothing here can be judged
     old = {line.strip() for line in parent.splitlines()}
