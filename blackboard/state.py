@@ -329,6 +329,9 @@ class State:
             if e.previous is not None:  # a winner: it may climb the ladder, or need restacking
                 self.winners.append(patch.id)
                 self._pend("winner", patch.id)
+                for other in self.arenas.values():  # an upper rung's baseline may wait for it (board.lazy_upper)
+                    if other.best is None:
+                        self._pend("arena", other.id)
             if patch.transfer is not None:
                 self._pend("transfer", patch.transfer)
             self._pend("audit", patch.id)  # every best is scored once on the audit split, for people only

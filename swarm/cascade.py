@@ -76,11 +76,13 @@ async def climbed(query: Query) -> dict[str, str]:
 
 
 async def rungs(query: Query, ladder: list[str]) -> list[dict[str, Any]]:
-    """Each rung of the ladder: its arenas, or why it waits (no node serves it: nothing has opened it)."""
+    """Each rung of the ladder: its arenas, or why it waits (no node serves it: nothing has opened it; or
+    its baseline waits for the first winner from below)."""
     if not ladder:
         return []
-    opened = _records(await query("SELECT a.tier, a.arena, b.mean, b.patch FROM arenas a "
-                                  "LEFT JOIN current_bests b USING (arena) ORDER BY a.arena"))  # fmt: skip
+    opened = _records(await query(
+        "SELECT a.tier, a.arena, b.mean, b.patch, EXISTS (SELECT 1 FROM work w WHERE w.arena = a.arena "
+        "AND w.work_kind = 'baseline') AS started FROM arenas a LEFT JOIN current_bests b USING (arena) ORDER BY a.arena"))
     winners = dict((await query("SELECT a.tier, count(*) FROM bests b JOIN arenas a USING (arena) "
                                 "WHERE b.previous IS NOT NULL GROUP BY a.tier"))["rows"])  # fmt: skip
     out = []
@@ -91,6 +93,8 @@ async def rungs(query: Query, ladder: list[str]) -> list[dict[str, Any]]:
         if not arenas:  # no node has opened it: its transfers are not queued yet, and nothing is lost
             waiting = f"waiting: no node serves {tier}"
             waiting += f"; {below} winner(s) of {ladder[index - 1]} wait to climb" if below else ""
+        elif index and not any(arena["started"] for arena in arenas):  # board.lazy_upper
+            waiting = f"waiting: its baseline runs when the first winner of {ladder[index - 1]} climbs"
         out.append({"tier": tier, "arenas": arenas, "waiting": waiting})
     return out
 

@@ -63,6 +63,8 @@ def child_env(settings: Settings, credentials: Credentials) -> dict[str, str]:
     }
     if settings.board.ladder:
         env["SWARM_BOARD__LADDER"] = ",".join(settings.board.ladder)
+        lazy = settings.board.lazy_upper and not settings.agents.ideate_upper  # ideators up there need a baseline now
+        env["SWARM_BOARD__LAZY_UPPER"] = str(lazy).lower()
     optional = {
         "SWARM_BOARD__MAX_RUNS": settings.board.max_runs,
         "SWARM_HARNESS__SIM_SECONDS": settings.harness.sim_seconds,

@@ -66,6 +66,9 @@ class BoardSettings(Frozen):
     # the next rung's best; empty: one tier (harness.tier), no transfers.
     ladder: list[str] = []
     restack: bool = True  # re-apply a winner built on an older parent to the current best, so gains stack
+    # An upper rung's baseline runs when the first winner of the rung below is promoted, so the cheap
+    # rung has the devices first; False: when its arena opens (what agents.ideate_upper needs).
+    lazy_upper: bool = True
 
     @field_validator("ladder", mode="before")
     @classmethod

@@ -38,9 +38,12 @@ KINDS = ["baseline", "replicate", "transfer", "review", "implement"]
 
 
 @pytest.fixture
-def settings() -> BoardSettings:
-    # z = 1: the sim's seed noise (0.004) makes a threshold of about 0.004, below every gain used here
-    return BoardSettings(lease_seconds=10.0, promotion_seeds=3, min_delta=0.002, z=1.0, ladder=["sim", "sim-large"])
+def settings(request: pytest.FixtureRequest) -> BoardSettings:
+    # z = 1: the sim's seed noise (0.004) makes a threshold of about 0.004, below every gain used here.
+    # Most tests here work the upper rung directly (agents.ideate_upper): its baseline runs at once.
+    lazy = getattr(request, "param", False)
+    return BoardSettings(lease_seconds=10.0, promotion_seeds=3, min_delta=0.002, z=1.0, ladder=["sim", "sim-large"],
+                         lazy_upper=lazy)  # fmt: skip
 
 
 class Driver:
@@ -82,14 +85,15 @@ class Driver:
             fingerprint=self.service.state.arenas[claim.arena].fingerprint or "", synthetic=True, source_hash="x",
         ))  # fmt: skip
 
-    async def try_idea(self, arena: str, title: str, parent: str | None = None, **intent: Any) -> str:
-        """Propose an idea on `parent` (default: the current best), drive until its patch is settled; its patch."""
+    async def try_idea(self, arena: str, title: str, parent: str | None = None, settled: bool = True, **intent: Any) -> str:
+        """Propose an idea on `parent` (default: the current best), drive until its patch is settled (or, for
+        one that is no candidate, has its explore run); its patch."""
         state = self.service.state
         parent = parent or state.arenas[arena].best
         event = HypothesisProposed(by="driver", hypothesis=new_id("h"), arena=arena, parent=parent, title=title, intent=intent)
         assert (await self.board.propose(event)).ok
         mine = lambda: [p for p in state.patches.values() if p.hypothesis == event.hypothesis and p.transfer is None]  # noqa: E731
-        await self.until(lambda: bool(mine()) and mine()[0].settled)
+        await self.until(lambda: bool(mine()) and (mine()[0].settled if settled else bool(mine()[0].runs)))
         return mine()[0].id
 
 
@@ -170,6 +174,29 @@ async def test_winners_climb_the_sim_ladder_some_hold_some_are_lost_and_every_vi
     print_bests(console, bests, "table", rates)
     shown = console.export_text()
     assert "sim -> sim-large" in shown and "(from sim)" in shown
+
+
+@pytest.mark.parametrize("settings", [True], indirect=True)
+async def test_the_upper_rungs_baseline_waits_for_the_first_winner_below(bus: Bus, service: Service) -> None:
+    driver = Driver(bus, service)
+    low, high = sim_arena("sim"), sim_arena("sim-large")
+    await with_best(driver, low)
+    await open_arena(driver.board, high)
+    await driver.until(lambda: high.id in service.state.arenas)
+    loser = await driver.try_idea(low.id, "a wider softcap", settled=False, times={"SOFTCAP": 3.0})
+    assert not service.state.patches[loser].candidate  # away from sim's optimum: no winner, the upper rung waits
+    upper_work = lambda: [w for w in service.state.work.values() if w.arena == high.id]  # noqa: E731
+    assert upper_work() == []
+    [_, upper] = await cascade.rungs(driver.board.query, ["sim", "sim-large"])
+    assert upper["waiting"] == "waiting: its baseline runs when the first winner of sim climbs"
+    winner = await driver.try_idea(low.id, "shrink the softcap", times=HOLD["shrink the softcap"])
+    assert service.state.patches[winner].outcome == "promoted"
+    await driver.until(lambda: transfers_done(service) == 1)  # the baseline ran first, then the winner climbed
+    assert [w.kind for w in sorted(upper_work(), key=lambda w: w.order)][:3] == ["baseline"] * 3
+    [done] = await stored_transfers(bus)
+    assert done.source == winner and done.to_arena == high.id and done.outcome == "held"
+    [_, upper] = await cascade.rungs(driver.board.query, ["sim", "sim-large"])
+    assert upper["waiting"] is None and upper["arenas"][0]["mean"] is not None
 
 
 async def test_a_winner_on_an_older_parent_is_restacked_onto_the_current_best_and_the_gains_stack(
