@@ -50,7 +50,8 @@ def test_up_with_a_ladder_ends_by_itself_and_its_summary_shows_each_rung_and_eac
     held = sum(1 for outcome in outcomes.values() if outcome == "held")
     assert [(r["transferred"], r["held"]) for r in upper["transfers_in"]] == ([(len(outcomes), held)] if outcomes else [])
     status = json.loads(swarm("status", "--dir", str(directory), "--format", "json").stdout)
-    assert status["transfer_rates"] == upper["transfers_in"]
+    every_rung = [rate for best in rates for rate in best["transfers_in"]]  # a restack on sim is sim's
+    assert sorted(status["transfer_rates"], key=str) == sorted(every_rung, key=str)
 
 
 def test_a_node_serving_one_rung_claims_only_that_rungs_work(tmp_path: Path) -> None:
