@@ -138,10 +138,10 @@ class LogView:
         pass
 
     def update(self, watcher: Any, elapsed: float) -> None:
-        line = headline(watcher, elapsed)
-        if line.split("  ", 1)[-1] != self.last.split("  ", 1)[-1]:
-            self.console.print(line, highlight=False)
-            self.last = line
+        what = headline(watcher, 0.0)  # without the clock and the hourly rate, which change every second
+        if what != self.last:
+            self.console.print(headline(watcher, elapsed), highlight=False)
+            self.last = what
         for record in reversed(watcher.recent):
             key = f"{record.get('run')}:{record.get('status')}"
             if record.get("status") not in (None, "running") and key not in self.seen:
