@@ -110,14 +110,18 @@ def _asks(directory: Path) -> list[tuple[str, ...]]:
     return asks
 
 
-def test_query_history_show_and_best_answer_the_same_running_and_stopped(stopped: Path) -> None:
+def test_query_history_show_best_and_export_answer_the_same_running_and_stopped(stopped: Path, tmp_path: Path) -> None:
+    """One head brought back serves both: the asks, and the exports (see _same_export)."""
     asks = _asks(stopped)
     head = Head(stopped)
     try:
         running = {ask: swarm(*ask, "--url", head.url) for ask in asks}
         through_dir = swarm("status", "--dir", str(stopped), "--format", "json")
+        assert swarm("export", str(tmp_path / "live.parquet"), "--url", head.url).exit_code == 0
+        assert swarm("export", str(tmp_path / "live"), "--url", head.url).exit_code == 0
     finally:
         head.stop()
+    _same_export(stopped, tmp_path)
     assert json.loads(through_dir.stdout)["source"].startswith("the running swarm in")
     from_file = json.loads(swarm("status", "--dir", str(stopped), "--format", "json").stdout)
     assert "board.duckdb" in from_file["source"]
@@ -132,13 +136,8 @@ def test_query_history_show_and_best_answer_the_same_running_and_stopped(stopped
     assert len(json.loads(running[("history", "--format", "json", "--limit", "1000")].stdout)) == count_runs(stopped)
 
 
-def test_export_writes_the_same_parquet_from_a_running_swarm_and_from_its_directory(stopped: Path, tmp_path: Path) -> None:
-    head = Head(stopped)
-    try:
-        assert swarm("export", str(tmp_path / "live.parquet"), "--url", head.url).exit_code == 0
-        assert swarm("export", str(tmp_path / "live"), "--url", head.url).exit_code == 0
-    finally:
-        head.stop()
+def _same_export(stopped: Path, tmp_path: Path) -> None:
+    """Export writes the same parquet from a running swarm (live*, written through its service) and from its directory."""
     assert swarm("export", str(tmp_path / "stopped.parquet"), "--dir", str(stopped)).exit_code == 0
     assert swarm("export", str(tmp_path / "stopped"), "--dir", str(stopped)).exit_code == 0
     with duckdb.connect() as db:

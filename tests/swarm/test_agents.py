@@ -146,7 +146,7 @@ async def test_an_agent_waits_out_an_outage_longer_than_any_retry_and_its_result
     the agent waits, then stores its result (once) and finishes its burst."""
     async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(lease_seconds=60)) as service:
         await wait_leading(service)
-        rep = agent(nats_server.url, tmp_path, "replicator", "rep", 2.0, "--burst", "3")
+        rep = agent(nats_server.url, tmp_path, "replicator", "rep", 2.0, "--burst", "2")
         try:
             await until(lambda: service.state.runs_started == 1)
             assert nats_server.process is not None
@@ -156,10 +156,10 @@ async def test_an_agent_waits_out_an_outage_longer_than_any_retry_and_its_result
             finally:
                 nats_server.process.send_signal(signal.SIGCONT)
             assert await asyncio.to_thread(rep.wait, 180) == 0, (tmp_path / "rep.log").read_text()[-3000:]
-            await until(lambda: service.state.runs_finished == 3, timeout=60)
+            await until(lambda: service.state.runs_finished == 2, timeout=60)
             log = (tmp_path / "rep.log").read_text()
             assert "waiting for the board" in log and "the board answers again" in log
         finally:
             rep.kill()
             await asyncio.to_thread(rep.wait)
-        assert service.leader and len({r.id for p in service.state.patches.values() for r in p.runs}) == 3
+        assert service.leader and len({r.id for p in service.state.patches.values() for r in p.runs}) == 2
