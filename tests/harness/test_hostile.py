@@ -42,15 +42,6 @@ def test_raises_in_training_is_a_crash_and_keeps_metrics(run_small) -> None:
     assert "boom in step 3" in result.log_tail
 
 
-def test_sleeping_forever_times_out_and_leaves_no_process(run_small) -> None:
-    sleeper = "import time\n\ndef train(run):\n    run.batch(2, 8)\n    run.log(0, 1.0)\n    while True:\n        time.sleep(1)\n"
-    result = run_small(sleeper, SHORT)
-    assert result.status == "timeout" and "limit of 8 s" in result.reason
-    assert result.tokens == 16 and result.steps == 1  # from its last progress report
-    assert result.total_seconds < SHORT.train_limit_seconds + 60  # killed at its limit (the rest is start-up), not at the hard one
-    assert no_process_left(result)
-
-
 ESCAPER = """
 import os, signal, subprocess, sys, time
 import torch
@@ -71,9 +62,17 @@ def test_guard_refuses_a_train_py_that_spawns_processes() -> None:
     assert any("subprocess" in p for p in report.problems) and any("open()" in p for p in report.problems)
 
 
-def test_child_that_ignores_sigterm_and_calls_setsid_is_killed(run_small) -> None:
-    result = run_small(ESCAPER, SHORT, guard=False)
-    assert result.status == "timeout"
+# ESCAPER's train(), after one reported step: the setsid child that ignores SIGTERM, then sleep forever.
+SLEEPER = ESCAPER.replace("def train(run):\n", "def train(run):\n    run.batch(2, 8)\n    run.log(0, 1.0)\n", 1)
+
+
+def test_sleeping_forever_times_out_and_a_setsid_child_that_ignores_sigterm_dies_with_it(run_small) -> None:
+    """One run at SHORT's 8 s limit proves both: the timeout (with its last progress) and the escaper's end."""
+    assert SLEEPER != ESCAPER
+    result = run_small(SLEEPER, SHORT, guard=False)
+    assert result.status == "timeout" and "limit of 8 s" in result.reason
+    assert result.tokens == 16 and result.steps == 1  # from its last progress report
+    assert result.total_seconds < SHORT.train_limit_seconds + 60  # killed at its limit (the rest is start-up), not at the hard one
     assert (Path(result.run_dir) / "child.pid").exists()  # its pid in the run's namespace: no use here
     assert no_process_left(result)
     assert processes_with("escaper-child") == []
@@ -186,19 +185,16 @@ TAMPER = """
 """
 
 
-def test_monkeypatching_the_evaluation_changes_nothing(run_small, small_baseline: RunResult) -> None:
+def test_monkeypatching_the_evaluation_or_printing_its_own_val_bpb_changes_nothing(run_small, small_baseline: RunResult) -> None:
+    """One run of both tamperings: the evaluation patched in the training process, and its own summary printed."""
     assert small_baseline.status == "ok"
-    source = SMALL_TRAIN.replace("\n    return model\n", TAMPER)
+    printer = "\n    print('val_bpb: 0.000100')\n    print('---')\n"
+    source = SMALL_TRAIN.replace("\n    return model\n", printer + TAMPER)
+    assert printer in source
     result = run_small(source, guard=False)
     assert result.status == "ok"
     assert result.val_bpb == small_baseline.val_bpb
-    assert "val_bpb: 0.000001" in result.log_tail  # it printed; nobody listened
-
-
-def test_printing_its_own_val_bpb_is_ignored(run_small, small_baseline: RunResult) -> None:
-    source = SMALL_TRAIN.replace("\n    return model\n", "\n    print('val_bpb: 0.000100')\n    print('---')\n    return model\n")
-    result = run_small(source)
-    assert result.status == "ok" and result.val_bpb == small_baseline.val_bpb
+    assert "val_bpb: 0.000100" in result.log_tail and "val_bpb: 0.000001" in result.log_tail  # it printed; nobody listened
 
 
 NON_CAUSAL = """

@@ -12,10 +12,11 @@ import dataclasses
 import pytest
 
 from harness import tiers
+from harness.runner import RunResult
 from tests.harness.conftest import SMALL, SMALL_TRAIN
 
-# Two seconds of training, then at most three more for the export: anything longer is over budget.
-SECONDS = tiers.Tier(name="test-seconds", budget_seconds=2.0, overrun_seconds=3.0, train_limit_seconds=90,
+# One second of training, then at most one more for the export: anything longer is over budget.
+SECONDS = tiers.Tier(name="test-seconds", budget_seconds=1.0, overrun_seconds=1.0, train_limit_seconds=90,
                      eval_limit_seconds=60, context_len=64, eval_batch=8, eval_tokens=4_096)  # fmt: skip
 
 PATCH_CLOCKS = '''
@@ -35,31 +36,17 @@ def wrap_train(body: str) -> str:
     return SMALL_TRAIN.replace("def train(run: Run) -> nn.Module:", "def _train(run: Run) -> nn.Module:") + body
 
 
-def test_the_result_counts_what_the_runner_served(run_small) -> None:  # type: ignore[no-untyped-def]
-    result = run_small(SMALL_TRAIN)
+def test_the_result_counts_what_the_runner_served(small_baseline: RunResult) -> None:
+    result = small_baseline  # the shrunk baseline's run, shared: a second identical run would prove nothing more
     assert result.status == "ok" and result.tokens == SMALL.budget_tokens
     assert result.steps == SMALL.budget_tokens // (8 * 64)  # BATCH_SIZE x SEQ_LEN of the shrunk baseline
     assert result.epochs is not None and 0 < result.epochs < 1 and result.cpu_seconds and result.cpu_seconds > 0
     assert result.tokens_per_second and result.training_seconds and result.mfu is None  # no GPU: MFU unknown
 
 
-def test_forged_counters_change_nothing(run_small) -> None:  # type: ignore[no-untyped-def]
+def test_forged_counters_and_batches_past_the_token_budget_change_nothing(run_small) -> None:  # type: ignore[no-untyped-def]
+    """One run does both: asks for batches past the budget (refused where they are served), then forges its counters."""
     forger = wrap_train('''
-def train(run):
-    model = _train(run)
-    run._state = (1, 1, 0.001, 10**9, 10**6)  # what run says about itself is not the record
-    import json, pathlib
-    pathlib.Path("train.json").write_text(json.dumps({"tokens": 1, "steps": 1, "training_seconds": 0.001}))
-    return model
-''')
-    result = run_small(forger, guard=False)
-    assert result.status == "ok", result.reason
-    assert (result.tokens, result.steps) == (SMALL.budget_tokens, SMALL.budget_tokens // (8 * 64))
-    assert result.training_seconds is not None and result.training_seconds > 0.01
-
-
-def test_batches_past_the_token_budget_are_refused_where_they_are_served(run_small) -> None:  # type: ignore[no-untyped-def]
-    greedy = wrap_train('''
 def train(run):
     model = _train(run)
     got = 0
@@ -70,10 +57,16 @@ def train(run):
         except Exception:
             pass
     print("extra batches:", got)
+    run._state = (1, 1, 0.001, 10**9, 10**6)  # what run says about itself is not the record
+    import json, pathlib
+    pathlib.Path("train.json").write_text(json.dumps({"tokens": 1, "steps": 1, "training_seconds": 0.001}))
     return model
 ''')
-    result = run_small(greedy)
-    assert result.status == "ok" and result.tokens == SMALL.budget_tokens and "extra batches: 0" in result.log_tail
+    result = run_small(forger, guard=False)
+    assert result.status == "ok", result.reason
+    assert (result.tokens, result.steps) == (SMALL.budget_tokens, SMALL.budget_tokens // (8 * 64))
+    assert result.training_seconds is not None and result.training_seconds > 0.01
+    assert "extra batches: 0" in result.log_tail
 
 
 @pytest.mark.slow
@@ -96,7 +89,7 @@ def test_training_on_batches_taken_early_past_a_seconds_budget_is_over_budget(ru
 def train(run):
     kept = [run.batch(8, 64) for _ in range(4)]  # take batches early, then train long after the budget
     import time as _t
-    _t.sleep(7.0)
+    _t.sleep(3.5)  # past the budget and its overrun (2 s in all) by 1.5 s
     return _train_on(kept)
 
 def _train_on(batches):
@@ -107,7 +100,7 @@ def _train_on(batches):
 ''').replace("import math\n", "import math\n" + PATCH_CLOCKS, 1)
     result = run_small(hoarder, SECONDS, guard=False)
     assert result.status == "over_budget", (result.status, result.reason)
-    assert "over the budget of 2 s plus 3 s" in result.reason
+    assert "over the budget of 1 s plus 1 s" in result.reason
 
 
 @pytest.mark.slow
