@@ -1,6 +1,6 @@
 """A swarm across three hosts (network namespaces): a head, two nodes joined while it runs.
 
-One node's link is cut for 10 s and restored; the head's blackboard service is killed and comes
+One node's link is cut for a heartbeat and restored, then for longer than a lease; the head's blackboard service is killed and comes
 back; a node without credentials is refused. Afterwards the stream and the board must agree:
 every result arrived exactly once, no claim was ever held twice, nothing published was lost.
 """
@@ -28,7 +28,11 @@ from swarm.natsserver import NatsServer
 from tests.cluster.hosts import Host, hosts
 from tests.service.test_failover import check_no_decision_doubled, stream
 
-SIM = {"SWARM_HARNESS__SIM_SECONDS": "1", "SWARM_BOARD__LEASE_SECONDS": "30"}
+# A 12 s lease (agents renew every lease / 3 = 4 s) keeps the cuts short: the short cut lasts one
+# heartbeat, two heartbeats inside a lease; the long cut outlasts a lease by three heartbeats.
+LEASE = 12.0
+HEARTBEAT = LEASE / 3
+SIM = {"SWARM_HARNESS__SIM_SECONDS": "1", "SWARM_BOARD__LEASE_SECONDS": str(LEASE)}
 
 
 class Lines:
@@ -114,13 +118,13 @@ def test_three_hosts_a_cut_link_and_a_killed_service_lose_and_double_nothing(tmp
         second = n2.run(shlex.split(join) + ["--no-view", "--name", "n2"], cwd=tmp_path / "n2", env=SIM)
         Lines(second).wait_for(r"^joined ")
 
-        n1.cut()  # n1 keeps working alone; its publishes wait for the link
-        time.sleep(10)
+        n1.cut()  # shorter than a lease: n1 keeps working alone; its publishes wait for the link
+        time.sleep(HEARTBEAT)
         n1.restore()
         done = wait_runs(url, done + 6)
 
         n1.cut()  # longer than a lease: n1's claims expire and their work goes to n2
-        time.sleep(float(SIM["SWARM_BOARD__LEASE_SECONDS"]) + 10)
+        time.sleep(LEASE + 3 * HEARTBEAT)
         n1.restore()
         done = wait_runs(url, done + 6, timeout=240)
 
