@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 # z = 1: the sim's noise makes winners often enough that a short run promotes and transfers some.
-SIM = {"SWARM_HARNESS__SIM_SECONDS": "0.3", "SWARM_BOARD__LEASE_SECONDS": "5", "SWARM_BOARD__Z": "1.0"}
+SIM = {"SWARM_HARNESS__SIM_SECONDS": "0.1", "SWARM_BOARD__LEASE_SECONDS": "5", "SWARM_BOARD__Z": "1.0"}
 
 
 def swarm(*args: str) -> subprocess.CompletedProcess[str]:
