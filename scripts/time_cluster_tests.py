@@ -25,11 +25,13 @@ DURATION = re.compile(r"^([\d.]+)s call\s+(\S+)$")
 
 
 def durations(checkout: Path) -> tuple[dict[str, float], str]:
-    """Each test's call seconds in `checkout`, and pytest's summary line."""
+    """Each test's call seconds in `checkout`, and pytest's summary (its failures, then its last line)."""
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0", *FILES],
                           cwd=checkout, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(checkout)})  # fmt: skip
     found = {m.group(2): float(m.group(1)) for line in done.stdout.splitlines() if (m := DURATION.match(line.strip()))}
-    summary = next((line for line in reversed(done.stdout.splitlines()) if " in " in line), done.stdout[-500:])
+    failures = [line for line in done.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    last = next((line for line in reversed(done.stdout.splitlines()) if " in " in line), done.stdout[-500:])
+    summary = "\n".join([last.strip(), *failures])
     return found, summary
 
 
