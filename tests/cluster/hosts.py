@@ -7,6 +7,7 @@ namespace) reaches every host. Only these addresses and loopback are ever used.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -67,10 +68,15 @@ class Host:
                 pass
 
 
+_CALLS = itertools.count()
+
+
 @contextmanager
 def hosts(names: list[str]) -> Iterator[dict[str, Host]]:
     """Namespaces named after `names`, connected by a bridge; all removed afterwards."""
-    tag = f"{os.getpid() % 10000}"
+    # Names new to each call: a namespace outlives `ip netns del` while its last process dies, and
+    # with it the bridge side of its link, so the next test's link of the same name would exist.
+    tag = f"{os.getpid() % 10000}x{next(_CALLS)}"
     subnet = f"10.77.{os.getpid() % 250}"
     bridge = f"swbr{tag}"
     made: dict[str, Host] = {}

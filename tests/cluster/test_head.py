@@ -18,7 +18,7 @@ from swarm.ground.bus import Bus
 from swarm.ground.settings import Credentials
 from tests.cluster.test_machines import Lines
 
-SIM = {**os.environ, "SWARM_HARNESS__SIM_SECONDS": "0.5", "SWARM_BOARD__LEASE_SECONDS": "10"}
+SIM = {**os.environ, "SWARM_HARNESS__SIM_SECONDS": "0.3", "SWARM_BOARD__LEASE_SECONDS": "10"}
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen[str]:

@@ -1,6 +1,6 @@
 """A swarm across three hosts (network namespaces): a head, two nodes joined while it runs.
 
-One node's link is cut for 10 s and restored; the head's blackboard service is killed and comes
+One node's link is cut for a heartbeat and restored, then for longer than a lease; the head's blackboard service is killed and comes
 back; a node without credentials is refused. Afterwards the stream and the board must agree:
 every result arrived exactly once, no claim was ever held twice, nothing published was lost.
 """
@@ -28,7 +28,11 @@ from swarm.natsserver import NatsServer
 from tests.cluster.hosts import Host, hosts
 from tests.service.test_failover import check_no_decision_doubled, stream
 
-SIM = {"SWARM_HARNESS__SIM_SECONDS": "1", "SWARM_BOARD__LEASE_SECONDS": "30"}
+# A 12 s lease (agents renew every lease / 3 = 4 s) keeps the cuts short: the short cut lasts one
+# heartbeat, two heartbeats inside a lease; the long cut outlasts a lease by three heartbeats.
+LEASE = 12.0
+HEARTBEAT = LEASE / 3
+SIM = {"SWARM_HARNESS__SIM_SECONDS": "1", "SWARM_BOARD__LEASE_SECONDS": str(LEASE)}
 
 
 class Lines:
@@ -102,25 +106,26 @@ def test_three_hosts_a_cut_link_and_a_killed_service_lose_and_double_nothing(tmp
         url = join.split()[2]
         assert url.startswith(f"nats://swarm:") and url.endswith(f"@{head.ip}:4222")
 
-        # A node without the password is refused, with the reason.
+        # A node without the password is refused, with the reason. It tries for a while before it gives
+        # up, so n1 joins meanwhile and the refusal is read once the swarm runs.
         intruder = n2.run(["swarm", "join", f"nats://{head.ip}:4222", "--no-view"], cwd=tmp_path / "n2", env=SIM)
-        said = intruder.communicate(timeout=60)[0]
-        assert intruder.returncode == 2 and "Authorization Violation" in said, said
 
         # Namespaces share the host name: real machines would not, so each node says who it is.
         first = n1.run(shlex.split(join) + ["--no-view", "--name", "n1"], cwd=tmp_path / "n1", env=SIM)
         Lines(first).wait_for(r"^joined ")
         done = wait_runs(url, 4)  # the swarm is running: baseline and the first ideas
+        said = intruder.communicate(timeout=60)[0]
+        assert intruder.returncode == 2 and "Authorization Violation" in said, said
         second = n2.run(shlex.split(join) + ["--no-view", "--name", "n2"], cwd=tmp_path / "n2", env=SIM)
         Lines(second).wait_for(r"^joined ")
 
-        n1.cut()  # n1 keeps working alone; its publishes wait for the link
-        time.sleep(10)
+        n1.cut()  # shorter than a lease: n1 keeps working alone; its publishes wait for the link
+        time.sleep(HEARTBEAT)
         n1.restore()
         done = wait_runs(url, done + 6)
 
         n1.cut()  # longer than a lease: n1's claims expire and their work goes to n2
-        time.sleep(float(SIM["SWARM_BOARD__LEASE_SECONDS"]) + 10)
+        time.sleep(LEASE + 3 * HEARTBEAT)
         n1.restore()
         done = wait_runs(url, done + 6, timeout=240)
 

@@ -3,7 +3,7 @@
 Each host has its own address and host name; the commands are the README's own lines, with the
 placeholders of its example (the password, the head's address) replaced by what the head printed.
 The tier is set to `sim` by environment (SWARM_HARNESS__TIER), which the commands leave alone, so
-the runs take a second. The launcher `scripts/swarm-ssh` is run with `SWARM_SSH` set to a command
+the runs take 0.3 s. The launcher `scripts/swarm-ssh` is run with `SWARM_SSH` set to a command
 that does on a namespace what ssh does on a machine: a shell in the host's home, under its name.
 """
 
@@ -25,7 +25,7 @@ from tests.cluster.hosts import Host, hosts
 from tests.cluster.test_machines import Lines
 
 ROOT = Path(__file__).resolve().parents[2]
-SIM = {"SWARM_HARNESS__TIER": "sim", "SWARM_HARNESS__SIM_SECONDS": "1", "PYTHONPATH": str(ROOT),
+SIM = {"SWARM_HARNESS__TIER": "sim", "SWARM_HARNESS__SIM_SECONDS": "0.3", "PYTHONPATH": str(ROOT),
        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # `swarm` is where this Python's scripts are
 PASSWORD, HEAD_IP = "PASSWORD", "10.0.0.1"  # the README's placeholders
 

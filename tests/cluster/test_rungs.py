@@ -1,11 +1,16 @@
 """Nodes that serve one rung of a ladder, on hosts of their own (network namespaces): a node serving
 only the upper rung joins a swarm already at work on the lower one and receives only upper-rung
-work; the node serving only the lower rung never claims upper-rung work, though there is some."""
+work; the node serving only the lower rung never claims upper-rung work, though there is some.
+The stream shows it, and so does the running swarm's board, read through `swarm query`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +22,7 @@ from swarm.ground.bus import Bus
 from tests.cluster.hosts import hosts
 from tests.cluster.test_machines import Lines, read_stream, wait_runs
 
-SIM = {"SWARM_HARNESS__SIM_SECONDS": "0.5", "SWARM_BOARD__LEASE_SECONDS": "30", "SWARM_BOARD__Z": "1.0"}
+SIM = {"SWARM_HARNESS__SIM_SECONDS": "0.3", "SWARM_BOARD__LEASE_SECONDS": "30", "SWARM_BOARD__Z": "1.0"}
 
 
 async def ok_runs_of(url: str, node: str) -> int:
@@ -36,8 +41,17 @@ def wait_node_runs(url: str, node: str, at_least: int, timeout: float = 240) -> 
         time.sleep(1)
 
 
+def tiers_per_node(url: str) -> dict[str, list[str]]:
+    """Which tiers each node ran, as the running swarm's board says through `swarm query`."""
+    sql = "SELECT node, list_sort(list_distinct(list(tier))) AS tiers FROM runs GROUP BY node"
+    done = subprocess.run([sys.executable, "-m", "swarm", "query", "--url", url, "--format", "json", sql],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return {row["node"]: row["tiers"] for row in json.loads(done.stdout)}
+
+
 @pytest.mark.slow
-def test_a_node_serving_the_upper_rung_joins_a_running_swarm_and_gets_only_upper_rung_work(tmp_path: Path) -> None:
+def test_nodes_serving_one_rung_claim_only_that_rungs_work_and_the_upper_one_joins_a_running_swarm(tmp_path: Path) -> None:
     with hosts(["head", "lower", "upper"]) as machines:
         head, lower, upper = machines["head"], machines["lower"], machines["upper"]
         for name in machines:
@@ -54,6 +68,8 @@ def test_a_node_serving_the_upper_rung_joins_a_running_swarm_and_gets_only_upper
         Lines(above).wait_for(r"^joined ")
         wait_node_runs(url, "upper", 3)  # the upper rung's baseline seeds, at least
         wait_runs(url, done + 10)
+        tiers = tiers_per_node(url)
+        assert tiers == {"lower": ["sim"], "upper": ["sim-large"]}, tiers
         for host in (upper, lower, head):
             host.stop_all()
 
