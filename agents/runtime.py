@@ -97,6 +97,20 @@ class Context:
         finally:
             self.holding.pop(claim, None)
 
+    async def confirm_claims(self) -> None:
+        """Before a result goes out: if a renewal is overdue (an outage, a stopped process), renew now;
+        then, if the claim the caller works under is lost, cancel it here rather than send a result the
+        board would void. Checked, not left to `claim_lost`'s cancel: Python 3.11's `wait_for` drops a
+        cancellation that races a reply, and a request's reply is what brings the news."""
+        if self.heartbeat.behind():
+            try:
+                await self.heartbeat.renew_now()
+            except BoardError as exc:  # the result goes out unconfirmed: the board voids it if need be
+                log.warning("%s: could not confirm its claims before a result: %s", self.spec.agent, exc)
+        current = asyncio.current_task()
+        if any(task is current and claim in self.heartbeat.lost for claim, task in self.holding.items()):
+            raise asyncio.CancelledError()  # `while_held` says the claim was lost
+
     def claim_lost(self, claim: str) -> None:
         """The heartbeat's word that `claim` is no longer ours: stop the work done under it."""
         if (task := self.holding.get(claim)) is not None:

@@ -181,6 +181,7 @@ class Heartbeat:
         self.board, self.interval, self.on_lost = board, interval, on_lost
         self.claims: set[str] = set()
         self.lost: set[str] = set()
+        self.confirmed = time.monotonic()  # when the board last answered a renewal (or none was needed)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Heartbeat:
@@ -198,20 +199,31 @@ class Heartbeat:
     def drop(self, claim: str) -> None:
         self.claims.discard(claim)
 
+    def behind(self) -> bool:
+        """Whether a renewal is overdue (the board did not answer, or this process was stopped): a claim
+        held now may have expired meanwhile."""
+        return bool(self.claims) and time.monotonic() - self.confirmed > 1.5 * self.interval
+
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             if not self.claims:
+                self.confirmed = time.monotonic()
                 continue
             try:
-                result = await self.board.renew(sorted(self.claims))
+                await self.renew_now()
             except BoardError as exc:
                 log.warning("%s: renewal failed, will retry: %s", self.board.agent, exc)
-                continue
-            for claim, held in result.items():
-                if not held and claim in self.claims:
-                    self.claims.discard(claim)
-                    self.lost.add(claim)
-                    log.warning("%s: lost claim %s", self.board.agent, claim)
-                    if self.on_lost is not None:
-                        self.on_lost(claim)
+
+    async def renew_now(self) -> None:
+        """Renew every claim held, now; those the service says are no longer ours are dropped and
+        reported to `on_lost`. BoardError when the board does not answer."""
+        result = await self.board.renew(sorted(self.claims))
+        self.confirmed = time.monotonic()
+        for claim, held in result.items():
+            if not held and claim in self.claims:
+                self.claims.discard(claim)
+                self.lost.add(claim)
+                log.warning("%s: lost claim %s", self.board.agent, claim)
+                if self.on_lost is not None:
+                    self.on_lost(claim)

@@ -76,6 +76,7 @@ async def run_job(ctx: Context, job: Job, curve: list[Progress] | None = None) -
         result = await runner.run(job.code, tier, seed=job.seed, device=device, settings=ctx.settings.harness,
                                   runs_dir=spec.dir / "runs", on_progress=progress,
                                   compute_budget=await compute_budget(ctx, job, tier))  # fmt: skip
+    await ctx.confirm_claims()  # a claim that expired while it trained: its result is not sent
     await ctx.board.publish(RunFinished(
         by=spec.agent, **ids, status=result.status, reason=result.reason or None, val_bpb=result.val_bpb,
         training_seconds=result.training_seconds, total_seconds=result.total_seconds, tokens=result.tokens,

@@ -7,19 +7,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
+
 from agents.arena import describe
-from agents.knobs import edit, read
+from agents.knobs import read
+from agents.runtime import AgentSpec, Context
 from blackboard.client import Board
 from blackboard.events import HypothesisProposed, new_id
 from blackboard.service import Service
 from harness import sim
+from roles import ROLES
 from swarm.ground.bus import Bus
 from swarm.natsserver import NatsServer
-from swarm.ground.settings import BoardSettings, HarnessSettings
-from tests.service.conftest import running_service, wait_leading
+from swarm.ground.settings import BoardSettings, HarnessSettings, Settings
+from tests.service.conftest import ARENA as ARENA_ID, open_arena, running_service, wait_leading
 
 LEASE = 3.0
 
@@ -137,6 +140,59 @@ async def test_an_agent_whose_claim_expired_cancels_its_run_instead_of_reporting
             rep.send_signal(signal.SIGCONT)
             rep.kill()
             await asyncio.to_thread(rep.wait)
+
+
+async def test_a_run_that_finished_while_its_claim_expired_is_not_reported_when_the_agent_wakes(
+    nats_server: NatsServer, bus: Bus, tmp_path: Path
+) -> None:
+    """Frozen past its lease while its run finishes (a partition that outlasts the run): on waking, the
+    result and the heartbeat's overdue renewal are both due; the agent asks first, finds the claim
+    lost, and drops the result, so the seed is measured by the re-granted run alone."""
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(lease_seconds=LEASE)) as service:
+        await wait_leading(service)
+        rep = agent(nats_server.url, tmp_path, "replicator", "rep", 1.0)
+        try:
+            await until(lambda: service.state.runs_started == 1)
+            [first] = service.state.running
+            rep.send_signal(signal.SIGSTOP)  # its sim run (another process) finishes meanwhile
+            await until(lambda: first in service.state.lost, timeout=60)  # its claim expired, its run declared lost
+            rep.send_signal(signal.SIGCONT)
+            await until(lambda: service.state.runs_started >= 2, timeout=120)  # it went on to the next piece
+            assert not any(run.id == first for p in service.state.patches.values() for run in p.runs), \
+                "the result of a run whose claim was lost must not be reported"
+            assert "lost claim" in (tmp_path / "rep.log").read_text()
+        finally:
+            rep.send_signal(signal.SIGCONT)
+            rep.kill()
+            await asyncio.to_thread(rep.wait)
+
+
+async def test_work_whose_claim_expired_unrenewed_is_cancelled_before_its_result_goes_out(
+    bus: Bus, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The mechanism behind the test above, without its race: a claim that nobody renewed expires; the
+    work done under it asks before reporting (`confirm_claims`) and is cancelled, not reported."""
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(lease_seconds=LEASE)) as service:
+        await wait_leading(service)
+        board = Board(bus, "frozen", retry_seconds=20)
+        await open_arena(board)
+        claim = await board.claim(["baseline"], [ARENA_ID], wait=10)
+        assert claim is not None
+        ctx = Context(AgentSpec("frozen", ROLES["replicator"], "n1", "", tmp_path), Settings(), board, None,
+                      board.heartbeat(LEASE / 3))  # fmt: skip
+        ctx.heartbeat.on_lost = ctx.claim_lost
+        ctx.heartbeat.hold(claim.claim)  # held, but its heartbeat never beats: as if the agent were frozen
+        await until(lambda: claim.claim not in service.state.claims, timeout=60)
+        reported: list[str] = []
+
+        async def work() -> str:
+            await ctx.confirm_claims()
+            reported.append("the result")  # what run_job publishes next
+            return "done"
+
+        assert await ctx.while_held(claim.claim, work()) is None
+    assert reported == [] and claim.claim in ctx.heartbeat.lost
+    assert any("lost claim" in record.getMessage() for record in caplog.records)
 
 
 async def test_an_agent_waits_out_an_outage_longer_than_any_retry_and_its_result_is_stored_once(
