@@ -44,6 +44,11 @@ LEFT JOIN work w ON w.ref = b.patch AND w.work_kind = 'transfer'
 WHERE b.previous IS NOT NULL AND b.patch NOT IN (SELECT source FROM transfers) ORDER BY b.seq
 """
 
+BASELINES = """
+SELECT a.arena, count(r.run) FILTER (WHERE r.status = 'ok') FROM arenas a LEFT JOIN runs r ON r.patch = a.baseline_patch
+WHERE a.arena NOT IN (SELECT arena FROM current_bests) GROUP BY a.arena
+"""
+
 
 def _records(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(result["columns"], row)) for row in result["rows"]]
@@ -62,10 +67,14 @@ async def outcomes(query: Query) -> list[dict[str, Any]]:
 async def undecided(query: Query, ladder: list[str]) -> list[str]:
     """Winners below the ladder's top whose transfer has no outcome yet, and why (for the summary)."""
     lines = []
+    baselines = dict((await query(BASELINES))["rows"])  # upper rungs' arenas with no best yet: their ok baseline runs
     for patch, title, tier, queued in (await query(UNDECIDED))["rows"]:
         if tier in ladder[:-1]:
             upper = ladder[ladder.index(tier) + 1]
-            why = "under way when the swarm stopped" if queued else f"waiting for a {upper} arena with a best"
+            waits = [f"{arena}'s baseline ({ok} ok run(s) so far)" for arena, ok in baselines.items()
+                     if arena.startswith(f"{upper}/")]  # fmt: skip
+            why = ("under way when the swarm stopped" if queued else
+                   f"waiting for {' and '.join(waits)}" if waits else f"waiting for a {upper} arena with a best")  # fmt: skip
             lines.append(f"  {tier} -> {upper}: {patch} {title!r}: no outcome yet: {why}")
     return lines
 

@@ -191,6 +191,8 @@ async def test_the_upper_rungs_baseline_waits_for_the_first_winner_below(bus: Bu
     assert upper["waiting"] == "waiting: its baseline runs when the first winner of sim climbs"
     winner = await driver.try_idea(low.id, "shrink the softcap", times=HOLD["shrink the softcap"])
     assert service.state.patches[winner].outcome == "promoted"
+    [line] = await cascade.undecided(driver.board.query, ["sim", "sim-large"])  # the summary, were it stopped now
+    assert f"{winner} 'shrink the softcap': no outcome yet: waiting for {high.id}'s baseline (" in line, line
     await driver.until(lambda: transfers_done(service) == 1)  # the baseline ran first, then the winner climbed
     assert [w.kind for w in sorted(upper_work(), key=lambda w: w.order)][:3] == ["baseline"] * 3
     [done] = await stored_transfers(bus)
