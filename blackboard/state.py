@@ -409,9 +409,12 @@ class State:
     # --- questions the service asks -----------------------------------------------------------------
 
     def next_work(self, kinds: Iterable[str], arenas: Iterable[str], taken: Container[str] = ()) -> Work | None:
-        """The first queued work of the first kind that has some, over the given arenas ("*": any),
-        passing over `taken` (granted by decisions not yet applied)."""
-        arenas = list(self.arenas) if "*" in arenas else list(arenas)
+        """The first queued work of the first kind that has some, over the given arenas ("*": any;
+        "tiny/*": any of that tier), passing over `taken` (granted by decisions not yet applied)."""
+        arenas = list(arenas)
+        if any(arena.endswith("*") for arena in arenas):
+            prefixes = tuple(arena[:-1] for arena in arenas if arena.endswith("*"))
+            arenas = [arena for arena in self.arenas if arena.startswith(prefixes) or arena in arenas]
         for kind in kinds:
             best: tuple[int, int, str] | None = None
             for arena in arenas:

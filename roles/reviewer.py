@@ -53,7 +53,7 @@ class Reviewer(Role):
         self.program = program(self.name)
         while not ctx.stopping:
             ctx.say("waiting for a candidate to review")
-            claim = await ctx.claim(["review"], ["*"], wait=10)
+            claim = await ctx.claim(["review"], [f"{tier}/*" for tier in ctx.settings.agents.review_tiers] or ["*"], wait=10)
             if claim is None or claim.patch is None:
                 continue
             ctx.heartbeat.hold(claim.claim)

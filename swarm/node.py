@@ -86,7 +86,7 @@ def served_tiers(settings: Settings, devices: list[str]) -> list[str]:
 
 def tier_roles(settings: Settings, tier: str, first: bool, roles: tuple[str, ...]) -> tuple[str, ...]:
     """The roles a node runs for one of its tiers: no ideator above the ladder's lowest rung (unless
-    `agents.ideate_upper`), and the reviewer (it serves every arena) with the node's first tier only."""
+    `agents.ideate_upper`), and the reviewer (it serves the node's rungs) with the node's first tier only."""
     ladder = settings.board.ladder
     upper = bool(ladder) and tier != ladder[0] and not settings.agents.ideate_upper
     return tuple(role for role in roles if not (role == "ideator" and upper) and not (role == "reviewer" and not first))
@@ -109,6 +109,8 @@ class Node:
     def _start_tier(self, supervisor: Supervisor, url: str, credentials: Credentials, tier: str,
                     roles: tuple[str, ...], suffix: str) -> None:  # fmt: skip
         env = {**child_env(self.settings, credentials), "SWARM_HARNESS__TIER": tier}
+        if self.settings.board.ladder:  # its reviewer takes the candidates of this node's rungs, no other's
+            env["SWARM_AGENTS__REVIEW_TIERS"] = ",".join(self.tiers)
         base = ["--config", str(self.config)] if self.config else []
         counts: dict[str, int] = {}
         for role, device in Plan.for_devices(self.settings, self.devices, roles).agents:

@@ -113,6 +113,13 @@ class AgentsSettings(Frozen):
     implement_failures: int = 3  # a hypothesis whose implementation fails this often (any agent) is given up
     note_every: int = 10  # an ideator's LLM brain writes a lab-notebook note per arena every this many trials; 0: never
     ideate_upper: bool = False  # ideators also propose on the ladder's upper rungs (default: the lowest only)
+    review_tiers: list[str] = []  # a reviewer takes candidates of these tiers only; empty: of every arena
+
+    @field_validator("review_tiers", mode="before")
+    @classmethod
+    def _tiers(cls, value: Any) -> Any:
+        """`sim,sim-large` (the environment's spelling) or a list."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
 class Settings(Frozen):
