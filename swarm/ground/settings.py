@@ -23,6 +23,11 @@ ENV_PREFIX = "SWARM_"
 FILE_NAME = "swarm.toml"
 
 
+def _comma_list(value: Any) -> Any:
+    """A list setting as the CLI and the environment spell it (`tiny,small`), or as given."""
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -76,7 +81,7 @@ class BoardSettings(Frozen):
         """`tiny,small` (the CLI's and the environment's spelling) or a list; every rung a known tier, once."""
         from harness.tiers import TIERS
 
-        rungs = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        rungs = _comma_list(value)
         if isinstance(rungs, list):
             unknown = [rung for rung in rungs if rung not in TIERS]
             if unknown:
@@ -118,8 +123,7 @@ class AgentsSettings(Frozen):
     @field_validator("review_tiers", mode="before")
     @classmethod
     def _tiers(cls, value: Any) -> Any:
-        """`sim,sim-large` (the environment's spelling) or a list."""
-        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        return _comma_list(value)
 
 
 class Settings(Frozen):
