@@ -40,7 +40,8 @@ class Requests:
         self.grace_until = 0.0  # no claim expires before this (a new leader gives holders one lease)
         self.gone: dict[str, float] = {}  # agent -> when it left, or one of its claims expired
         self._asked: dict[str, asyncio.Future[dict[str, Any] | None]] = {}  # claim request id -> its answer
-        self.superseded: set[str] = set()  # claims of an agent id's earlier process: a new one joined
+        self.superseded: set[str] = set()  # claims nobody renews: their agent left, or a new process of it joined
+        self.left: set[str] = set()  # agents whose process said it left (and no new one has joined since)
         self._work_generation = 0  # bumped whenever work may have become claimable
         self._work_waiters: list[asyncio.Future[None]] = []
         self._verdict_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -52,11 +53,18 @@ class Requests:
     def saw(self, event: Event) -> None:
         """The tail applied `event`: wake the requests waiting for what it brings."""
         if isinstance(event, AgentLeft):
+            # A leaving agent releases what it holds first, so what its id holds now was granted to a
+            # claim request it gave up on while stopping: the reply found nobody, and nobody renews it.
             self.gone[event.agent] = time.time()
+            self.left.add(event.agent)
+            self.superseded.update(self.state.held.get(event.agent, ()))
         if isinstance(event, AgentJoined):
             # An agent joins before it claims, so what its id holds now was claimed by an earlier
             # process of it (crashed, restarted by its supervisor): nobody renews those claims.
+            self.left.discard(event.agent)
             self.superseded.update(self.state.held.get(event.agent, ()))
+        if isinstance(event, ClaimGranted) and event.agent in self.left:
+            self.superseded.add(event.claim)  # decided before its agent's leaving was seen, stored after it
         if isinstance(event, (WorkQueued, ClaimExpired)) or (isinstance(event, ClaimReleased) and not event.done):
             self._work_generation += 1
             for future in self._work_waiters:
@@ -66,18 +74,30 @@ class Requests:
             for future in self._verdict_waiters.pop(getattr(event, "hypothesis", None) or getattr(event, "patch"), []):
                 future.done() or future.set_result(None)
 
+    async def end_orphans(self) -> None:
+        """End the claims nobody renews (see `superseded`) now, with no grace: the process that held
+        them is gone. Their work goes back to the pool."""
+        writer = self.writer
+        self.superseded &= self.state.claims.keys()
+        for claim_id in sorted(self.superseded):
+            async with writer.lock:
+                if not writer.leading or (claim := self.state.claims.get(claim_id)) is None:
+                    continue
+                if claim.agent in self.left:
+                    why = f"agent {claim.agent} left before the grant reached it"
+                    log.info("%s: claim %s back to the pool: %s", self.instance, claim_id, why)
+                    await writer.publish(ClaimReleased(by=self.instance, claim=claim_id, done=False, reason=why))
+                else:
+                    log.info("%s: claim %s of %s ended: a new process of that agent joined", self.instance,
+                             claim_id, claim.agent)  # fmt: skip
+                    await writer.publish(ClaimExpired(by=self.instance, claim=claim_id))
+
     async def expiry_loop(self) -> None:
         writer = self.writer
         while writer.leading:
             await asyncio.sleep(EXPIRY_CHECK_SECONDS)
             now = time.time()
-            self.superseded &= self.state.claims.keys()
-            for claim_id in sorted(self.superseded):  # no grace: the process that held them is gone
-                async with writer.lock:
-                    if (claim := self.state.claims.get(claim_id)) is not None:
-                        log.info("%s: claim %s of %s ended: a new process of that agent joined", self.instance,
-                                 claim_id, claim.agent)  # fmt: skip
-                        await writer.publish(ClaimExpired(by=self.instance, claim=claim_id))
+            await self.end_orphans()
             if now < self.grace_until:
                 continue
             for claim in self.state.expired(now):

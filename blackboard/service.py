@@ -74,6 +74,7 @@ class Service:
             await self._until_failed(tasks, self._lease_loop())
         finally:
             if self.leader and self._lease is not None:
+                await self._orphans_back()
                 await self._step_down("stopping")
                 try:
                     await self._lease.release()  # the standby need not wait out the TTL
@@ -85,6 +86,17 @@ class Service:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.flush()
+
+    async def _orphans_back(self) -> None:
+        """A stopping leader first hands back the claims of agents that left just before it (a swarm
+        stops its agents, then its service), so that no stopped swarm's board shows work held."""
+        try:
+            async with asyncio.timeout(5):
+                await self._wait_applied(await self.bus.last_seq())
+                await self.requests.end_orphans()
+                await self._wait_applied(await self.bus.last_seq())  # in the projection it leaves behind
+        except (TimeoutError, BusError, BoardError) as exc:
+            log.warning("%s: stopping with claims of departed agents still held (they expire): %r", self.instance, exc)
 
     @staticmethod
     async def _until_failed(tasks: list[asyncio.Task[None]], work: Awaitable[None]) -> None:

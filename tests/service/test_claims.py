@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from blackboard.client import Board
-from blackboard.events import AgentJoined
+from blackboard.events import AgentJoined, AgentLeft
 from blackboard.service import Service
 from swarm.ground.bus import Bus
 from swarm.ground.errors import BoardError
@@ -129,6 +130,34 @@ async def test_a_restarted_agent_is_granted_work_at_once_and_its_earlier_process
                     await restarted.release(claim.claim, done=True)
         assert not {c.claim for c in old} & service.state.claims.keys(), "the earlier process's claims ended"
         assert {c.work for c in claims} <= work
+
+
+async def test_a_grant_whose_agent_left_goes_back_to_the_pool_even_as_the_swarm_stops(bus: Bus, tmp_path: Path) -> None:
+    """A stopping agent gives up a claim request the service may already have granted: the reply finds
+    nobody, so the grant is never released by it. Its leaving hands such claims back (seen: a
+    Ctrl-C'd swarm's board showing two claims held for good), also when the service stops next."""
+    settings = BoardSettings(lease_seconds=120)
+    db = tmp_path / "board.duckdb"
+    async with running_service(bus, db, settings) as service:
+        await wait_leading(service)
+        board = Board(bus, agent="tester")
+        work = await queue_implement_work(board, service, 2)
+        leaver = Board(bus, agent="leaver")
+        first = await leaver.claim(["implement"], [ARENA], wait=5)
+        assert first is not None
+        await board.publish(AgentLeft(by="leaver", agent="leaver", reason="stopped by signal"))
+        async with asyncio.timeout(60):  # the lease is 120 s: only the leaving can free it this soon
+            while first.claim in service.state.claims:
+                await asyncio.sleep(0.05)
+        assert service.state.work[first.work].status == "queued"
+        await board.publish(AgentJoined(by="leaver", agent="leaver", role="implementer", node="n", pid=3))
+        second = await leaver.claim(["implement"], [ARENA], wait=5)
+        assert second is not None and {first.work, second.work} <= work
+        await board.publish(AgentLeft(by="leaver", agent="leaver", reason="stopped by signal"))
+        # the context stops the service now, at once: it still hands the claim back before it goes
+    with duckdb.connect(str(db), read_only=True) as projection:
+        rows = projection.execute("SELECT status, reason FROM claims WHERE agent = 'leaver'").fetchall()
+    assert rows == [("released", "agent leaver left before the grant reached it")] * 2
 
 
 async def test_a_refused_claim_is_not_fatal_to_an_agent(bus: Bus, service: Service, tmp_path: Path) -> None:
