@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import os
+
+# One intra-op thread for every torch process of the suite (before anything imports torch; runs
+# inherit it): the suite runs two tests at once on 2 cores (scripts/test), and torch's default of a
+# thread per core, beside any other busy process, spins in its barriers and trains 3x slower
+# (measured: a tiny run beside one busy core did not finish in 300 s; one thread, 120 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from collections.abc import AsyncIterator, Iterator  # noqa: E402
 from pathlib import Path
 
 import pytest

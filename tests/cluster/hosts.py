@@ -7,6 +7,7 @@ namespace) reaches every host. Only these addresses and loopback are ever used.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import signal
@@ -69,6 +70,17 @@ class Host:
 
 
 _CALLS = itertools.count()
+_SUBNETS_LOCK = Path("/tmp/swarm-test-subnets.lock")  # test processes running side by side (pytest -n) take turns
+
+
+def _claim_subnet(bridge: str) -> str:
+    """The first 10.77.N/24 no other bridge has, given to `bridge` while no other test process picks one."""
+    with open(_SUBNETS_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        taken = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+        subnet = next(f"10.77.{n}" for n in range(250) if f" 10.77.{n}." not in taken)
+        sh("ip", "addr", "add", f"{subnet}.254/24", "dev", bridge)
+    return subnet
 
 
 @contextmanager
@@ -77,12 +89,11 @@ def hosts(names: list[str]) -> Iterator[dict[str, Host]]:
     # Names new to each call: a namespace outlives `ip netns del` while its last process dies, and
     # with it the bridge side of its link, so the next test's link of the same name would exist.
     tag = f"{os.getpid() % 10000}x{next(_CALLS)}"
-    subnet = f"10.77.{os.getpid() % 250}"
     bridge = f"swbr{tag}"
     made: dict[str, Host] = {}
     sh("ip", "link", "add", bridge, "type", "bridge")
     try:
-        sh("ip", "addr", "add", f"{subnet}.254/24", "dev", bridge)
+        subnet = _claim_subnet(bridge)
         sh("ip", "link", "set", bridge, "up")
         for i, name in enumerate(names, start=1):
             namespace, link = f"sw{tag}{name}", f"sw{tag}v{i}"

@@ -91,8 +91,8 @@ def test_the_several_machines_section_works_as_written(tmp_path: Path) -> None:
         def literal(argv: list[str]) -> list[str]:
             return [arg.replace(PASSWORD, password).replace(HEAD_IP, address) for arg in argv]
 
-        for node in (gpu1, gpu2):  # joined while the swarm already runs
-            node.run(literal(swarm_line(join_block)), cwd=homes[node.hostname], env=SIM)
+        for node in (gpu1, gpu2):  # joined while the swarm already runs; their output read (a full pipe blocks them)
+            Lines(node.run(literal(swarm_line(join_block)), cwd=homes[node.hostname], env=SIM))
         status = wait_for_nodes(gpu2, literal(swarm_line(status_block)), homes["gpu2"], {"gpu1", "gpu2"})
         assert status["live"] and {"head", "gpu1", "gpu2"} <= {node["node"] for node in status["nodes"]}
         table = subprocess.run([*gpu1.prefix(), *literal(swarm_line(status_block))], cwd=homes["gpu1"], text=True,
