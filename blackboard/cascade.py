@@ -35,6 +35,16 @@ def rung_arenas(state: State, tier: str) -> list[Arena]:
     return [arena for arena in state.arenas.values() if arena.tier == tier]
 
 
+def waits_for_a_climber(state: State, arena: Arena) -> bool:
+    """An upper rung's arena before any winner of the rung below (board.lazy_upper): its baseline waits,
+    so the devices that serve both rungs work the cheap one first. The first winner below starts it."""
+    ladder = state.settings.ladder
+    if not state.settings.lazy_upper or arena.tier not in ladder[1:]:
+        return False
+    below = ladder[ladder.index(arena.tier) - 1]
+    return not any(state.arenas[state.patches[w].arena].tier == below for w in state.winners)
+
+
 def decide_winner(state: State, patch_id: str) -> WorkQueued | None:
     """The next transfer a winner needs queued: its restack, then one per next-rung arena with a best."""
     winner = state.patches[patch_id]
@@ -49,6 +59,35 @@ def decide_winner(state: State, patch_id: str) -> WorkQueued | None:
         if target.best is not None and target.id not in queued:
             return _queue(target, patch_id)
     return None
+
+
+def runs_to_finish(state: State) -> int:
+    """Runs the work already begun still needs, beyond those granted: queued baselines, replications
+    and promotions; the seeds an open candidate has not queued yet; and each climb in progress (a
+    winner's transfer to an upper-rung arena, or a restack, with no re-applied patch yet) the
+    promotion seeds its patch will need. What `board.max_runs` keeps back from new ideas near its end,
+    so a run budget ends with decided climbs rather than a half-measured one (see `Requests`)."""
+    seeds = state.settings.promotion_seeds
+    queued = sum(1 for (_, kind), heap in state.queues.items() if kind in ("baseline", "replicate", "promote")
+                 for w in {w for _, _, w in heap} if state.work[w].status == "queued")  # fmt: skip
+    for arena in state.arenas.values():  # a baseline still to be queued (its arena just opened or woke)
+        base = state.patches[arena.baseline_patch]
+        if arena.best is None and not base.settled and not waits_for_a_climber(state, arena):
+            planned = {run.seed for run in base.runs} | {state.work[w].seed for w in state.work_by_ref.get(base.id, [])}
+            queued += max(0, seeds - len(planned))
+    for patch in state.patches.values():
+        if patch.candidate and not patch.settled and patch.review != "reject":
+            planned = {run.seed for run in patch.runs} | {state.work[w].seed for w in state.work_by_ref.get(patch.id, [])
+                                                         if state.work[w].kind == "replicate"}  # fmt: skip
+            queued += max(0, seeds - len(planned))
+    climbs = sum(1 for t in state.transfers.values() if t.outcome is None and t.patch is None and not t.unportable)
+    for winner in state.winners:  # a transfer not queued yet: its upper arena has no best so far
+        source = state.patches[winner]
+        upper = next_rung(state, state.arenas[source.arena].tier)
+        sent = {t.to_arena for t in state.transfers.values() if t.source == winner}
+        climbs += sum(1 for target in rung_arenas(state, upper) if target.id not in sent and  # a settled baseline
+                      (target.best is not None or not state.patches[target.baseline_patch].settled)) if upper else 0  # and no best: failed
+    return queued + climbs * seeds
 
 
 def _queue(target: Arena, source: str) -> WorkQueued:

@@ -14,7 +14,7 @@ from blackboard.events import (
     BestPromoted, Decision, HypothesisApproved, HypothesisRejected, PatchAccepted, PatchRefused, ReplicationDone,
     RunLost, WorkCancelled, WorkQueued, new_id,
 )  # fmt: skip
-from blackboard.state import Arena, Patch, State
+from blackboard.state import Patch, State
 
 SERVICE = "service"  # who the state's decisions name; the service signs them with its instance on publishing
 MAX_BASELINE_RETRIES = 2  # failed baseline seeds re-queued per arena before we give up
@@ -52,7 +52,7 @@ def _decide_arena(state: State, arena_id: str) -> Decision | None:
         return None
     seeds = state.settings.promotion_seeds
     queued = [state.work[w] for w in state.work_by_ref.get(base.id, []) if state.work[w].kind == "baseline"]
-    if not queued and _waits_for_a_climber(state, arena):
+    if not queued and cascade.waits_for_a_climber(state, arena):
         return None
     values = base.ok_values()
     if len(values) >= seeds:
@@ -73,16 +73,6 @@ def _decide_arena(state: State, arena_id: str) -> Decision | None:
             "arena has no best to build on; see those runs' reasons (swarm history --status crash)",
         )  # fmt: skip
     return None
-
-
-def _waits_for_a_climber(state: State, arena: Arena) -> bool:
-    """An upper rung's arena before any winner of the rung below (board.lazy_upper): its baseline waits,
-    so the devices that serve both rungs work the cheap one first. The first winner below starts it."""
-    ladder = state.settings.ladder
-    if not state.settings.lazy_upper or arena.tier not in ladder[1:]:
-        return False
-    below = ladder[ladder.index(arena.tier) - 1]
-    return not any(state.arenas[state.patches[w].arena].tier == below for w in state.winners)
 
 
 def _decide_audit(state: State, patch_id: str) -> WorkQueued | None:

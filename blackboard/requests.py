@@ -160,6 +160,8 @@ class Requests:
             raise BoardError(f"{agent} already holds {self.settings.max_claims_per_agent} claims")
         allowed = kinds if self.state.device_work_left(self.settings.max_runs, batch.device_grants) else [
             kind for kind in kinds if kind not in DEVICE_WORK]  # the run budget is spent  # fmt: skip
+        if "implement" in allowed and self._budget_needed_to_finish(batch):
+            allowed = [kind for kind in allowed if kind != "implement"]
         work = self.state.next_work(allowed, arenas, taken=batch.works)
         if work is None:
             return None
@@ -168,6 +170,15 @@ class Requests:
         batch.device_grants += work.kind in DEVICE_WORK
         return ClaimGranted(by=self.instance, claim=new_id("c"), work=work.id, agent=agent,
                             expires_at=time.time() + self.settings.lease_seconds)  # fmt: skip
+
+    def _budget_needed_to_finish(self, batch: Batch) -> bool:
+        """Whether the rest of the run budget (`board.max_runs`) is needed to finish what was begun
+        (`cascade.runs_to_finish`): then no new idea gets a run, since it could not be decided either."""
+        max_runs, state = self.settings.max_runs, self.state
+        if max_runs is None:
+            return False
+        left = max_runs - state.runs_started - state.runs_reserved() - batch.device_grants
+        return left <= cascade.runs_to_finish(state)
 
     def _held(self, batch: Batch, agent: str, claim_id: str) -> bool:
         """Whether `agent` holds the claim and no decision earlier in the batch releases it."""

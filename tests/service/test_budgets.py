@@ -14,11 +14,13 @@ from swarm.ground.bus import Bus
 from swarm.ground.settings import BoardSettings
 from tests.service.conftest import ARENA, running_service, wait_leading
 from tests.service.test_claims import queue_implement_work
+from tests.service.test_decisions import establish_baseline
 
 
 async def test_a_repair_run_keeps_its_claim_and_counts_against_the_run_budget(bus: Bus, tmp_path: Path) -> None:
-    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(max_runs=3)) as service:
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(max_runs=6)) as service:
         await wait_leading(service)
+        await establish_baseline(Board(bus, agent="tester"))  # runs 1-3 of 6: the rest is left for new ideas
         await queue_implement_work(Board(bus, agent="tester"), service, 3)
         first, second = Board(bus, agent="impl-a"), Board(bus, agent="impl-b")
         claim = await first.claim(["implement"], [ARENA], wait=5)
@@ -28,19 +30,32 @@ async def test_a_repair_run_keeps_its_claim_and_counts_against_the_run_budget(bu
         await first.publish(RunFinished(by="impl-a", run="r-crash", **ids, status="crash", reason="boom",
                                         fingerprint="f" * 64, source_hash="h"))  # fmt: skip
         async with asyncio.timeout(30):
-            while service.state.runs_finished < 1:
+            while service.state.runs_finished < 4:
                 await asyncio.sleep(0.05)
         assert claim.claim in service.state.claims, "a crashed run's holder keeps its claim to repair under it"
         assert await first.rerun(claim.claim), "one repair run: within the budget of 3"
         assert await second.claim(["implement"], [ARENA], wait=1) is not None  # the third run of the budget
-        assert service.state.runs_started + service.state.runs_reserved() == 3
+        assert service.state.runs_started + service.state.runs_reserved() == 6
         await first.publish(RunStarted(by="impl-a", run="r-repair", **ids))
         async with asyncio.timeout(30):
-            while service.state.runs_started < 2:
+            while service.state.runs_started < 5:
                 await asyncio.sleep(0.05)
         assert not await first.rerun(claim.claim), "a second repair would be a fourth run"
         assert await second.claim(["implement"], [ARENA], wait=1) is None, "and so would a third claim"
 
+
+
+async def test_near_the_end_of_the_run_budget_a_new_idea_waits_for_the_runs_begun_work_needs(bus: Bus, tmp_path: Path) -> None:
+    """Four runs, and the baseline needs three: one explore fits, a second would leave the baseline
+    (and so every verdict) unfinished when the budget ends, so the agent gets a baseline run instead."""
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(max_runs=4)) as service:
+        await wait_leading(service)
+        await queue_implement_work(Board(bus, agent="tester"), service, 2)
+        kinds = ["implement", "baseline"]  # an agent that prefers new ideas
+        first = await Board(bus, agent="a").claim(kinds, [ARENA], wait=5)
+        second = await Board(bus, agent="b").claim(kinds, [ARENA], wait=5)
+        assert first is not None and first.kind == "implement"
+        assert second is not None and second.kind == "baseline", "the last three runs are the baseline's"
 
 
 async def test_an_agent_counts_its_own_spend_at_once_and_the_others_from_the_board(bus: Bus, service: Service) -> None:

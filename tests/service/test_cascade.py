@@ -19,6 +19,7 @@ from agents import knobs
 from agents.arena import ArenaInfo, describe, open_arena
 from agents.brains import make_brain
 from agents.brains.base import Accounting
+from blackboard.cascade import runs_to_finish
 from blackboard.client import Board, Claim
 from blackboard.events import HypothesisProposed, PatchSubmitted, ReviewDone, RunFinished, TransferDone, decode, new_id
 from blackboard.rules import code_hash
@@ -193,6 +194,8 @@ async def test_the_upper_rungs_baseline_waits_for_the_first_winner_below(bus: Bu
     assert service.state.patches[winner].outcome == "promoted"
     [line] = await cascade.undecided(driver.board.query, ["sim", "sim-large"])  # the summary, were it stopped now
     assert f"{winner} 'shrink the softcap': no outcome yet: waiting for {high.id}'s baseline (" in line, line
+    begun = sum(1 for w in upper_work() if w.kind == "baseline" and w.status != "queued")
+    assert runs_to_finish(service.state) == (3 - begun) + 3, "what a run budget keeps back: the rest of the baseline, the transfer's seeds"
     await driver.until(lambda: transfers_done(service) == 1)  # the baseline ran first, then the winner climbed
     assert [w.kind for w in sorted(upper_work(), key=lambda w: w.order)][:3] == ["baseline"] * 3
     [done] = await stored_transfers(bus)
