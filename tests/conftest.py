@@ -9,6 +9,10 @@ import os
 # thread per core, beside any other busy process, spins in its barriers and trains 3x slower
 # (measured: a tiny run beside one busy core did not finish in 300 s; one thread, 120 s).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# pytest-xdist's workers inherit COLUMNS=80 and LINES=24, which the CLI takes for a terminal's size
+# (its tables fold ids to fit); without them, output to a pipe is as the tests expect it anywhere.
+for name in ("COLUMNS", "LINES"):
+    os.environ.pop(name, None)
 
 from collections.abc import AsyncIterator, Iterator  # noqa: E402
 from pathlib import Path
