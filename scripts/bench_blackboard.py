@@ -1,7 +1,8 @@
 """Benchmark the blackboard: claims per second and claim latency with 1, 8 and 64 concurrent
 clients beside Optuna's journal storage, and history query latency with 1,000,000 runs on the board.
 
-Everything is real: a nats-server (JetStream synced on every write), a `swarm service` process,
+Everything is real: a nats-server (JetStream synced on every write, then again with the writing left
+to the OS as Optuna's journal file leaves it: `nats.fsync = false`), a `swarm service` process,
 clients in other processes. A claim here is a full cycle's first half: the client asks, the
 service decides, publishes ClaimGranted (fsynced), sees it back from the stream and replies; the
 client then releases the work back to the pool (a second decision), so a small pool serves the
@@ -201,6 +202,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=50, help="history calls per filter")
     parser.add_argument("--clients", default="1,8,64", help="concurrency levels, comma-separated")
     parser.add_argument("--no-optuna", action="store_true", help="skip Optuna's figures")
+    parser.add_argument("--fsync-only", action="store_true", help="claims with the default fsynced server only")
     parser.add_argument("--profile", type=Path, help="run the claims' service under cProfile, its stats to this file")
     args = parser.parse_args()
     levels = [int(x) for x in args.clients.split(",") if x.strip()]
@@ -208,16 +210,19 @@ def main() -> None:
     print(f"2-core figures depend on load: `uptime` now says {os.getloadavg()[0]:.2f}", flush=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a warning per lock wait: the p99 says it
 
-    with NatsServer(dir=work / "nats") as server:
-        service = start_service(server.url, work / "claims.duckdb", work / "claims-service.log", args.profile)
-        try:
-            asyncio.run(fill_pool(server.url))
-            print(f"claims (grant + release per cycle, {POOL} pieces of work, {args.seconds:.0f} s each):")
-            for clients in levels:
-                print_row(bench_claims(server.url, clients, args.seconds, service.pid, server.process.pid), "claims")
-        finally:
-            service.terminate()
-            service.wait(30)
+    for fsync in (True, False) if not args.fsync_only else (True,):
+        with NatsServer(dir=work / f"nats-{fsync}", fsync=fsync) as server:
+            service = start_service(server.url, work / f"claims-{fsync}.duckdb", work / "claims-service.log", args.profile)
+            try:
+                asyncio.run(fill_pool(server.url))
+                print(f"claims (grant + release per cycle, {POOL} pieces of work, {args.seconds:.0f} s each), "
+                      + ("every event fsynced (the default):" if fsync else "written back by the OS (nats.fsync = false; "
+                         "Optuna's journal file does not fsync either):"), flush=True)  # fmt: skip
+                for clients in levels:
+                    print_row(bench_claims(server.url, clients, args.seconds, service.pid, server.process.pid), "claims")
+            finally:
+                service.terminate()
+                service.wait(30)
     if not args.no_optuna:
         print(f"Optuna JournalStorage (JournalFileBackend), worker processes asking (+ telling) the next trial, "
               f"{args.seconds:.0f} s each:", flush=True)  # fmt: skip

@@ -96,7 +96,7 @@ class Head:
             cluster = Cluster("swarm", "127.0.0.1", route_ports[i], routes) if opts.servers > 1 else None
             port = opts.port + i if opts.port > 0 else -1
             server = NatsServer(dir=self.dir / ("nats" if i == 0 else f"nats-{i}"), host=opts.host, port=port,
-                                name=f"swarm-{i}", auth=auth, tls=tls, cluster=cluster)  # fmt: skip
+                                name=f"swarm-{i}", auth=auth, tls=tls, cluster=cluster, fsync=self.settings.nats.fsync)  # fmt: skip
             self.servers.append(server.start())
             server.port = int(server.url.rsplit(":", 1)[1])  # a restart listens where clients reconnect
         self.urls = [server.url for server in self.servers]

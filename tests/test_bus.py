@@ -202,6 +202,23 @@ async def test_a_server_with_auth_refuses_a_client_without_credentials(tmp_path:
         await bus.close()
 
 
+async def test_a_head_with_fsync_off_leaves_the_write_back_to_the_os_and_still_stores(tmp_path: Path) -> None:
+    from swarm.ground.settings import NatsSettings, Settings
+    from swarm.head import Head, HeadOptions
+
+    head = Head(Settings(dir=tmp_path / "swarm", nats=NatsSettings(fsync=False)), HeadOptions())
+    await asyncio.to_thread(head.start_servers)
+    try:
+        [server] = head.servers
+        assert "sync_interval" not in (server.dir / "nats-server.conf").read_text()
+        bus = await Bus.connect(server.url, name="test")
+        await bus.ensure_stream()
+        assert await bus.publish(joined(1)) == 1 and await bus.last_seq() == 1
+        await bus.close()
+    finally:
+        head.stop()
+
+
 def test_server_stops_cleanly_and_config_syncs_every_write(tmp_path: Path) -> None:
     server = NatsServer(dir=tmp_path / "nats")
     assert "sync_interval: always" in server.config()
