@@ -26,12 +26,20 @@ def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
                             stderr=subprocess.STDOUT, text=True, env=SIM, start_new_session=True)  # fmt: skip
 
 
-def stop(*processes: subprocess.Popen[str]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-    for process in processes:
-        process.wait(300)  # generous: a 3-server head draining beside a busy suite took over 90 s
+def stop(*outputs: Lines, timeout: float = 180) -> None:
+    """Ctrl-C each process; one that has not stopped within `timeout` fails the test with its last lines."""
+    for out in outputs:
+        if out.process.poll() is None:
+            os.killpg(out.process.pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout  # generous: a 3-server head draining beside a busy suite took over 90 s
+    for out in outputs:
+        try:
+            out.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for other in outputs:
+                other.process.poll() is None and os.killpg(other.process.pid, signal.SIGKILL)
+            raise AssertionError(f"`swarm {out.process.args[3]}` did not stop in {timeout:.0f} s after Ctrl-C; "
+                                 "its last lines:\n" + "\n".join(out.lines[-40:])) from None
 
 
 def join_parts(command: str) -> list[str]:
@@ -45,9 +53,8 @@ def test_a_head_admits_nodes_with_its_credentials_and_refuses_others(auth: str, 
     (tmp_path / "node").mkdir()
     extra = ["--auth", "nkey"] if auth == "nkey" else ["--auth", "password", "--tls"]
     head = start("head", "--listen", "127.0.0.1:-1", "--tier", "sim", "--no-node", "--no-view", *extra, cwd=tmp_path / "head")
-    node = None
+    out, node = Lines(head), None
     try:
-        out = Lines(head)
         command = out.wait_for(r"^\s+((scp .+ && )?swarm join .+)$").group(1)
         credentials = tmp_path / "head" / ".swarm" / "credentials"
         if auth == "nkey":
@@ -61,11 +68,11 @@ def test_a_head_admits_nodes_with_its_credentials_and_refuses_others(auth: str, 
         refused = start("join", *refused_args, "--no-view", cwd=tmp_path / "node")
         said = refused.communicate(timeout=90)[0]
         assert refused.returncode == 2 and "cannot connect" in said, said
-        node = start("join", *args, "--no-view", "--name", "n1", cwd=tmp_path / "node")
-        Lines(node).wait_for(r"^joined ")
+        node = Lines(start("join", *args, "--no-view", "--name", "n1", cwd=tmp_path / "node"))
+        node.wait_for(r"^joined ")
     finally:
-        stop(*[p for p in (node, head) if p is not None])
-    assert head.returncode == 0
+        stop(*[lines for lines in (node, out) if lines is not None])
+    assert head.returncode == 0, "\n".join(out.lines[-20:])
 
 
 async def wait_runs(url: str, creds: Credentials, count: int, timeout: float = 120) -> int:
@@ -98,8 +105,8 @@ def server_pids(swarm_dir: Path, name: str) -> list[int]:
 @pytest.mark.slow
 def test_three_servers_replicate_the_stream_and_survive_losing_one(tmp_path: Path) -> None:
     head = start("head", "--listen", "127.0.0.1:-1", "--servers", "3", "--tier", "sim", "--no-view", cwd=tmp_path)
+    out = Lines(head)
     try:
-        out = Lines(head)
         url = out.wait_for(r"NATS at (\S+),").group(1)
         assert len(url.split(",")) == 3
         creds = Credentials()
@@ -108,6 +115,6 @@ def test_three_servers_replicate_the_stream_and_survive_losing_one(tmp_path: Pat
         os.kill(victim, signal.SIGKILL)
         asyncio.run(wait_runs(url, creds, 10, timeout=180))  # the swarm goes on with two of three
     finally:
-        stop(head)
+        stop(out)
     assert head.returncode == 0, "\n".join(out.lines[-20:])
     assert "runs:" in "\n".join(out.lines)
