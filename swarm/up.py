@@ -116,7 +116,7 @@ def serve(swarm: Swarm, arena: ArenaInfo, console: Console, view: Any, max_runs:
             await hello(watcher)
             swarm.start_node()
             with view:
-                await watch(swarm.supervisor, watcher, max_runs, duration, view)
+                await watch(swarm.supervisor, watcher, max_runs, duration, view, stop)
         finally:
             head = swarm.head is not None
             console.print(f"[bold]{'stopping' if head else 'leaving'}:[/] agents drain and release their claims ...")
@@ -135,8 +135,9 @@ def serve(swarm: Swarm, arena: ArenaInfo, console: Console, view: Any, max_runs:
             console.print(f"the swarm is stopped; everything is in {swarm.dir} (the same command resumes it)" if head
                           else f"{swarm.name} left the swarm; run the same command to join again")  # fmt: skip
 
+    stop = asyncio.Event()  # set by the first signal: the watch ends even if its cancellation was swallowed
     try:
-        aio.run(main)
+        aio.run(main, on_signal=stop.set)
     except BaseException:
         swarm.kill()
         raise
@@ -253,13 +254,13 @@ async def connect_watcher(url: str, credentials: Credentials) -> Watcher:
 
 
 async def watch(supervisor: Supervisor, watcher: Watcher, max_runs: int | None, duration: float | None,
-                view: Any | None) -> None:  # fmt: skip
-    """Supervise and show the swarm until a stop condition; stopping it is the caller's."""
+                view: Any | None, stop: asyncio.Event | None = None) -> None:  # fmt: skip
+    """Supervise and show the swarm until a stop condition or `stop` is set; stopping it is the caller's."""
     supervising = asyncio.create_task(supervisor.watch())
     started = time.monotonic()
     budget_spent_at: float | None = None
     try:
-        while True:
+        while stop is None or not stop.is_set():
             await watcher.refresh()
             if view is not None:
                 view.update(watcher, time.monotonic() - started)

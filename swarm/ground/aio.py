@@ -2,6 +2,9 @@
 
 A signal cancels the main task, so every `finally` runs: claims are released, the leader lease is
 given up, connections drain. A second signal while that happens exits at once (status 130).
+`on_signal` hears of it too: Python 3.11's `wait_for` can swallow a cancellation that races a
+reply (seen: a node that went on for minutes after its Ctrl-C), so a long-running main also checks
+a flag it sets.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def run(main: Callable[[], Awaitable[T]]) -> T | None:
-    """Run `main()` to completion; None if a signal stopped it."""
+def run(main: Callable[[], Awaitable[T]], on_signal: Callable[[], None] | None = None) -> T | None:
+    """Run `main()` to completion; None if a signal stopped it. `on_signal` is called on the first signal."""
+    hook = on_signal
 
     async def guarded() -> T | None:
         task = asyncio.current_task()
@@ -28,6 +32,8 @@ def run(main: Callable[[], Awaitable[T]]) -> T | None:
             signals += 1
             if signals > 1:
                 os._exit(130)  # asked twice: stop now, leaving files as they are (each write is atomic)
+            if hook is not None:
+                hook()
             assert task is not None
             task.cancel()
 
