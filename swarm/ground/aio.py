@@ -20,25 +20,24 @@ T = TypeVar("T")
 
 def run(main: Callable[[], Awaitable[T]], on_signal: Callable[[], None] | None = None) -> T | None:
     """Run `main()` to completion; None if a signal stopped it. `on_signal` is called on the first signal."""
-    hook = on_signal
 
     async def guarded() -> T | None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         signals = 0
 
-        def on_signal() -> None:
+        def signalled() -> None:
             nonlocal signals
             signals += 1
             if signals > 1:
                 os._exit(130)  # asked twice: stop now, leaving files as they are (each write is atomic)
-            if hook is not None:
-                hook()
+            if on_signal is not None:
+                on_signal()
             assert task is not None
             task.cancel()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, signalled)
         try:
             return await main()
         except asyncio.CancelledError:
