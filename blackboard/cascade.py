@@ -67,19 +67,15 @@ def runs_to_finish(state: State) -> int:
     winner's transfer to an upper-rung arena, or a restack, with no re-applied patch yet) the
     promotion seeds its patch will need. What `board.max_runs` keeps back from new ideas near its end,
     so a run budget ends with decided climbs rather than a half-measured one (see `Requests`)."""
-    seeds = state.settings.promotion_seeds
-    queued = sum(1 for (_, kind), heap in state.queues.items() if kind in ("baseline", "replicate", "promote")
-                 for w in {w for _, _, w in heap} if state.work[w].status == "queued")  # fmt: skip
+    seeds, depths = state.settings.promotion_seeds, state.queue_depths()
+    queued = sum(depths.get(kind, 0) for kind in ("baseline", "replicate", "promote"))
     for arena in state.arenas.values():  # a baseline still to be queued (its arena just opened or woke)
         base = state.patches[arena.baseline_patch]
         if arena.best is None and not base.settled and not waits_for_a_climber(state, arena):
-            planned = {run.seed for run in base.runs} | {state.work[w].seed for w in state.work_by_ref.get(base.id, [])}
-            queued += max(0, seeds - len(planned))
+            queued += max(0, seeds - len(state.seeds_planned(base, "baseline")))
     for patch in state.patches.values():
         if patch.candidate and not patch.settled and patch.review != "reject":
-            planned = {run.seed for run in patch.runs} | {state.work[w].seed for w in state.work_by_ref.get(patch.id, [])
-                                                         if state.work[w].kind == "replicate"}  # fmt: skip
-            queued += max(0, seeds - len(planned))
+            queued += max(0, seeds - len(state.seeds_planned(patch, "replicate")))
     climbs = sum(1 for t in state.transfers.values() if t.outcome is None and t.patch is None and not t.unportable)
     for winner in state.winners:  # a transfer not queued yet: its upper arena has no best so far
         source = state.patches[winner]

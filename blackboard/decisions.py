@@ -159,7 +159,7 @@ def _next_candidate_work(state: State, patch: Patch) -> WorkQueued | None:
     """Replications up to K seeds in all, then one review; None when both are queued."""
     queued = [state.work[w] for w in state.work_by_ref.get(patch.id, [])]
     if patch.review != "reject":
-        seeds_planned = {run.seed for run in patch.runs} | {w.seed for w in queued if w.kind == "replicate"}
+        seeds_planned = state.seeds_planned(patch, "replicate")
         if len(seeds_planned) < state.settings.promotion_seeds:
             seed = next(s for s in range(1_000_000) if s not in seeds_planned)
             return _queue("replicate", patch.arena, patch.id, seed=seed, priority=5)

@@ -177,8 +177,7 @@ class Requests:
         max_runs, state = self.settings.max_runs, self.state
         if max_runs is None:
             return False
-        left = max_runs - state.runs_started - state.runs_reserved() - batch.device_grants
-        return left <= cascade.runs_to_finish(state)
+        return state.runs_left(max_runs, batch.device_grants) <= cascade.runs_to_finish(state)
 
     def _held(self, batch: Batch, agent: str, claim_id: str) -> bool:
         """Whether `agent` holds the claim and no decision earlier in the batch releases it."""

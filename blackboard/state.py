@@ -462,9 +462,16 @@ class State:
 
     def device_work_left(self, max_runs: int | None, granting: int = 0) -> bool:
         """Whether another run may be granted under the swarm's run budget, `granting` more on the way."""
-        if max_runs is None:
-            return True
-        return self.runs_started + self.runs_reserved() + granting < max_runs
+        return max_runs is None or self.runs_left(max_runs, granting) > 0
+
+    def runs_left(self, max_runs: int, granting: int = 0) -> int:
+        """Runs of the budget not yet started nor granted, `granting` more on the way."""
+        return max_runs - self.runs_started - self.runs_reserved() - granting
+
+    def seeds_planned(self, patch: Patch, kind: str) -> set[int | None]:
+        """The seeds a patch has run, or has work of `kind` queued or done for."""
+        return {run.seed for run in patch.runs} | {self.work[w].seed for w in self.work_by_ref.get(patch.id, [])
+                                                   if self.work[w].kind == kind}  # fmt: skip
 
     def runs_reserved(self) -> int:
         """Runs granted and not yet started: each device claim's allowance less the runs it started."""
