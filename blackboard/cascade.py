@@ -63,19 +63,35 @@ def decide_winner(state: State, patch_id: str) -> WorkQueued | None:
 
 def runs_to_finish(state: State) -> int:
     """Runs the work already begun still needs, beyond those granted: queued baselines, replications
-    and promotions; the seeds an open candidate has not queued yet; and each climb in progress (a
+    and promotions; the seeds an open candidate has not queued yet; each climb in progress (a
     winner's transfer to an upper-rung arena, or a restack, with no re-applied patch yet) the
-    promotion seeds its patch will need. What `board.max_runs` keeps back from new ideas near its end,
-    so a run budget ends with decided climbs rather than a half-measured one (see `Requests`)."""
+    promotion seeds its patch will need; and, for a rung with an open candidate, the climb a win
+    would start (the upper rung's baseline, if it still waits for a climber, and the transfer's seeds).
+    What `board.max_runs` keeps back from new ideas near its end, so a run budget ends with decided
+    climbs rather than a half-measured one (see `Requests`). A hopeless candidate needs nothing."""
     seeds, depths = state.settings.promotion_seeds, state.queue_depths()
     queued = sum(depths.get(kind, 0) for kind in ("baseline", "replicate", "promote"))
     for arena in state.arenas.values():  # a baseline still to be queued (its arena just opened or woke)
         base = state.patches[arena.baseline_patch]
         if arena.best is None and not base.settled and not waits_for_a_climber(state, arena):
             queued += max(0, seeds - len(state.seeds_planned(base, "baseline")))
+    hoping: set[str] = set()  # arenas with an open candidate
     for patch in state.patches.values():
         if patch.candidate and not patch.settled and patch.review != "reject":
+            if state.hopeless(patch) is not None:
+                queued -= sum(1 for w in state.work_by_ref.get(patch.id, [])  # about to be cancelled
+                              if state.work[w].status == "queued" and state.work[w].kind == "replicate")
+                continue
             queued += max(0, seeds - len(state.seeds_planned(patch, "replicate")))
+            hoping.add(patch.arena)
+    for arena_id in hoping:  # the climb its win would start
+        upper = next_rung(state, state.arenas[arena_id].tier)
+        for target in rung_arenas(state, upper) if upper else []:
+            base = state.patches[target.baseline_patch]
+            if target.best is None and base.settled:
+                continue  # its baseline failed: nothing climbs there
+            waiting = target.best is None and waits_for_a_climber(state, target)
+            queued += seeds + (max(0, seeds - len(state.seeds_planned(base, "baseline"))) if waiting else 0)
     climbs = sum(1 for t in state.transfers.values() if t.outcome is None and t.patch is None and not t.unportable)
     for winner in state.winners:  # a transfer not queued yet: its upper arena has no best so far
         source = state.patches[winner]

@@ -136,6 +136,8 @@ def _decide_candidate(state: State, patch_id: str) -> Decision | None:
         for work_id in state.work_by_ref.get(patch_id, []):
             if state.work[work_id].status == "queued":
                 return WorkCancelled(by=SERVICE, work=work_id, reason="the candidate was rejected in review")
+    if (futile := state.hopeless(patch)) is not None:
+        return _stop_early(state, patch, futile)
     if (work := _next_candidate_work(state, patch)) is not None:
         return work
     if any(state.work[w].status != "done" for w in state.work_by_ref.get(patch_id, [])):
@@ -152,6 +154,22 @@ def _decide_candidate(state: State, patch_id: str) -> Decision | None:
     return ReplicationDone(
         by=SERVICE, patch=patch_id, arena=patch.arena, n=len(values), mean=rules.mean(values),
         std=rules.std(values), outcome=verdict.outcome, explanation=verdict.explanation,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _stop_early(state: State, patch: Patch, why: str) -> Decision | None:
+    """A hopeless candidate (`State.hopeless`): its queued seeds and review are cancelled, and once
+    the runs already granted are in (one may change the answer) it is decided not better."""
+    works = [state.work[w] for w in state.work_by_ref.get(patch.id, [])]
+    for work in works:
+        if work.status == "queued":
+            return WorkCancelled(by=SERVICE, work=work.id, reason=f"the candidate is hopeless: {why}")
+    if any(work.status != "done" for work in works):
+        return None
+    values = patch.ok_values()
+    return ReplicationDone(
+        by=SERVICE, patch=patch.id, arena=patch.arena, n=len(values), mean=rules.mean(values),
+        std=rules.std(values), outcome="not_better", explanation=why,
     )  # fmt: skip
 
 

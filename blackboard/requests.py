@@ -162,7 +162,7 @@ class Requests:
             kind for kind in kinds if kind not in DEVICE_WORK]  # the run budget is spent  # fmt: skip
         if "implement" in allowed and self._budget_needed_to_finish(batch):
             allowed = [kind for kind in allowed if kind != "implement"]
-        work = self.state.next_work(allowed, arenas, taken=batch.works)
+        work = self._next_work(batch, allowed, arenas)
         if work is None:
             return None
         batch.works.add(work.id)
@@ -170,6 +170,16 @@ class Requests:
         batch.device_grants += work.kind in DEVICE_WORK
         return ClaimGranted(by=self.instance, claim=new_id("c"), work=work.id, agent=agent,
                             expires_at=time.time() + self.settings.lease_seconds)  # fmt: skip
+
+    def _next_work(self, batch: Batch, kinds: list[str], arenas: list[str]) -> Work | None:
+        """The next queued work, passing over the seeds of a hopeless candidate (`State.hopeless`):
+        the decision that cancels them may not be stored yet."""
+        state, skip = self.state, set(batch.works)
+        while (work := state.next_work(kinds, arenas, taken=skip)) is not None:
+            if work.kind != "replicate" or state.hopeless(state.patches[work.ref]) is None:
+                return work
+            skip.add(work.id)
+        return None
 
     def _budget_needed_to_finish(self, batch: Batch) -> bool:
         """Whether the rest of the run budget (`board.max_runs`) is needed to finish what was begun

@@ -41,6 +41,7 @@ class Work:
     order: int  # stream sequence of WorkQueued: first queued, first served within a priority
     status: str = "queued"  # queued | claimed | done
     claim: str | None = None
+    cancelled: bool = False  # done by a WorkCancelled, not by its work: its seed was never measured
 
 
 @dataclass
@@ -239,6 +240,8 @@ class State:
             self.transfers[e.work] = Transfer(e.work, e.ref, source.arena, e.arena, restack=source.arena == e.arena)
 
     def _on_work_cancelled(self, e: WorkCancelled, seq: int) -> None:
+        if (work := self.work.get(e.work)) is not None and work.status != "done":
+            work.cancelled = True
         self._close(e.work)
 
     def _on_claim_granted(self, e: ClaimGranted, seq: int) -> None:
@@ -469,9 +472,19 @@ class State:
         return max_runs - self.runs_started - self.runs_reserved() - granting
 
     def seeds_planned(self, patch: Patch, kind: str) -> set[int | None]:
-        """The seeds a patch has run, or has work of `kind` queued or done for."""
+        """The seeds a patch has run, or has work of `kind` queued or done for (not cancelled)."""
         return {run.seed for run in patch.runs} | {self.work[w].seed for w in self.work_by_ref.get(patch.id, [])
-                                                   if self.work[w].kind == kind}  # fmt: skip
+                                                   if self.work[w].kind == kind and not self.work[w].cancelled}  # fmt: skip
+
+    def hopeless(self, patch: Patch) -> str | None:
+        """Why an open candidate cannot be promoted whatever its remaining seeds are likely to score
+        (`rules.futility`), or None."""
+        if not patch.candidate or patch.settled or patch.review == "reject" or patch.arena not in self.arenas:
+            return None
+        settings = self.settings
+        return rules.futility(patch.ok_values(), self.best_values(patch.arena), self.spread(patch.arena),
+                              seeds=settings.promotion_seeds, min_delta=settings.min_delta, z=settings.z,
+                              futility_z=settings.futility_z)  # fmt: skip
 
     def runs_reserved(self) -> int:
         """Runs granted and not yet started: each device claim's allowance less the runs it started."""

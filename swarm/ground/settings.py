@@ -69,6 +69,9 @@ class BoardSettings(Frozen):
     promotion_seeds: int = 3  # K: seeds a candidate needs before it can be promoted
     min_delta: float = 0.002  # smallest val_bpb gain that counts, whatever the noise
     z: float = 2.0  # a gain must exceed z x the arena's measured seed spread
+    # A candidate whose remaining seeds would have to beat its mean so far by more than this many
+    # predicted spreads to promote it is decided without them (blackboard.rules.futility); 0: never.
+    futility_z: float = 3.0
     max_runs: int | None = None  # stop granting device work after this many runs; None: no limit
     # The cascade: tiers from cheapest to dearest. A winner promoted on one rung is transferred to
     # the next rung's best; empty: one tier (harness.tier), no transfers.

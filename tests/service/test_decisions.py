@@ -113,7 +113,7 @@ async def test_a_result_within_the_noise_is_not_promoted_and_says_why(bus: Bus, 
     claim, patch = await implement(board, "LR = 0.011\n", "nudge the learning rate", LR=0.011)
     assert (await board.submit(patch)).ok
     await finish(board, claim, 1.97, patch=patch.patch)  # better than 2.00 by more than min_delta: a candidate
-    for value in (2.02, 1.99):
+    for value in (1.93, 1.99):  # never hopeless on the way (see the futility test below)
         rep = await board.claim(["replicate"], [ARENA], wait=10)
         assert rep is not None
         await finish(board, rep, value)
