@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 
@@ -13,6 +14,7 @@ from blackboard.rules import (
     CodeError,
     Verdict,
     code_hash,
+    futility,
     idea_key,
     is_candidate,
     normalize_code,
@@ -213,6 +215,18 @@ def test_a_gain_within_the_noise_is_not_better() -> None:
     assert not v.promote and v.outcome == "not_better" and "by only 0.0090 <= threshold 0.0100" in v.explanation
     worse = verdict([x + 0.01 for x in BEST], BEST)
     assert worse.outcome == "not_better" and "worse" in worse.explanation
+
+
+def test_a_candidate_whose_remaining_seeds_could_not_plausibly_win_is_hopeless() -> None:
+    best, spread = [2.00, 2.01, 1.99], 0.01  # a promotion needs a mean below 2.00 - 2 x 0.01 = 1.98
+    hopeless = functools.partial(futility, best=best, spread=spread, seeds=3, min_delta=0.002, z=2.0, futility_z=3.0)
+    assert hopeless([1.99]) is None  # its two others averaging 1.975 is within reach of 1.99
+    why = hopeless([1.99, 2.03])  # its last would need 1.92: 7.3 predicted spreads below its mean 2.01
+    assert why is not None and why.startswith("stopped after 2 of 3 seeds: mean 2.0100") and "average 1.9200" in why
+    assert hopeless([1.99, 1.985]) is None  # 1.965 for the last: a 1.8-spread stretch, not hopeless
+    assert hopeless([1.99, 2.03], futility_z=0) is None  # switched off
+    assert hopeless([1.99, 2.03], spread=None) is None  # no measured noise: nothing to judge by
+    assert hopeless([1.99, 2.03, 2.0]) is None  # every seed in: the promotion rule decides
 
 
 def test_too_few_ok_runs_fail() -> None:

@@ -126,6 +126,23 @@ async def test_a_result_within_the_noise_is_not_promoted_and_says_why(bus: Bus, 
     assert service.state.arenas[ARENA].best != patch.patch
 
 
+async def test_a_hopeless_candidate_is_decided_without_its_last_seed(bus: Bus, board: Board, service: Service) -> None:
+    await establish_baseline(board)  # spread 0.01: a promotion needs a mean below 1.98
+    claim, patch = await implement(board, "LR = 0.012\n", "nudge the learning rate", LR=0.012)
+    assert (await board.submit(patch)).ok
+    await finish(board, claim, 1.99, patch=patch.patch)  # a candidate
+    rep = await board.claim(["replicate"], [ARENA], wait=10)
+    assert rep is not None
+    await finish(board, rep, 2.03)  # the last seed would need about 1.87, over 6 predicted spreads below the mean 2.01
+    assert await board.claim(["replicate"], [ARENA], wait=1) is None  # its seed is nobody's run
+    await wait_for(lambda: service.state.patches[patch.patch].settled)
+    [done] = [e for e in await decisions(bus, ReplicationDone) if e.patch == patch.patch]
+    assert done.outcome == "not_better" and done.n == 2 and done.explanation.startswith("stopped after 2 of 3 seeds")
+    cancelled = {e.work for e in await decisions(bus, WorkCancelled) if "hopeless" in e.reason}
+    assert {service.state.work[w].kind for w in cancelled} == {"replicate", "review"}
+    assert len(service.state.patches[patch.patch].runs) == 2
+
+
 async def test_a_candidate_rejected_in_review_has_its_queued_replications_cancelled(
     bus: Bus, board: Board, service: Service
 ) -> None:

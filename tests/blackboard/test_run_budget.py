@@ -1,0 +1,64 @@
+"""What a run budget keeps back near its end (`cascade.runs_to_finish`), on a ladder folded from a
+story of events: an open candidate's seeds and the climb its win would start, nothing for a
+hopeless one."""
+
+from __future__ import annotations
+
+from blackboard.cascade import runs_to_finish
+from blackboard.events import (
+    ArenaOpened, BestPromoted, ClaimGranted, ClaimReleased, HypothesisApproved, HypothesisProposed, PatchAccepted, PatchSubmitted,
+    WorkQueued,
+)  # fmt: skip
+from blackboard.state import State
+from swarm.ground.settings import BoardSettings
+from tests.blackboard.storyline import ARENA, BASE, BASELINE_CODE, Story
+
+UPPER = "small/cpu/abcdef012345"
+
+
+def ladder_with_a_candidate() -> Story:
+    """tiny (best: its baseline, 1.91 +- 0.01) -> small (its baseline waits for a climber); p1 on tiny
+    explored at 1.89, a candidate with its two replications queued."""
+    s = Story()
+    for arena, base in [(ARENA, BASE), (UPPER, "p-base-small")]:
+        s.add(ArenaOpened, by="n1", arena=arena, baseline_patch=base, fingerprint="f" * 64, tier=arena.split("/")[0],
+              hardware="cpu", baseline_code=BASELINE_CODE, baseline_hash="h-" + base)  # fmt: skip
+    for seed, value in enumerate([1.90, 1.91, 1.92]):
+        claim = s.work(f"w-base-{seed}", "baseline", BASE, "r1", seed=seed)
+        s.run(f"r-base-{seed}", BASE, f"w-base-{seed}", "r1", seed=seed, purpose="baseline", val_bpb=value)
+        s.add(ClaimReleased, claim=claim, done=True)
+    s.add(BestPromoted, arena=ARENA, patch=BASE, mean=1.91, std=0.01, n=3, reason="the baseline, over 3 seeds")
+    s.add(HypothesisProposed, by="i1", hypothesis="h1", arena=ARENA, title="Raise the LR", intent={"knobs": {"LR": 0.02}})
+    s.add(HypothesisApproved, hypothesis="h1")
+    claim = s.work("w-impl-1", "implement", "h1", "m1")
+    s.add(PatchSubmitted, by="m1", patch="p1", arena=ARENA, hypothesis="h1", work="w-impl-1", code="LR = 0.02\n",
+          diff="-LR = 0.01\n+LR = 0.02\n", code_hash="h-p1")  # fmt: skip
+    s.add(PatchAccepted, patch="p1")
+    s.run("r-p1-0", "p1", "w-impl-1", "m1", seed=0, purpose="explore", val_bpb=1.89)
+    s.add(ClaimReleased, claim=claim, done=True)
+    for seed in (1, 2):
+        s.add(WorkQueued, work=f"w-rep-{seed}", work_kind="replicate", arena=ARENA, ref="p1", seed=seed, priority=5)
+    return s
+
+
+def fold(story: Story) -> State:
+    state = State(BoardSettings(ladder=["tiny", "small"]))
+    for seq, event in story.events:
+        state.apply(event, seq)
+    return state
+
+
+def test_an_open_candidate_keeps_back_its_seeds_and_the_climb_its_win_would_start() -> None:
+    state = fold(ladder_with_a_candidate())
+    assert state.patches["p1"].candidate and state.hopeless(state.patches["p1"]) is None
+    assert runs_to_finish(state) == 2 + 3 + 3, "its two seeds, small's waiting baseline, the transfer's seeds"
+
+
+def test_a_hopeless_candidate_keeps_back_nothing() -> None:
+    story = ladder_with_a_candidate()
+    story.add(ClaimGranted, claim="c-rep-1", work="w-rep-1", agent="r1", expires_at=story.now + 30)
+    story.run("r-p1-1", "p1", "w-rep-1", "r1", seed=1, purpose="replicate", val_bpb=2.00)
+    story.add(ClaimReleased, claim="c-rep-1", done=True)
+    state = fold(story)
+    assert state.hopeless(state.patches["p1"]) is not None  # the last seed would need 1.57 after 1.89 and 2.00
+    assert runs_to_finish(state) == 0
