@@ -138,6 +138,24 @@ class Context:
             log.warning("%s: could not release %s (it will expire): %s", self.spec.agent, claim, exc)
         self.heartbeat.drop(claim)
 
+    async def release_and_claim(self, claim: str, done: bool, reason: str, kinds: list[str], arenas: list[str],
+                                wait: float = 10.0) -> Claim | None:  # fmt: skip
+        """`release`, and the next piece of work in the same round trip (`Board.release_and_claim`),
+        renewed from now on; None when there is none (or the agent is stopping: then only the release)."""
+        if self.stopping:
+            await self.release(claim, done, reason)
+            return None
+        try:
+            nxt = await self.board.release_and_claim(claim, done, reason, kinds, arenas, wait=wait)
+        except BoardError as exc:
+            log.warning("%s: could not hand %s over (it will expire if it was not released): %s", self.spec.agent, claim, exc)
+            self.heartbeat.drop(claim)
+            return await self.claim(kinds, arenas, wait=wait)
+        self.heartbeat.drop(claim)
+        if nxt is not None:
+            self.heartbeat.hold(nxt.claim)
+        return nxt
+
 
 class Role(ABC):
     name: ClassVar[str]

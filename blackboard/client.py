@@ -146,6 +146,15 @@ class Board:
         # a leaving agent does not wait out an outage: what it cannot release expires
         return bool(await self.ask("release", body, patience=min(self.retry_seconds, 10.0) if leaving else None))
 
+    async def release_and_claim(self, claim: str, done: bool, reason: str, kinds: list[str], arenas: list[str],
+                                wait: float = 10.0) -> Claim | None:  # fmt: skip
+        """Give a claim back (`release`) and take the next piece of work (`claim`) in one round trip:
+        the service chooses both in one batch and stores them together. The next claim, or None."""
+        then = {"kinds": kinds, "arenas": arenas, "wait": wait, "request": new_id("q")}
+        body = {"agent": self.agent, "claim": claim, "done": done, "reason": reason, "then": then}
+        reply = await self.ask("release", body, timeout=wait + 5)
+        return Claim.model_validate(reply) if reply else None
+
     # --- reading the board -------------------------------------------------------------------------
 
     async def best(self, arena: str) -> dict[str, Any] | None:

@@ -22,7 +22,9 @@ The life of a piece of research, as events:
 
 A work item is closed by a `ClaimReleased(done=True)` on it, by a fact naming it (`RunFinished`,
 `ReviewDone`) or by `WorkCancelled`; a claim released undone or expired returns its work to the pool,
-and a run its holder had started on that work and not finished is then declared `RunLost`.
+and a run its holder had started on that work and not finished is then declared `RunLost`. A holder
+that gives a claim back and takes its next work in one request (a hand-over) gets one `ClaimGranted`
+whose `releasing` stands for the `ClaimReleased`, applied first.
 
 Every event has a unique `id`, used as the JetStream message id so a retried publish is stored
 once. Decoding ignores unknown fields (an old node reads a newer event of the same major schema
@@ -40,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from harness.runner import Status
 from swarm.ground.bus import Envelope, Message  # Message: re-exported, what the projection decodes
-from swarm.ground.constants import DECISIONS, FACTS, MAX_EVENT_BYTES, SCHEMA_VERSION
+from swarm.ground.constants import DECISIONS, FACTS, MAX_EVENT_BYTES, READABLE_VERSIONS, SCHEMA_VERSION
 from swarm.ground.errors import DecodeError
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -161,12 +163,31 @@ class WorkCancelled(Decision):
     reason: str
 
 
+class Released(BaseModel):
+    """A claim given back as part of a grant to its holder (a hand-over): what a ClaimReleased says."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    claim: str
+    done: bool
+    reason: str = ""
+
+
 class ClaimGranted(Decision):
     kind: Literal["claim_granted"] = "claim_granted"
     claim: str
     work: str
     agent: str
     expires_at: float = Field(allow_inf_nan=False)
+    # A hand-over (`Board.release_and_claim`): the agent's claim released by this grant, applied
+    # before it exactly as a ClaimReleased would be; one event, so one write (and one fsync).
+    releasing: Released | None = None
+
+    def released(self) -> ClaimReleased | None:
+        """The release this grant carries, as the ClaimReleased it stands for (its id, time and author)."""
+        if self.releasing is None:
+            return None
+        return ClaimReleased(id=self.id, at=self.at, by=self.by, claim=self.releasing.claim, done=self.releasing.done,
+                             reason=self.releasing.reason)  # fmt: skip
 
 
 class ClaimRenewed(Decision):
@@ -429,7 +450,7 @@ def decode(data: bytes, subject: str | None = None) -> Event:
         raise DecodeError(f"not a msgpack record: {exc}") from exc
     if not isinstance(obj, dict):
         raise DecodeError(f"not a record: a msgpack {type(obj).__name__}")
-    if obj.get("v") != SCHEMA_VERSION:
+    if obj.get("v") not in READABLE_VERSIONS:
         raise DecodeError(f"schema version {obj.get('v')!r}, this node speaks {SCHEMA_VERSION}")
     kind = obj.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:

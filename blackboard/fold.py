@@ -113,7 +113,8 @@ def _references(event: Event) -> list[tuple[str, str | None]]:
         case WorkQueued() | WorkCancelled():
             return [("work", event.work)]
         case ClaimGranted():
-            return [("claims", event.claim), ("work", event.work)]
+            released = [("claims", event.releasing.claim)] if event.releasing is not None else []
+            return [*released, ("claims", event.claim), ("work", event.work)]
         case ClaimRenewed() | ClaimReleased() | ClaimExpired():
             return [("claims", event.claim)]
         case PatchSubmitted():
@@ -248,6 +249,8 @@ def _work_cancelled(rows: Rows, seq: int, e: WorkCancelled) -> None:
 
 
 def _claim_granted(rows: Rows, seq: int, e: ClaimGranted) -> None:
+    if (released := e.released()) is not None:  # a hand-over: its release first
+        _claim_released(rows, seq, released)
     work, claim = rows.get("work", e.work), rows.get("claims", e.claim)
     if work is None or work["status"] != "queued" or (claim is not None and claim["status"] == "held"):
         return  # the service grants only queued work; anything else is not a grant it made

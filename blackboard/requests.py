@@ -18,7 +18,7 @@ from typing import Any
 from blackboard import cascade
 from blackboard.events import (
     AgentJoined, AgentLeft, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisRejected,
-    PatchAccepted, PatchRefused, WorkQueued, new_id,
+    PatchAccepted, PatchRefused, Released, WorkQueued, new_id,
 )  # fmt: skip
 from blackboard.reads import text, texts
 from blackboard.state import DEVICE_WORK, State, Work
@@ -52,6 +52,8 @@ class Requests:
 
     def saw(self, event: Event) -> None:
         """The tail applied `event`: wake the requests waiting for what it brings."""
+        if isinstance(event, ClaimGranted) and (released := event.released()) is not None:
+            self.saw(released)  # a hand-over's release first
         if isinstance(event, AgentLeft):
             # A leaving agent releases what it holds first, so what its id holds now was granted to a
             # claim request it gave up on while stopping: the reply found nobody, and nobody renews it.
@@ -113,10 +115,14 @@ class Requests:
         """A claim request; a retry (the same `request` id: the reply to the first was lost) gets the
         first one's grant back while it is held, rather than a second claim and the first one's work
         blocked for a lease."""
+        return await self._once(body, self._claim_new)
+
+    async def _once(self, body: dict[str, Any], ask: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:
+        """`ask`'s grant for a claim request, or the grant already made for the same `request` id."""
         request = str(body.get("request") or "")
         first = self._asked.get(request)
         if first is None or (first.done() and (first.cancelled() or first.exception() is not None or first.result() is None)):
-            first = asyncio.ensure_future(self._claim_new(body))  # no answer to give again: a new question
+            first = asyncio.ensure_future(ask(body))  # no answer to give again: a new question
             if request:
                 self._asked[request] = first
                 while len(self._asked) > _REMEMBERED_REQUESTS:
@@ -155,7 +161,8 @@ class Requests:
     def _choose_grant(self, batch: Batch, agent: str, kinds: list[str], arenas: list[str]) -> ClaimGranted | None:
         if not self.writer.leading:
             raise not_leading()
-        held = self.state.held.get(agent, set()) - self.superseded  # an earlier process's claims are ending
+        # an earlier process's claims are ending; one released earlier in the batch is not held
+        held = self.state.held.get(agent, set()) - self.superseded - batch.released
         if len(held) + batch.grants.get(agent, 0) >= self.settings.max_claims_per_agent:
             raise BoardError(f"{agent} already holds {self.settings.max_claims_per_agent} claims")
         allowed = kinds if self.state.device_work_left(self.settings.max_runs, batch.device_grants) else [
@@ -229,7 +236,8 @@ class Requests:
         claim = self.state.claims.get(claim_id)
         return claim is not None and claim.agent == agent and claim.allowed > claim.started
 
-    async def _release(self, body: dict[str, Any]) -> bool:
+    async def _release(self, body: dict[str, Any]) -> bool | dict[str, Any] | None:
+        """A release; with `then` (a claim request's body), also the agent's next claim: its answer."""
         agent, claim_id = text(body, "agent"), text(body, "claim")
         if body.get("leaving"):
             self.gone[agent] = time.time()  # its pending claim requests must not take the work back
@@ -241,7 +249,36 @@ class Requests:
             batch.released.add(claim_id)
             return ClaimReleased(by=self.instance, claim=claim_id, done=done, reason=reason)
 
+        then = body.get("then")
+        if isinstance(then, dict) and not body.get("leaving"):
+            return await self._once({**then, "agent": agent}, lambda ask: self._hand_over(choose, ask))
         return await self.writer.decide_stored(choose) is not None
+
+    async def _hand_over(self, release: Callable[[Batch], ClaimReleased | None], body: dict[str, Any]) -> dict[str, Any] | None:
+        """A release and its agent's next claim as one decision: a grant that carries the release
+        (`ClaimGranted.releasing`), one write. With no work to grant, the release is stored alone and
+        the claim asked as any other (`_claim_new`), waiting for work."""
+        agent, kinds, arenas = text(body, "agent"), texts(body, "kinds"), texts(body, "arenas")
+
+        def choose(batch: Batch) -> ClaimGranted | ClaimReleased | None:
+            released = release(batch)
+            try:
+                grant = self._choose_grant(batch, agent, kinds, arenas)
+            except BoardError:
+                if released is None:
+                    raise
+                grant = None  # at its cap, the release not counted: store the release, then ask afresh
+            if grant is None or released is None:
+                return grant or released
+            return grant.model_copy(update={"releasing": Released(claim=released.claim, done=released.done, reason=released.reason)})
+
+        while True:
+            decision, seq = await self.writer.decide(choose)
+            if decision is not None and seq is None:
+                continue  # not stored (a fact came between, another writer decided first): choose again
+            if isinstance(decision, ClaimGranted) and decision.claim in self.state.claims:
+                return self._describe(self.state.work[decision.work], decision)
+            return await self._claim_new(body)
 
     # --- verdicts -------------------------------------------------------------------------------
 

@@ -245,6 +245,8 @@ class State:
         self._close(e.work)
 
     def _on_claim_granted(self, e: ClaimGranted, seq: int) -> None:
+        if (released := e.released()) is not None:  # a hand-over: its release first
+            self._on_claim_released(released, seq)
         work = self.work.get(e.work)
         if work is None or work.status != "queued" or e.claim in self.claims:
             return

@@ -35,11 +35,13 @@ class Replicator(Role):
         ctx.say("preparing the data and opening the arena")
         arena = await describe_async(ctx.settings.harness.tier, ctx.spec.device or "cpu", ctx.settings.harness)
         await open_arena(ctx.board, arena)
+        claim: Claim | None = None  # the next work, handed over with the last one's release
         while not ctx.stopping:
             ctx.say("waiting for a baseline or a candidate to replicate")
             # each kind of work it claims is also the purpose its run is recorded with
-            claim = await ctx.claim(KINDS, [arena.id], wait=10)
+            claim = claim or await ctx.claim(KINDS, [arena.id], wait=10)
             if claim is None or claim.patch is None:
+                claim = None
                 continue
             ctx.heartbeat.hold(claim.claim)
             if claim.kind == "audit":
@@ -48,17 +50,22 @@ class Replicator(Role):
                 async with DeviceSlot(ctx.spec.dir, slot, PRIORITY["replicate"]):
                     scored = await ctx.while_held(claim.claim, audit(ctx.board, ctx.spec.agent, claim, arena.tier, slot,
                                                                      ctx.settings.harness, ctx.spec.dir / "runs"))  # fmt: skip
+                done = claim
+                claim = None
                 if scored is not None:
-                    await ctx.release(claim.claim, done=True, reason=f"audit of {claim.ref}: {scored.status}")
+                    claim = await ctx.release_and_claim(done.claim, True, f"audit of {done.ref}: {scored.status}",
+                                                        KINDS, [arena.id])  # fmt: skip
                 continue
             title = (claim.hypothesis or {}).get("title", "baseline" if claim.kind == "baseline" else "")
             job = Job(claim.patch["id"], claim.patch["code"], arena, claim.seed or 0, claim.kind,  # type: ignore[arg-type]
                       claim.work, title)  # fmt: skip
             result = await ctx.while_held(claim.claim, run_job(ctx, job))
+            done, claim = claim, None
             if result is None:
                 continue  # the claim was lost and its run cancelled: the work is someone else's now
-            await ctx.release(claim.claim, done=True, reason=f"{claim.kind} seed {job.seed}: {result.status}")
             ctx.count()
+            claim = await ctx.release_and_claim(done.claim, True, f"{done.kind} seed {job.seed}: {result.status}",
+                                                KINDS, [arena.id])  # fmt: skip
 
 
 async def audit(board: Board, agent: str, claim: Claim, tier: str, slot: str, settings: HarnessSettings,

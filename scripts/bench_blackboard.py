@@ -6,7 +6,10 @@ to the OS as Optuna's journal file leaves it: `nats.fsync = false`), a `swarm se
 clients in other processes. A claim here is a full cycle's first half: the client asks, the
 service decides, publishes ClaimGranted (fsynced), sees it back from the stream and replies; the
 client then releases the work back to the pool (a second decision), so a small pool serves the
-whole run.
+whole run. Each level is measured twice: a claim request then a release request (two round trips
+and two events a cycle), and a release that hands over the next claim (`Board.release_and_claim`, as
+a replicator does: one request, one event, a grant that carries the release; the latency is that
+request's).
 
 Optuna's equivalent of a claim is what its worker does to get its next trial: `study.ask()` on a
 JournalStorage over a JournalFileBackend (file lock, fsync-free appends), then `tell` to finish it;
@@ -77,20 +80,27 @@ async def fill_pool(url: str) -> None:
     await bus.close()
 
 
-async def claimers(url: str, tasks: int, seconds: float, proc: int) -> list[float]:
+async def claimers(url: str, tasks: int, seconds: float, proc: int, handover: bool) -> list[float]:
     """`tasks` concurrent clients claiming and releasing for `seconds`; their claim latencies."""
     bus = await Bus.connect(url, name=f"bench-{proc}", wait=30)
     latencies: list[float] = []
     stop = time.monotonic() + seconds
 
     async def client(i: int) -> None:
-        board = Board(bus, agent=f"client-{proc}-{i}", retry_seconds=30)
+        board = Board(bus, agent=f"client-{proc}-{i}-{handover}", retry_seconds=30)
+        claim = None
         while time.monotonic() < stop:
             started = time.perf_counter()
-            claim = await board.claim(["implement"], [ARENA], wait=1)
-            if claim is None:
-                continue
-            latencies.append(time.perf_counter() - started)
+            if claim is not None and handover:
+                claim = await board.release_and_claim(claim.claim, False, "bench", ["implement"], [ARENA], wait=1)
+            else:
+                if claim is not None:
+                    await board.release(claim.claim, done=False, reason="bench")
+                    started = time.perf_counter()
+                claim = await board.claim(["implement"], [ARENA], wait=1)
+            if claim is not None:
+                latencies.append(time.perf_counter() - started)
+        if claim is not None:
             await board.release(claim.claim, done=False, reason="bench")
 
     await asyncio.gather(*(client(i) for i in range(tasks)))
@@ -98,9 +108,9 @@ async def claimers(url: str, tasks: int, seconds: float, proc: int) -> list[floa
     return latencies
 
 
-def claimer_process(url: str, tasks: int, seconds: float, proc: int, out: multiprocessing.Queue) -> None:
+def claimer_process(url: str, tasks: int, seconds: float, proc: int, handover: bool, out: multiprocessing.Queue) -> None:
     started = time.process_time()
-    latencies = asyncio.run(claimers(url, tasks, seconds, proc))
+    latencies = asyncio.run(claimers(url, tasks, seconds, proc, handover))
     out.put((latencies, time.process_time() - started))
 
 
@@ -118,14 +128,14 @@ def summary(clients: int, latencies: list[float], seconds: float) -> dict[str, f
             "p50_ms": 1e3 * statistics.median(latencies), "p99_ms": 1e3 * latencies[int(0.99 * (len(latencies) - 1))]}  # fmt: skip
 
 
-def bench_claims(url: str, clients: int, seconds: float, service: int, server: int) -> dict[str, float]:
+def bench_claims(url: str, clients: int, seconds: float, service: int, server: int, handover: bool) -> dict[str, float]:
     """`clients` claiming at once from up to 4 processes; the claim rate and latency, and the CPU time
     per claim of the service, of nats-server and of the clients (what a loaded machine inflates least)."""
     processes = min(clients, 4)
     cpu = cpu_seconds(service), cpu_seconds(server)
     out: multiprocessing.Queue = multiprocessing.Queue()
     workers = [multiprocessing.Process(target=claimer_process, args=(url, clients // processes + (i < clients % processes),
-                                                                     seconds, i, out)) for i in range(processes)]  # fmt: skip
+                                                                     seconds, i, handover, out)) for i in range(processes)]  # fmt: skip
     for worker in workers:
         worker.start()
     results = [out.get() for _ in workers]
@@ -169,9 +179,9 @@ def bench_optuna(work: Path, workers: int, seconds: float) -> dict[str, float]:
     return summary(workers, latencies, seconds)  # its CPU is all in the workers: the figures are wall time
 
 
-def print_row(row: dict[str, float], unit: str) -> None:
+def print_row(row: dict[str, float], unit: str, mode: str = "") -> None:
     cpu = "".join(f"   {name} {row[name + '_ms']:.2f}" for name in ("service", "server", "clients") if name + "_ms" in row)
-    print(f"  {row['clients']:>3.0f} clients: {row['claims_per_s']:7.0f} {unit}/s   "
+    print(f"  {mode}{row['clients']:>3.0f} clients: {row['claims_per_s']:7.0f} {unit}/s   "
           f"p50 {row['p50_ms']:6.1f} ms   p99 {row['p99_ms']:6.1f} ms{'   CPU ms per claim:' + cpu if cpu else ''}", flush=True)  # fmt: skip
 
 
@@ -219,7 +229,9 @@ def main() -> None:
                       + ("every event fsynced (the default):" if fsync else "written back by the OS (nats.fsync = false; "
                          "Optuna's journal file does not fsync either):"), flush=True)  # fmt: skip
                 for clients in levels:
-                    print_row(bench_claims(server.url, clients, args.seconds, service.pid, server.process.pid), "claims")
+                    for handover in (False, True):
+                        row = bench_claims(server.url, clients, args.seconds, service.pid, server.process.pid, handover)
+                        print_row(row, "claims", "hand-over    " if handover else "claim+release")
             finally:
                 service.terminate()
                 service.wait(30)
@@ -227,7 +239,7 @@ def main() -> None:
         print(f"Optuna JournalStorage (JournalFileBackend), worker processes asking (+ telling) the next trial, "
               f"{args.seconds:.0f} s each:", flush=True)  # fmt: skip
         for workers in sorted({1, max(levels)}):
-            print_row(bench_optuna(work, workers, args.seconds), "asks")
+            print_row(bench_optuna(work, workers, args.seconds), "asks", "ask+tell     ")
     if args.runs <= 0:
         print(json.dumps({"dir": str(work)}))
         return

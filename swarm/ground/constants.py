@@ -8,7 +8,9 @@ Requests to the service go to `swarm.req.<verb>` in one queue group.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2  # major version of the event schema; additive changes keep it (2: RunFinished.source_hash)
+SCHEMA_VERSION = 3  # major version of the event schema; additive changes keep it (2: RunFinished.source_hash;
+# 3: ClaimGranted.releasing, which a node of 2 would ignore and so still see the released claim held)
+READABLE_VERSIONS = (2, 3)  # a stream written by 2 reads the same under 3: it hands over no claim
 
 STREAM = "SWARM"  # the JetStream stream that is the truth
 FACTS = "swarm.ev"  # swarm.ev.<kind>: facts published by the agent that owns them

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from blackboard import rules
 from blackboard.events import (
     ArenaOpened, BestPromoted, ClaimExpired, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved,
-    HypothesisProposed, HypothesisRejected, PatchAccepted, PatchRefused, PatchSubmitted, ReplicationDone, ReviewDone,
+    HypothesisProposed, HypothesisRejected, PatchAccepted, PatchRefused, PatchSubmitted, Released, ReplicationDone, ReviewDone,
     RunFinished, RunLost, RunStarted, WorkCancelled, WorkQueued,
 )  # fmt: skip
 from blackboard.projection import Projection
@@ -121,7 +121,15 @@ def step(s: Stream, data: st.DataObject) -> None:
         s.work[work], s.work_ref[work] = "queued", (kind, ref)
     elif action == "grant":
         work, claim, agent = pick(w for w, status in s.work.items() if status == "queued"), s.new("c"), pick(AGENTS)
-        s.add(ClaimGranted(by="s", claim=claim, work=work, agent=agent, expires_at=1e9 + s.count))
+        mine = sorted(c for c, (_, holder) in s.held.items() if holder == agent)
+        releasing = None
+        if mine and data.draw(st.booleans()):  # a hand-over: the grant releases one of the agent's claims first
+            given = pick(mine)
+            done = data.draw(st.booleans())
+            releasing = Released(claim=given, done=done, reason="handed over")
+            given_work, _ = s.held.pop(given)
+            s.work[given_work] = "done" if done else "queued"
+        s.add(ClaimGranted(by="s", claim=claim, work=work, agent=agent, expires_at=1e9 + s.count, releasing=releasing))
         s.work[work], s.held[claim] = "claimed", (work, agent)
     elif action == "cancel":
         work = pick(w for w, status in s.work.items() if status != "done")

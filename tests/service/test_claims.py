@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from blackboard.client import Board
-from blackboard.events import AgentJoined, AgentLeft
+from blackboard.events import AgentJoined, AgentLeft, ClaimGranted, decode
 from blackboard.service import Service
 from swarm.ground.bus import Bus
 from swarm.ground.errors import BoardError
@@ -185,3 +185,25 @@ async def test_a_retried_claim_request_gets_the_same_grant_back(board: Board, se
     assert len(service.state.held["cut-off"]) == 1 and service.state.queue_depths()["implement"] == 1
     assert first["work"] in work
 
+
+
+async def test_a_release_hands_over_the_next_claim_in_the_same_request(bus: Bus, board: Board, service: Service) -> None:
+    """An agent at its cap of two claims gives one back and takes the next in one request, stored as one
+    event (a grant carrying the release): one write; a retry of that request gets the same grant back."""
+    await queue_implement_work(board, service, 4)
+    worker = Board(board.bus, agent="worker")
+    first, second = [await worker.claim(["implement"], [ARENA], wait=10) for _ in range(2)]
+    assert first is not None and second is not None
+    nxt = await worker.release_and_claim(first.claim, False, "handed back", ["implement"], [ARENA], wait=1)
+    assert nxt is not None and nxt.work not in (first.work, second.work)
+    assert service.state.held["worker"] == {second.claim, nxt.claim}
+    [grant] = [e for _, m in await bus.stored() if isinstance(e := decode(m.data), ClaimGranted) and e.claim == nxt.claim]
+    assert grant.releasing is not None and (grant.releasing.claim, grant.releasing.done) == (first.claim, False)
+    rows = (await board.query(f"SELECT status, reason FROM claims WHERE claim = '{first.claim}'"))["rows"]
+    assert rows == [["released", "handed back"]], "the projection folds the release the grant carries"
+    assert service.state.work[first.work].status == "queued", "released undone: back in the pool"
+    body = {"agent": "worker", "claim": second.claim, "done": False, "reason": "",
+            "then": {"kinds": ["implement"], "arenas": [ARENA], "wait": 1, "request": "q-hand-over"}}  # fmt: skip
+    answer = await board.ask("release", body)
+    assert answer is not None and await board.ask("release", body) == answer, "a retry gets the same grant"
+    assert service.state.held["worker"] == {nxt.claim, answer["claim"]}
