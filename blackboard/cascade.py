@@ -65,8 +65,9 @@ def runs_to_finish(state: State) -> int:
     """Runs the work already begun still needs, beyond those granted: queued baselines, replications
     and promotions; the seeds an open candidate has not queued yet; each climb in progress (a
     winner's transfer to an upper-rung arena, or a restack, with no re-applied patch yet) the
-    promotion seeds its patch will need; and, for a rung with an open candidate, the climb a win
-    would start (the upper rung's baseline, if it still waits for a climber, and the transfer's seeds).
+    promotion seeds its patch will need; an explore under way, the seeds it needs if it makes a
+    candidate; and, for a rung with an open candidate or an explore under way, the climb a win would
+    start (the upper rung's baseline, if it still waits for a climber, and the transfer's seeds).
     What `board.max_runs` keeps back from new ideas near its end, so a run budget ends with decided
     climbs rather than a half-measured one (see `Requests`). A hopeless candidate needs nothing."""
     seeds, depths = state.settings.promotion_seeds, state.queue_depths()
@@ -84,6 +85,10 @@ def runs_to_finish(state: State) -> int:
                 continue
             queued += max(0, seeds - len(state.seeds_planned(patch, "replicate")))
             hoping.add(patch.arena)
+    for work in state.work.values():  # an explore under way (its implement granted) may make a candidate
+        if work.kind == "implement" and work.status == "claimed":
+            queued += seeds - 1
+            hoping.add(work.arena)
     for arena_id in hoping:  # the climb its win would start
         upper = next_rung(state, state.arenas[arena_id].tier)
         for target in rung_arenas(state, upper) if upper else []:

@@ -1,6 +1,6 @@
 """What a run budget keeps back near its end (`cascade.runs_to_finish`), on a ladder folded from a
-story of events: an open candidate's seeds and the climb its win would start, nothing for a
-hopeless one."""
+story of events: an open candidate's seeds and the climb its win would start, the same for an
+explore under way, nothing for a hopeless candidate."""
 
 from __future__ import annotations
 
@@ -62,3 +62,17 @@ def test_a_hopeless_candidate_keeps_back_nothing() -> None:
     state = fold(story)
     assert state.hopeless(state.patches["p1"]) is not None  # the last seed would need 1.57 after 1.89 and 2.00
     assert runs_to_finish(state) == 0
+
+
+def test_an_explore_under_way_keeps_back_what_its_candidate_would_need() -> None:
+    story = ladder_with_a_candidate()
+    story.add(HypothesisProposed, by="i1", hypothesis="h2", arena=ARENA, title="Longer warmup", intent={"knobs": {"W": 2}})
+    story.add(HypothesisApproved, hypothesis="h2")
+    story.work("w-impl-2", "implement", "h2", "m1")  # granted: its explore has not reported
+    state = fold(story)
+    assert runs_to_finish(state) == 2 + 2 + 3 + 3, "p1's seeds, the explore's would-be seeds, one climb for the rung"
+    story.add(PatchSubmitted, by="m1", patch="p2", arena=ARENA, hypothesis="h2", work="w-impl-2", code="W = 2\n",
+              diff="+W = 2\n", code_hash="h-p2")  # fmt: skip
+    story.add(PatchAccepted, patch="p2")
+    story.run("r-p2-0", "p2", "w-impl-2", "m1", seed=0, purpose="explore", val_bpb=1.95)  # no candidate
+    assert runs_to_finish(fold(story)) == 2 + 3 + 3, "its run is in: nothing more kept back for it"

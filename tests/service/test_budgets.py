@@ -18,9 +18,9 @@ from tests.service.test_decisions import establish_baseline
 
 
 async def test_a_repair_run_keeps_its_claim_and_counts_against_the_run_budget(bus: Bus, tmp_path: Path) -> None:
-    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(max_runs=6)) as service:
+    async with running_service(bus, tmp_path / "board.duckdb", BoardSettings(max_runs=5)) as service:
         await wait_leading(service)
-        await establish_baseline(Board(bus, agent="tester"))  # runs 1-3 of 6: the rest is left for new ideas
+        await establish_baseline(Board(bus, agent="tester"))  # runs 1-3 of 5
         await queue_implement_work(Board(bus, agent="tester"), service, 3)
         first, second = Board(bus, agent="impl-a"), Board(bus, agent="impl-b")
         claim = await first.claim(["implement"], [ARENA], wait=5)
@@ -33,16 +33,15 @@ async def test_a_repair_run_keeps_its_claim_and_counts_against_the_run_budget(bu
             while service.state.runs_finished < 4:
                 await asyncio.sleep(0.05)
         assert claim.claim in service.state.claims, "a crashed run's holder keeps its claim to repair under it"
-        assert await first.rerun(claim.claim), "one repair run: within the budget of 3"
-        assert await second.claim(["implement"], [ARENA], wait=1) is not None  # the third run of the budget
-        assert service.state.runs_started + service.state.runs_reserved() == 6
+        assert await first.rerun(claim.claim), "one repair run: the fifth and last of the budget"
+        assert service.state.runs_started + service.state.runs_reserved() == 5
+        assert await second.claim(["implement"], [ARENA], wait=1) is None, "the budget is spent"
         await first.publish(RunStarted(by="impl-a", run="r-repair", **ids))
         async with asyncio.timeout(30):
             while service.state.runs_started < 5:
                 await asyncio.sleep(0.05)
-        assert not await first.rerun(claim.claim), "a second repair would be a fourth run"
-        assert await second.claim(["implement"], [ARENA], wait=1) is None, "and so would a third claim"
-
+        assert not await first.rerun(claim.claim), "a second repair would be a sixth run"
+        assert service.state.runs_started + service.state.runs_reserved() == 5
 
 
 async def test_near_the_end_of_the_run_budget_a_new_idea_waits_for_the_runs_begun_work_needs(bus: Bus, tmp_path: Path) -> None:
