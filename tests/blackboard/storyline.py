@@ -45,6 +45,25 @@ class Story:
                  training_seconds=60.0, total_seconds=70.0, tokens=1000, steps=10, params=100,
                  reason=None if status == "ok" else "boom")  # fmt: skip
 
+    def baseline_promoted(self) -> None:
+        """ARENA's baseline run on three seeds (1.90, 1.91, 1.92) and promoted: its first best, 1.91."""
+        for seed, value in enumerate([1.90, 1.91, 1.92]):
+            claim = self.work(f"w-base-{seed}", "baseline", BASE, "r1", seed=seed)
+            self.run(f"r-base-{seed}", BASE, f"w-base-{seed}", "r1", seed=seed, purpose="baseline", val_bpb=value)
+            self.add(ClaimReleased, claim=claim, done=True)
+        self.add(BestPromoted, arena=ARENA, patch=BASE, mean=1.91, std=0.01, n=3, reason="the baseline, over 3 seeds")
+
+    def explored(self, val_bpb: float, node: str = "n2") -> None:
+        """h1 'Raise the LR' proposed on ARENA, implemented as p1 and explored: `val_bpb`."""
+        self.add(HypothesisProposed, by="i1", hypothesis="h1", arena=ARENA, title="Raise the LR", intent={"knobs": {"LR": 0.02}})
+        self.add(HypothesisApproved, hypothesis="h1")
+        claim = self.work("w-impl-1", "implement", "h1", "m1")
+        self.add(PatchSubmitted, by="m1", patch="p1", arena=ARENA, hypothesis="h1", work="w-impl-1", code="LR = 0.02\n",
+                 diff="-LR = 0.01\n+LR = 0.02\n", code_hash="h-p1")  # fmt: skip
+        self.add(PatchAccepted, patch="p1")
+        self.run("r-p1-0", "p1", "w-impl-1", "m1", seed=0, purpose="explore", val_bpb=val_bpb, node=node)
+        self.add(ClaimReleased, claim=claim, done=True)
+
 
 def story() -> Story:
     """Two arenas; a baseline promoted; an idea that became the best; one that crashed; a duplicate idea
@@ -57,20 +76,8 @@ def story() -> Story:
     for arena, base in [(ARENA, BASE), (OTHER, OTHER_BASE)]:
         s.add(ArenaOpened, by="n1", arena=arena, baseline_patch=base, fingerprint="f" * 64, tier=arena.split("/")[0],
               hardware=arena.split("/")[1], baseline_code=BASELINE_CODE, baseline_hash="h-base")  # fmt: skip
-    for seed, value in enumerate([1.90, 1.91, 1.92]):
-        claim = s.work(f"w-base-{seed}", "baseline", BASE, "r1", seed=seed)
-        s.run(f"r-base-{seed}", BASE, f"w-base-{seed}", "r1", seed=seed, purpose="baseline", val_bpb=value)
-        s.add(ClaimReleased, claim=claim, done=True)
-    s.add(BestPromoted, arena=ARENA, patch=BASE, mean=1.91, std=0.01, n=3, reason="the baseline, over 3 seeds")
-
-    s.add(HypothesisProposed, by="i1", hypothesis="h1", arena=ARENA, title="Raise the LR", intent={"knobs": {"LR": 0.02}})
-    s.add(HypothesisApproved, hypothesis="h1")
-    claim = s.work("w-impl-1", "implement", "h1", "m1")
-    s.add(PatchSubmitted, by="m1", patch="p1", arena=ARENA, hypothesis="h1", work="w-impl-1", code="LR = 0.02\n",
-          diff="-LR = 0.01\n+LR = 0.02\n", code_hash="h-p1")  # fmt: skip
-    s.add(PatchAccepted, patch="p1")
-    s.run("r-p1-0", "p1", "w-impl-1", "m1", seed=0, purpose="explore", val_bpb=1.85, node="n1")
-    s.add(ClaimReleased, claim=claim, done=True)
+    s.baseline_promoted()
+    s.explored(1.85, node="n1")
     for seed, value in [(1, 1.86), (2, 1.84)]:
         claim = s.work(f"w-rep-{seed}", "replicate", "p1", "r1", seed=seed)
         s.run(f"r-p1-{seed}", "p1", f"w-rep-{seed}", "r1", seed=seed, purpose="replicate", val_bpb=value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from blackboard.cascade import runs_to_finish
 from blackboard.events import (
-    ArenaOpened, BestPromoted, ClaimGranted, ClaimReleased, HypothesisApproved, HypothesisProposed, PatchAccepted, PatchSubmitted,
+    ArenaOpened, ClaimGranted, ClaimReleased, HypothesisApproved, HypothesisProposed, PatchAccepted, PatchSubmitted,
     WorkQueued,
 )  # fmt: skip
 from blackboard.state import State
@@ -23,19 +23,8 @@ def ladder_with_a_candidate() -> Story:
     for arena, base in [(ARENA, BASE), (UPPER, "p-base-small")]:
         s.add(ArenaOpened, by="n1", arena=arena, baseline_patch=base, fingerprint="f" * 64, tier=arena.split("/")[0],
               hardware="cpu", baseline_code=BASELINE_CODE, baseline_hash="h-" + base)  # fmt: skip
-    for seed, value in enumerate([1.90, 1.91, 1.92]):
-        claim = s.work(f"w-base-{seed}", "baseline", BASE, "r1", seed=seed)
-        s.run(f"r-base-{seed}", BASE, f"w-base-{seed}", "r1", seed=seed, purpose="baseline", val_bpb=value)
-        s.add(ClaimReleased, claim=claim, done=True)
-    s.add(BestPromoted, arena=ARENA, patch=BASE, mean=1.91, std=0.01, n=3, reason="the baseline, over 3 seeds")
-    s.add(HypothesisProposed, by="i1", hypothesis="h1", arena=ARENA, title="Raise the LR", intent={"knobs": {"LR": 0.02}})
-    s.add(HypothesisApproved, hypothesis="h1")
-    claim = s.work("w-impl-1", "implement", "h1", "m1")
-    s.add(PatchSubmitted, by="m1", patch="p1", arena=ARENA, hypothesis="h1", work="w-impl-1", code="LR = 0.02\n",
-          diff="-LR = 0.01\n+LR = 0.02\n", code_hash="h-p1")  # fmt: skip
-    s.add(PatchAccepted, patch="p1")
-    s.run("r-p1-0", "p1", "w-impl-1", "m1", seed=0, purpose="explore", val_bpb=1.89)
-    s.add(ClaimReleased, claim=claim, done=True)
+    s.baseline_promoted()
+    s.explored(1.89)
     for seed in (1, 2):
         s.add(WorkQueued, work=f"w-rep-{seed}", work_kind="replicate", arena=ARENA, ref="p1", seed=seed, priority=5)
     return s
