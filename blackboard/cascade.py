@@ -130,7 +130,7 @@ def decide_transfer(state: State, work_id: str) -> TransferDone | None:
         return None
     outcome = _OUTCOMES.get(patch.outcome or "", "failed")
     if outcome == "held":
-        return _done(state, transfer, outcome, f"held: promoted on {patch.arena}", patch.gain)
+        return _done(state, transfer, outcome, f"promoted on {patch.arena}", patch.gain)
     best, values = state.best_values(patch.arena), patch.ok_values()
     gain = rules.mean(best) - rules.mean(values) if best and values else None
     return _done(state, transfer, outcome, f"{patch.outcome}: {patch.explanation}", gain)
