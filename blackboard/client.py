@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from blackboard.events import Event, HypothesisProposed, PatchSubmitted, envelope, new_id
 from swarm.ground.bus import Bus
+from swarm.ground.constants import REQUEST_SECONDS
 from swarm.ground.errors import BoardError, BusUnavailable, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class Board:
             self._back()
             return seq
 
-    async def ask(self, verb: str, body: dict[str, Any], timeout: float = 10.0, patience: float | None = None) -> Any:
+    async def ask(self, verb: str, body: dict[str, Any], timeout: float = REQUEST_SECONDS, patience: float | None = None) -> Any:
         """A request to the service, retried while no service answers, for up to `patience` (default
         `retry_seconds`)."""
         deadline = time.monotonic() + (self.retry_seconds if patience is None else patience)

@@ -25,7 +25,7 @@ from blackboard.requests import Requests
 from blackboard.state import State
 from blackboard.writer import Writer
 from swarm.ground.bus import Bus, Credentials, LeaderLease
-from swarm.ground.constants import LEADER_TTL_SECONDS
+from swarm.ground.constants import LEADER_TTL_SECONDS, REQUEST_SECONDS
 from swarm.ground.errors import BoardError, BusError
 from swarm.ground.settings import BoardSettings, Settings
 
@@ -208,7 +208,9 @@ class Service:
         writer = self.writer
         await self._stream_layout()
         await self._wait_applied(await self.bus.last_seq())
-        self.requests.grace_until = time.time() + self.settings.lease_seconds
+        # Every holder gets a lease on the new leader; one whose renewal or release was lost with the
+        # old leader asks again only after its request's timeout, so that comes on top.
+        self.requests.grace_until = time.time() + self.settings.lease_seconds + REQUEST_SECONDS
         async with writer.lock:
             writer.leading = True
             if await writer.publish(LeaderElected(by=self.instance, instance=self.instance)) is None:

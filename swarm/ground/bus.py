@@ -37,6 +37,7 @@ from swarm.ground.constants import (
     LEADER_BUCKET,
     LEADER_KEY,
     LEADER_TTL_SECONDS,
+    REQUEST_SECONDS,
     REQUESTS,
     SERVICE_QUEUE,
     STREAM,
@@ -432,7 +433,7 @@ class Bus:
 
     # --- request / reply -------------------------------------------------------------------------
 
-    async def request(self, verb: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    async def request(self, verb: str, body: dict[str, Any], timeout: float = REQUEST_SECONDS) -> dict[str, Any]:
         """Ask the blackboard service; its reply body, or BoardError with the service's message."""
         try:
             msg = await self.nc.request(f"{REQUESTS}.{verb}", msgpack.packb(body, use_bin_type=True), timeout=timeout)

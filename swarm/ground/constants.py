@@ -28,5 +28,6 @@ CONFIG_KEY = "swarm"
 LEADER_BUCKET = "swarm_leader"  # KV bucket holding the leader lease
 LEADER_KEY = "service"
 LEADER_TTL_SECONDS = 6  # whole seconds (JetStream per-message and bucket TTLs are in seconds)
+REQUEST_SECONDS = 10.0  # a request's wait for its reply before the client asks again (a lost leader's requests)
 
 MAX_EVENT_BYTES = 512 * 1024  # refuse larger events; a train.py is at most 64 KiB

@@ -139,7 +139,8 @@ async def test_a_hopeless_candidate_is_decided_without_its_last_seed(bus: Bus, b
     [done] = [e for e in await decisions(bus, ReplicationDone) if e.patch == patch.patch]
     assert done.outcome == "not_better" and done.n == 2 and done.explanation.startswith("stopped after 2 of 3 seeds")
     cancelled = {e.work for e in await decisions(bus, WorkCancelled) if "hopeless" in e.reason}
-    assert {service.state.work[w].kind for w in cancelled} == {"replicate", "review"}
+    assert "replicate" in {service.state.work[w].kind for w in cancelled}  # and the review, if it was queued yet
+    assert all(w.status == "done" for w in service.state.work.values() if w.ref == patch.patch), "nothing left to do"
     assert len(service.state.patches[patch.patch].runs) == 2
 
 
