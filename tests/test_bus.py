@@ -11,7 +11,7 @@ import itertools
 
 from swarm.ground.bus import Bus, Credentials, Envelope, SequenceConflict
 from swarm.ground.constants import STREAM
-from swarm.ground.errors import BoardError, BusError
+from swarm.ground.errors import BoardError, BusError, BusUnavailable
 from swarm.natsserver import Auth, NatsServer
 
 
@@ -50,6 +50,15 @@ async def test_a_retried_publish_is_stored_once(bus: Bus) -> None:
     first = await bus.publish(event)
     again = await bus.publish(event)
     assert first == again == await bus.last_seq()
+
+
+async def test_a_publish_that_finds_no_stream_is_retried_then_reported_as_unavailable(bus: Bus) -> None:
+    """What a replicated stream answers while its servers elect a leader: nobody. That is a wait, not a crash."""
+    await bus.js.delete_stream(STREAM)
+    with pytest.raises(BusUnavailable, match="publish of agent_joined fact-1 failed for 1 s: nats: no response from stream"):
+        await bus.publish(joined(1), timeout=1.0)
+    await bus.ensure_stream()
+    assert await bus.publish(joined(1)) == 1
 
 
 async def test_a_stale_writer_cannot_decide(bus: Bus) -> None:

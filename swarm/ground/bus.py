@@ -211,12 +211,23 @@ class Bus:
         body = msgpack.unpackb(entry.value, raw=False) if entry.value else None
         return body if isinstance(body, dict) else None
 
-    async def set_swarm_config(self, config: dict[str, Any], replicas: int = 1) -> None:
+    async def set_swarm_config(self, config: dict[str, Any], replicas: int = 1, timeout: float = 30.0) -> None:
         try:
             kv = await self.js.key_value(CONFIG_BUCKET)
         except nats.js.errors.BucketNotFoundError:
             kv = await self.js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=1, replicas=replicas))
-        await kv.put(CONFIG_KEY, msgpack.packb(config, use_bin_type=True))
+        value = msgpack.packb(config, use_bin_type=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await kv.put(CONFIG_KEY, value)
+                return
+            except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError) as exc:
+                # A bucket just made on several servers answers once its replicas have chosen a leader.
+                if time.monotonic() > deadline:
+                    raise BusUnavailable(f"the swarm's configuration could not be stored for {timeout:.0f} s: "
+                                         f"{type(exc).__name__}") from exc
+                await asyncio.sleep(0.2)
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(STREAM)
@@ -242,8 +253,9 @@ class Bus:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise SequenceConflict(f"{envelope.name}: {exc.description}") from exc
                 raise BusError(f"publish of {envelope.name} refused: {exc.description}") from exc
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError, nats.errors.ConnectionClosedError,
                     nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:  # fmt: skip
+                # NoStreamResponseError: no server holds the stream's lead yet (a replicated stream electing one).
                 if time.monotonic() + delay > deadline:
                     raise BusUnavailable(f"publish of {envelope.name} failed for {timeout:.0f} s: {exc}") from exc
                 await asyncio.sleep(delay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -43,10 +44,14 @@ def test_seconds_budget_stops_on_time(run_small) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_the_cuda_path_compiles_and_exports_on_cpu(run_small) -> None:
-    """The compile branch taken on GPUs works from the same file (forced on here)."""
+    """The compile branch taken on GPUs works from the same file (forced on here).
+
+    Compiling takes about 45 s alone and went past 90 s beside the other test worker in CI: this run
+    gets a generous limit of its own, since it checks that compiling works, not how fast."""
     source = set_knobs(SMALL_TRAIN, COMPILE="always")
-    result = run_small(source)
+    result = run_small(source, replace(SMALL, train_limit_seconds=600))
     assert result.status == "ok", result.reason + result.log_tail
     assert result.val_bpb is not None and math.isfinite(result.val_bpb)
 
