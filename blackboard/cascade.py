@@ -76,7 +76,7 @@ def runs_to_finish(state: State) -> int:
         base = state.patches[arena.baseline_patch]
         if arena.best is None and not base.settled and not waits_for_a_climber(state, arena):
             queued += max(0, seeds - len(state.seeds_planned(base, "baseline")))
-    hoping: set[str] = set()  # arenas with an open candidate
+    hoping: set[str] = set()  # arenas with an open candidate or an explore under way
     for patch in state.patches.values():
         if patch.candidate and not patch.settled and patch.review != "reject":
             if state.hopeless(patch) is not None:

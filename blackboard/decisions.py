@@ -132,10 +132,8 @@ def _decide_candidate(state: State, patch_id: str) -> Decision | None:
         if not transferred and (not ok or not rules.is_candidate(ok[0], rules.mean(best), settings.min_delta)):
             return None
         return _next_candidate_work(state, patch)
-    if patch.review == "reject":
-        for work_id in state.work_by_ref.get(patch_id, []):
-            if state.work[work_id].status == "queued":
-                return WorkCancelled(by=SERVICE, work=work_id, reason="the candidate was rejected in review")
+    if patch.review == "reject" and (cancel := _cancel_queued(state, patch, "the candidate was rejected in review")):
+        return cancel
     if (futile := state.hopeless(patch)) is not None:
         return _stop_early(state, patch, futile)
     if (work := _next_candidate_work(state, patch)) is not None:
@@ -160,17 +158,23 @@ def _decide_candidate(state: State, patch_id: str) -> Decision | None:
 def _stop_early(state: State, patch: Patch, why: str) -> Decision | None:
     """A hopeless candidate (`State.hopeless`): its queued seeds and review are cancelled, and once
     the runs already granted are in (one may change the answer) it is decided not better."""
-    works = [state.work[w] for w in state.work_by_ref.get(patch.id, [])]
-    for work in works:
-        if work.status == "queued":
-            return WorkCancelled(by=SERVICE, work=work.id, reason=f"the candidate is hopeless: {why}")
-    if any(work.status != "done" for work in works):
+    if cancel := _cancel_queued(state, patch, f"the candidate is hopeless: {why}"):
+        return cancel
+    if any(state.work[w].status != "done" for w in state.work_by_ref.get(patch.id, [])):
         return None
     values = patch.ok_values()
     return ReplicationDone(
         by=SERVICE, patch=patch.id, arena=patch.arena, n=len(values), mean=rules.mean(values),
         std=rules.std(values), outcome="not_better", explanation=why,
     )  # fmt: skip
+
+
+def _cancel_queued(state: State, patch: Patch, reason: str) -> WorkCancelled | None:
+    """The cancelling of the candidate's first work still queued, or None when none is."""
+    for work_id in state.work_by_ref.get(patch.id, []):
+        if state.work[work_id].status == "queued":
+            return WorkCancelled(by=SERVICE, work=work_id, reason=reason)
+    return None
 
 
 def _next_candidate_work(state: State, patch: Patch) -> WorkQueued | None:
