@@ -59,7 +59,7 @@ class Context:
     brain: Brain | None
     heartbeat: Heartbeat
     done: int = 0  # pieces of work finished
-    finished: asyncio.Event = field(default_factory=asyncio.Event)  # set when a burst is complete
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # set when a burst is complete or a signal came
     doing: str = "starting"
     since: float = field(default_factory=time.time)
     holding: dict[str, asyncio.Future[Any]] = field(default_factory=dict)  # claim -> the work done under it
@@ -172,8 +172,14 @@ class Role(ABC):
         """Work until cancelled or `ctx.finished` is set."""
 
 
-async def async_run(spec: AgentSpec, settings: Settings) -> int:
-    """Run the agent until stopped; returns how many pieces of work it did."""
+async def async_run(spec: AgentSpec, settings: Settings, signalled: asyncio.Event | None = None) -> int:
+    """Run the agent until stopped; returns how many pieces of work it did.
+
+    `signalled`: set on the process's first SIGTERM or SIGINT, beside the cancellation of this task.
+    The roles also end their loops on it, and their task is cancelled until it ends: Python 3.11's
+    `wait_for` can swallow a cancellation that races a reply, and an agent that did so went on
+    claiming and training after its Ctrl-C (seen beside a busy core)."""
+    signalled = signalled or asyncio.Event()
     role_class = spec.role
     bus = await Bus.connect(spec.url, name=f"agent {spec.agent}", credentials=Credentials.from_settings(settings.nats), wait=30)
     board = Board(bus, spec.agent, retry_seconds=math.inf)  # an agent waits out any outage of the board
@@ -194,7 +200,8 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
                                     brain=brain.name if brain else None, devices=[spec.device] if spec.device else [],
                                     pid=os.getpid()))  # fmt: skip
     reason = "stopped"
-    tasks = [asyncio.create_task(_announce(bus, ctx)), asyncio.create_task(budget.refresh())]
+    tasks = [asyncio.create_task(_announce(bus, ctx)), asyncio.create_task(budget.refresh()),
+             asyncio.create_task(_finish_on(signalled, ctx))]
     try:
         async with heartbeat:
             work = asyncio.create_task(role_class(ctx).run(), name=f"{role_class.name} {spec.agent}")
@@ -203,14 +210,14 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
                 await asyncio.wait({work, ending}, return_when=asyncio.FIRST_COMPLETED)
                 if work.done():
                     work.result()  # a role that returns or fails ends the agent; raise its error
-                reason = "burst complete" if ctx.finished.is_set() else "role ended"
+                reason = ("stopped by signal" if signalled.is_set() else
+                          "burst complete" if ctx.finished.is_set() else "role ended")  # fmt: skip
             except asyncio.CancelledError:
                 reason = "stopped by signal"
                 raise
             finally:
-                for task in (work, ending):
-                    task.cancel()
-                await asyncio.gather(work, ending, return_exceptions=True)
+                ending.cancel()
+                await _cancel_until_done(work)
                 await _release_all(ctx, reason)
     except asyncio.CancelledError:
         reason = "stopped by signal"
@@ -235,7 +242,24 @@ async def async_run(spec: AgentSpec, settings: Settings) -> int:
 
 def run(spec: AgentSpec, settings: Settings) -> int | None:
     """An agent process's main: the event loop, with SIGTERM/SIGINT as a clean stop."""
-    return aio.run(lambda: async_run(spec, settings))
+    signalled = asyncio.Event()
+    return aio.run(lambda: async_run(spec, settings, signalled), on_signal=signalled.set)
+
+
+async def _finish_on(signalled: asyncio.Event, ctx: Context) -> None:
+    """A signal ends the roles' loops (`ctx.stopping`) even where its cancellation was swallowed."""
+    await signalled.wait()
+    ctx.finished.set()
+
+
+async def _cancel_until_done(task: asyncio.Task[Any]) -> None:
+    """Cancel `task`, and again each second until it ends: a cancellation can be swallowed (see `async_run`)."""
+    running = not task.done()  # else it ended by itself, and its error (if any) is already raised
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if running and not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("%s: its role failed while stopping: %s: %s", task.get_name(), type(exc).__name__, exc)
 
 
 async def _release_all(ctx: Context, reason: str) -> None:
