@@ -52,6 +52,7 @@ class Service:
         self._failure: BaseException | None = None  # why a leader task stopped: decide no more, step down
         self._wake = asyncio.Event()  # the lease loop looks now rather than at its next second
         self.ready = asyncio.Event()  # set once caught up with the stream as it was at start
+        self.stopping = asyncio.Event()  # set by a signal: the lease loop ends even if its cancellation was swallowed
 
     @property
     def leader(self) -> bool:
@@ -153,7 +154,7 @@ class Service:
     async def _lease_loop(self) -> None:
         lease = self._lease = await self.bus.leader_lease()
         last_refresh = hold_off = 0.0
-        while True:
+        while not self.stopping.is_set():
             if self._failure is not None and self.leader:
                 await self._give_up(lease, self._failure)
                 hold_off = time.monotonic() + LEADER_TTL_SECONDS  # a standby's turn first
@@ -243,12 +244,16 @@ class Service:
         self.writer.fail_jobs()
 
 
-async def serve(url: str, db: Path, settings: Settings, instance: str) -> None:
-    """A service process: connect, open (or create) its projection, serve until cancelled."""
+async def serve(url: str, db: Path, settings: Settings, instance: str, stopping: asyncio.Event | None = None) -> None:
+    """A service process: connect, open (or create) its projection, serve until cancelled or `stopping`
+    is set (`aio.run`'s flag: Python 3.11's `wait_for` can swallow the cancellation a signal brings)."""
     bus = await Bus.connect(url, name=f"blackboard {instance}", credentials=Credentials.from_settings(settings.nats), wait=30)
     projection = Projection(db)
+    service = Service(bus, projection, settings.board, instance)
+    if stopping is not None:
+        service.stopping = stopping
     try:
-        await Service(bus, projection, settings.board, instance).run()
+        await service.run()
     finally:
         await bus.close()
         projection.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from pathlib import Path
@@ -24,7 +25,8 @@ def service(ctx: object, url: str, db: Path, instance: str | None) -> None:
 
     settings = ctx.settings()  # type: ignore[attr-defined]
     name = instance or f"{socket.gethostname()}-{os.getpid()}"
-    aio.run(lambda: serve(url.split(",") if "," in url else url, db, settings, name))
+    stopping = asyncio.Event()
+    aio.run(lambda: serve(url.split(",") if "," in url else url, db, settings, name, stopping), on_signal=stopping.set)
 
 
 commands = [service]

@@ -15,6 +15,7 @@ from blackboard.events import (
     LeaderElected, WorkCancelled, WorkQueued, decode,
 )  # fmt: skip
 from blackboard.projection import Projection
+from blackboard.service import Service
 from swarm.ground.bus import Bus
 from swarm.natsserver import NatsServer
 from swarm.ground.settings import BoardSettings
@@ -166,3 +167,23 @@ async def test_a_leader_whose_decide_loop_fails_says_why_and_the_standby_takes_o
             await open_arena(board)
             verdict = await board.propose(hypothesis("decided by the new leader", LR=0.5))
             assert verdict.status == "approved"
+
+
+async def test_a_leader_told_to_stop_steps_down_and_gives_its_lease_up_even_if_nothing_cancels_it(
+    bus: Bus, tmp_path: Path, settings: BoardSettings,
+) -> None:  # fmt: skip
+    """`stopping` is the flag a signal sets: Python 3.11's `wait_for` can swallow the cancellation
+    the same signal brings, and a service that did so would lead on after its Ctrl-C."""
+    projection = Projection(tmp_path / "board.duckdb")
+    service = Service(bus, projection, settings, "s1")
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_leading(service, timeout=60)
+        service.stopping.set()  # and no cancel
+        await asyncio.wait_for(task, timeout=120)
+        assert not service.leader
+        assert not await (await bus.leader_lease()).holder()  # the standby need not wait out the TTL
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        projection.close()
