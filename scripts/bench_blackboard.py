@@ -48,6 +48,7 @@ from blackboard.events import ArenaOpened, HypothesisProposed, new_id  # noqa: E
 from blackboard.projection import Projection  # noqa: E402
 from blackboard.rules import code_hash  # noqa: E402
 from roles import ROLES  # noqa: E402
+from swarm.ground import aio  # noqa: E402
 from swarm.ground.bus import Bus  # noqa: E402
 from swarm.natsserver import NatsServer  # noqa: E402
 from optuna.storages import JournalStorage  # noqa: E402
@@ -110,7 +111,7 @@ async def claimers(url: str, tasks: int, seconds: float, proc: int, handover: bo
 
 def claimer_process(url: str, tasks: int, seconds: float, proc: int, handover: bool, out: multiprocessing.Queue) -> None:
     started = time.process_time()
-    latencies = asyncio.run(claimers(url, tasks, seconds, proc, handover))
+    latencies = aio.run(lambda: claimers(url, tasks, seconds, proc, handover))  # on uvloop, as an agent runs
     out.put((latencies, time.process_time() - started))
 
 
