@@ -25,6 +25,7 @@ from blackboard.requests import Requests
 from blackboard.state import State
 from blackboard.writer import Writer
 from swarm.ground.bus import Bus, Credentials, LeaderLease
+from swarm.ground.collector import freeze_survivors
 from swarm.ground.constants import LEADER_TTL_SECONDS, REQUEST_SECONDS
 from swarm.ground.errors import BoardError, BusError
 from swarm.ground.settings import BoardSettings, Settings
@@ -250,6 +251,7 @@ class Service:
 async def serve(url: str, db: Path, settings: Settings, instance: str, stopping: asyncio.Event | None = None) -> None:
     """A service process: connect, open (or create) its projection, serve until cancelled or `stopping`
     is set (`aio.run`'s flag: Python 3.11's `wait_for` can swallow the cancellation a signal brings)."""
+    freeze_survivors()  # full collections scan only what is new: their pauses were the claims' p99
     bus = await Bus.connect(url, name=f"blackboard {instance}", credentials=Credentials.from_settings(settings.nats), wait=30)
     projection = Projection(db)
     service = Service(bus, projection, settings.board, instance)
