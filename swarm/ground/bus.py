@@ -211,23 +211,16 @@ class Bus:
         body = msgpack.unpackb(entry.value, raw=False) if entry.value else None
         return body if isinstance(body, dict) else None
 
-    async def set_swarm_config(self, config: dict[str, Any], replicas: int = 1, timeout: float = 30.0) -> None:
+    async def set_swarm_config(self, config: dict[str, Any], replicas: int = 1) -> None:
+        """Record `config` for every node to agree with. Written as `kv.put` writes it (to the bucket's
+        subject), through `publish`, whose retries also wait out a bucket just made on several servers
+        until its replicas have chosen a leader."""
         try:
-            kv = await self.js.key_value(CONFIG_BUCKET)
+            await self.js.key_value(CONFIG_BUCKET)
         except nats.js.errors.BucketNotFoundError:
-            kv = await self.js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=1, replicas=replicas))
+            await self.js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=1, replicas=replicas))
         value = msgpack.packb(config, use_bin_type=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await kv.put(CONFIG_KEY, value)
-                return
-            except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError) as exc:
-                # A bucket just made on several servers answers once its replicas have chosen a leader.
-                if time.monotonic() > deadline:
-                    raise BusUnavailable(f"the swarm's configuration could not be stored for {timeout:.0f} s: "
-                                         f"{type(exc).__name__}") from exc
-                await asyncio.sleep(0.2)
+        await self.publish(Envelope(f"$KV.{CONFIG_BUCKET}.{CONFIG_KEY}", value, f"config-{uuid.uuid4().hex}"))
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(STREAM)
