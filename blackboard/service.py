@@ -39,7 +39,8 @@ FLUSH_SECONDS = 0.25
 
 
 class Service:
-    def __init__(self, bus: Bus, projection: Projection, settings: BoardSettings, instance: str) -> None:
+    def __init__(self, bus: Bus, projection: Projection, settings: BoardSettings, instance: str,
+                 stopping: asyncio.Event | None = None) -> None:  # fmt: skip
         self.bus, self.projection, self.settings, self.instance = bus, projection, settings, instance
         self.state = State(settings)
         self.seen_seq = 0  # last stream sequence received (decoded or parked)
@@ -56,7 +57,7 @@ class Service:
         self._failure: BaseException | None = None  # why a leader task stopped: decide no more, step down
         self._wake = asyncio.Event()  # the lease loop looks now rather than at its next second
         self.ready = asyncio.Event()  # set once caught up with the stream as it was at start
-        self.stopping = asyncio.Event()  # set by a signal: the lease loop ends even if its cancellation was swallowed
+        self.stopping = stopping or asyncio.Event()  # set by a signal: the lease loop ends even if its cancellation was swallowed
 
     @property
     def leader(self) -> bool:
@@ -254,11 +255,8 @@ async def serve(url: str, db: Path, settings: Settings, instance: str, stopping:
     freeze_survivors()  # full collections scan only what is new: their pauses were the claims' p99
     bus = await Bus.connect(url, name=f"blackboard {instance}", credentials=Credentials.from_settings(settings.nats), wait=30)
     projection = Projection(db)
-    service = Service(bus, projection, settings.board, instance)
-    if stopping is not None:
-        service.stopping = stopping
     try:
-        await service.run()
+        await Service(bus, projection, settings.board, instance, stopping).run()
     finally:
         await bus.close()
         projection.close()
