@@ -23,7 +23,10 @@ from blackboard.events import (
     ArenaOpened, ClaimGranted, ClaimReleased, ClaimRenewed, Event, HypothesisApproved, HypothesisProposed,
     PatchAccepted, PatchSubmitted, RunFinished, RunStarted, WorkQueued, encode,
 )  # fmt: skip
+from blackboard.cascade import runs_to_finish
 from blackboard.projection import Projection
+from blackboard.state import State
+from swarm.ground.settings import BoardSettings
 
 T0 = 1_700_000_000.0
 FAILURES = ("crash", "timeout", "oom", "diverged")
@@ -151,6 +154,21 @@ def measure_apply(events: list[Event], batch: int, db: Path) -> float:
         for start in range(0, len(items), batch):
             projection.apply_many(items[start : start + batch])
         return len(items) / (time.perf_counter() - started)
+
+
+def measure_budget_check(cycles: int, calls: int) -> tuple[float, float]:
+    """p50 and p99, in milliseconds, of what a run budget asks on each implement grant
+    (`cascade.runs_to_finish`), on a state folded from `synthetic_events(cycles)` and one open candidate."""
+    events = synthetic_events(cycles)
+    last = events[-1]
+    assert isinstance(last, ClaimReleased)
+    patch = f"p-{cycles - 1}"  # the last idea's patch, with a replication queued: a candidate
+    events.append(WorkQueued(id="e-candidate", at=last.at, by="service", work="w-candidate", work_kind="replicate",
+                             arena="tiny/cpu/000000000000", ref=patch, seed=1))  # fmt: skip
+    state = State(BoardSettings(max_runs=cycles * 2))
+    for seq, event in enumerate(events, 1):
+        state.apply(event, seq)
+    return measure(lambda: runs_to_finish(state), calls)
 
 
 def history_filters(conn: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:

@@ -77,18 +77,19 @@ def runs_to_finish(state: State) -> int:
         if arena.best is None and not base.settled and not waits_for_a_climber(state, arena):
             queued += max(0, seeds - len(state.seeds_planned(base, "baseline")))
     hoping: set[str] = set()  # arenas with an open candidate or an explore under way
-    for patch in state.patches.values():
-        if patch.candidate and not patch.settled and patch.review != "reject":
-            if state.hopeless(patch) is not None:
-                queued -= sum(1 for w in state.work_by_ref.get(patch.id, [])  # about to be cancelled
-                              if state.work[w].status == "queued" and state.work[w].kind == "replicate")
-                continue
-            queued += max(0, seeds - len(state.seeds_planned(patch, "replicate")))
-            hoping.add(patch.arena)
-    for work in state.work.values():  # an explore under way (its implement granted) may make a candidate
-        if work.kind == "implement" and work.status == "claimed":
-            queued += seeds - 1
-            hoping.add(work.arena)
+    for patch in map(state.patches.__getitem__, state.open_candidates):
+        if patch.review == "reject":
+            continue
+        if state.hopeless(patch) is not None:
+            queued -= sum(1 for w in state.work_by_ref.get(patch.id, [])  # about to be cancelled
+                          if state.work[w].status == "queued" and state.work[w].kind == "replicate")
+            continue
+        queued += max(0, seeds - len(state.seeds_planned(patch, "replicate")))
+        hoping.add(patch.arena)
+    for (arena, kind, status), count in state.counts.items():  # an explore under way may make a candidate
+        if kind == "implement" and status == "claimed" and count:
+            queued += (seeds - 1) * count
+            hoping.add(arena)
     for arena_id in hoping:  # the climb its win would start
         upper = next_rung(state, state.arenas[arena_id].tier)
         for target in rung_arenas(state, upper) if upper else []:

@@ -13,6 +13,7 @@ same item pending. This module folds and keeps the work queues; it decides nothi
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Container, Iterable
 
@@ -164,6 +165,12 @@ class State:
         self.transfers: dict[str, Transfer] = {}  # transfer work -> its transfer
         self.winners: list[str] = []  # patches promoted over a previous best, in order: what may climb
         self.refused: dict[str, str] = {}  # results from a harness that is not their arena's -> why
+        # Kept as events are applied, so that a grant's questions do not walk the whole history:
+        self.counts: Counter[tuple[str, str, str]] = Counter()  # (arena, work kind, work status) -> work items
+        self.open_candidates: set[str] = set()  # candidates not settled yet (a rejection in review is still here)
+        self._noisy: dict[str, set[str]] = {}  # arena -> its patches with two or more ok seeds: what `spread` pools
+        self._position: dict[str, int] = {}  # patch -> its place in its arena's `patches`
+        self._spreads: dict[str, float | None] = {}  # arena -> `spread`, until its next result
 
     # --- folding events ---------------------------------------------------------------------
 
@@ -232,10 +239,13 @@ class State:
             return
         work = Work(e.work, e.work_kind, e.arena, e.ref, e.seed, e.tier, e.priority, seq)
         self.work[work.id] = work
+        self.counts[(work.arena, work.kind, work.status)] += 1
         self.work_by_ref.setdefault(e.ref, []).append(work.id)
         self._enqueue(work)
         if e.work_kind in ("replicate", "review") and (patch := self.patches.get(e.ref)) is not None:
             patch.candidate = True
+            if not patch.settled:
+                self.open_candidates.add(patch.id)
         if e.work_kind == "transfer" and (source := self.patches.get(e.ref)) is not None:
             self.transfers[e.work] = Transfer(e.work, e.ref, source.arena, e.arena, restack=source.arena == e.arena)
 
@@ -250,7 +260,7 @@ class State:
         work = self.work.get(e.work)
         if work is None or work.status != "queued" or e.claim in self.claims:
             return
-        work.status, work.claim = "claimed", e.claim
+        self._move(work, "claimed", e.claim)
         self.claims[e.claim] = Claim(e.claim, e.work, e.agent, e.expires_at)
         self.held.setdefault(e.agent, set()).add(e.claim)
 
@@ -309,6 +319,9 @@ class State:
         if patch is None:
             return
         patch.runs.append(Run(e.run, e.arena, e.seed, e.purpose, e.status, e.val_bpb, e.reason))
+        if patch.id in self._position and len(patch.ok_values()) >= 2:
+            self._noisy.setdefault(patch.arena, set()).add(patch.id)
+            self._spreads.pop(patch.arena, None)
         if e.status == "ok":
             self.hashes.setdefault((patch.arena, patch.code_hash), patch.id)
         item = "arena" if patch.id == self._baseline_of(patch.arena) else "candidate"
@@ -329,6 +342,7 @@ class State:
         arena.best = e.patch
         if (patch := self.patches.get(e.patch)) is not None:
             patch.settled, patch.outcome, patch.displaced = True, "promoted", e.previous
+            self.open_candidates.discard(patch.id)
             if e.previous_mean is not None:
                 patch.gain = e.previous_mean - e.mean
             if e.previous is not None:  # a winner: it may climb the ladder, or need restacking
@@ -349,6 +363,7 @@ class State:
     def _on_replication_done(self, e: ReplicationDone, seq: int) -> None:
         if (patch := self.patches.get(e.patch)) is not None:
             patch.settled, patch.outcome, patch.explanation = True, e.outcome, e.explanation
+            self.open_candidates.discard(patch.id)
             if patch.transfer is not None:
                 self._pend("transfer", patch.transfer)
 
@@ -367,6 +382,7 @@ class State:
     def _add_patch(self, patch: Patch) -> None:
         self.patches[patch.id] = patch
         if (arena := self.arenas.get(patch.arena)) is not None:
+            self._position[patch.id] = len(arena.patches)
             arena.patches.append(patch.id)
 
     def _baseline_of(self, arena: str) -> str | None:
@@ -381,7 +397,7 @@ class State:
     def _requeue(self, work_id: str) -> None:
         work = self.work.get(work_id)
         if work is not None and work.status == "claimed":
-            work.status, work.claim = "queued", None
+            self._move(work, "queued", None)
             self._enqueue(work)  # its original place: priority, then the order it was first queued
 
     def _close(self, work_id: str) -> None:
@@ -391,13 +407,18 @@ class State:
         if work.claim is not None and (claim := self._drop_claim(work.claim)) is not None:
             # closed by another's result (a late one from an earlier holder): the holder's run is void
             self._lose_runs(claim, "its work was finished by another holder's result")
-        work.status, work.claim = "done", None
+        self._move(work, "done", None)
         if work.kind in ("replicate", "review"):
             self._pend("candidate", work.ref)
         elif work.kind == "baseline":
             self._pend("arena", work.arena)
         elif work.kind == "transfer":
             self._pend("transfer", work.id)
+
+    def _move(self, work: Work, status: str, claim: str | None) -> None:
+        self.counts[(work.arena, work.kind, work.status)] -= 1
+        self.counts[(work.arena, work.kind, status)] += 1
+        work.status, work.claim = status, claim
 
     def _claim_of(self, work_id: str | None, agent: str) -> Claim | None:
         """The claim `agent` holds on the work, if it does."""
@@ -442,11 +463,11 @@ class State:
         self.set_aside.clear()
 
     def queue_depths(self, arena: str | None = None) -> dict[str, int]:
+        """Work queued, by kind (in `arena`, or in all)."""
         depths: dict[str, int] = {}
-        for heap_key, heap in self.queues.items():
-            if arena is None or heap_key[0] == arena:
-                queued = len({w for _, _, w in heap if self.work[w].status == "queued"})  # released work is pushed again
-                depths[heap_key[1]] = depths.get(heap_key[1], 0) + queued
+        for (where, kind, status), count in self.counts.items():
+            if status == "queued" and count and (arena is None or where == arena):
+                depths[kind] = depths.get(kind, 0) + count
         return depths
 
     def trials(self, arena: str) -> list[dict[str, object]]:
@@ -500,5 +521,9 @@ class State:
         return self.patches[best].ok_values() if best else []
 
     def spread(self, arena: str) -> float | None:
-        groups = [self.patches[p].ok_values() for p in self.arenas[arena].patches] if arena in self.arenas else []
-        return rules.seed_spread([values for values in groups if len(values) >= 2])
+        """The arena's seed noise (`rules.seed_spread`) over its patches with two or more ok seeds, in
+        the arena's order: kept until such a patch's next result, and never a walk over every patch."""
+        if arena not in self._spreads:
+            noisy = sorted(self._noisy.get(arena, ()), key=self._position.__getitem__)
+            self._spreads[arena] = rules.seed_spread([self.patches[p].ok_values() for p in noisy])
+        return self._spreads[arena]

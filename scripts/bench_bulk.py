@@ -3,6 +3,7 @@
     python scripts/bench_bulk.py apply --cycles 2000 --batch 1 10 100 1000   # events/s by batch size
     python scripts/bench_bulk.py history --runs 1000000 --db board.duckdb      # history() p50/p99
     python scripts/bench_bulk.py apply --batch 100 1000 --onto board.duckdb    # events/s onto 1M runs
+    python scripts/bench_bulk.py budget --cycles 1000 10000 100000             # a grant's budget check
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blackboard import queries  # noqa: E402
-from blackboard.bulk import history_filters, load_runs, measure, measure_apply, synthetic_events  # noqa: E402
+from blackboard.bulk import (  # noqa: E402
+    history_filters, load_runs, measure, measure_apply, measure_budget_check, synthetic_events,
+)  # fmt: skip
 from blackboard.projection import Projection  # noqa: E402
 from roles import ROLES  # noqa: E402
 
@@ -32,7 +35,15 @@ def main(argv: list[str] | None = None) -> None:
     history.add_argument("--runs", type=int, default=1_000_000)
     history.add_argument("--calls", type=int, default=50)
     history.add_argument("--db", type=Path, help="keep the board here (default: a temporary directory)")
+    budget = sub.add_parser("budget", help="what a run budget checks on each implement grant, as the history grows")
+    budget.add_argument("--cycles", type=int, nargs="+", default=[1000, 10_000, 100_000], help="ideas in the history")
+    budget.add_argument("--calls", type=int, default=200)
     args = parser.parse_args(argv)
+    if args.what == "budget":
+        for cycles in args.cycles:
+            p50, p99 = measure_budget_check(cycles, args.calls)
+            print(f"budget check on an implement grant, {cycles:>7,} ideas in the history: p50 {p50:8.3f} ms  p99 {p99:8.3f} ms")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         if args.what == "apply":
             for batch in args.batch:
