@@ -310,7 +310,7 @@ class Requests:
             parent = state.patches.get(hyp.parent or state.arenas[work.arena].baseline_patch)
             out["hypothesis"] = {"id": hyp.id, "title": hyp.title, "rationale": hyp.rationale, "intent": hyp.intent}
             out["parent"] = {"id": parent.id, "code": parent.code} if parent else None
-            done = [p for p in state.patches.values() if p.hypothesis == hyp.id and p.status == "accepted"]
+            done = [p for p in map(state.patches.__getitem__, state.patches_of.get(hyp.id, ())) if p.status == "accepted"]
             out["patch"] = {"id": done[0].id, "code": done[0].code, "diff": done[0].diff} if done else None
         else:
             patch = state.patches[work.ref]

@@ -170,6 +170,7 @@ class State:
         self.open_candidates: set[str] = set()  # candidates not settled yet (a rejection in review is still here)
         self._noisy: dict[str, set[str]] = {}  # arena -> its patches with two or more ok seeds: what `spread` pools
         self._position: dict[str, int] = {}  # patch -> its place in its arena's `patches`
+        self.patches_of: dict[str, list[str]] = {}  # hypothesis -> its patches, in order
         self._spreads: dict[str, float | None] = {}  # arena -> `spread`, until its next result
 
     # --- folding events ---------------------------------------------------------------------
@@ -381,6 +382,8 @@ class State:
 
     def _add_patch(self, patch: Patch) -> None:
         self.patches[patch.id] = patch
+        if patch.hypothesis is not None:
+            self.patches_of.setdefault(patch.hypothesis, []).append(patch.id)
         if (arena := self.arenas.get(patch.arena)) is not None:
             self._position[patch.id] = len(arena.patches)
             arena.patches.append(patch.id)

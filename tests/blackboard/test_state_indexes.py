@@ -1,6 +1,6 @@
 """What the state keeps as events are applied so that a grant does not walk the whole history (work
-counted by arena, kind and status; the open candidates; each arena's seed spread) agrees, after
-every event of a story, with what a walk over everything would say."""
+counted by arena, kind and status; the open candidates; each arena's seed spread; each idea's
+patches) agrees, after every event of a story, with what a walk over everything would say."""
 
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ def test_the_kept_counts_candidates_and_spreads_agree_with_a_walk_over_everythin
         walked = Counter((w.arena, w.kind, w.status) for w in state.work.values())
         assert +state.counts == walked, f"after event {seq} ({event.kind})"
         assert state.open_candidates == {p.id for p in state.patches.values() if p.candidate and not p.settled}
+        of: dict[str, list[str]] = {}
+        for patch in state.patches.values():
+            if patch.hypothesis is not None:
+                of.setdefault(patch.hypothesis, []).append(patch.id)
+        assert state.patches_of == of
         for arena in state.arenas.values():
             groups = [state.patches[p].ok_values() for p in arena.patches]
             assert state.spread(arena.id) == seed_spread([values for values in groups if len(values) >= 2])
