@@ -7,12 +7,12 @@ a decision it has not seen.
 Requests that decide are batched: while one batch is being stored, the next queues up, and the
 writer decides it whole under the lock, each decision taking nothing that an earlier one in the
 batch took (work, a claim's release). A request that finds nothing queued or being stored is a
-batch of one, decided and stored in its own task. On a stream of one server the batch is stored in one round
-trip: a large one as a JetStream atomic batch (`Bus.publish_atomic`: all or none, back to back, the
-first decision's expected-sequence guard checked at the commit, one acknowledgement for the whole
-batch rather than one per decision), a small one, or any where the stream does not take atomic
-batches (a server before 2.12), as a chain (`Bus.publish_chain`): the first decision carries the
-guard, each later one the id of the one before it as the stream's expected last message, so
+batch of one, decided and stored in its own task. On a stream of one server the batch is stored in
+one round trip: a large one as a JetStream atomic batch (`Bus.publish_atomic`: all or none, back to
+back, the first decision's expected-sequence guard checked at the commit, one acknowledgement for
+the whole batch rather than one per decision), a small one, or any where the stream does not take
+atomic batches (a server before 2.12), as a chain (`Bus.publish_chain`): the first decision carries
+the guard, each later one the id of the one before it as the stream's expected last message, so
 nothing, and no other writer's decision, is stored between two links.
 
 Besides the requests, the writer's decide loop makes the decisions the stream's facts call for:
