@@ -160,10 +160,8 @@ def measure_budget_check(cycles: int, calls: int) -> tuple[float, float]:
     """p50 and p99, in milliseconds, of what a run budget asks on each implement grant
     (`cascade.runs_to_finish`), on a state folded from `synthetic_events(cycles)` and one open candidate."""
     events = synthetic_events(cycles)
-    last = events[-1]
-    assert isinstance(last, ClaimReleased)
     patch = f"p-{cycles - 1}"  # the last idea's patch, with a replication queued: a candidate
-    events.append(WorkQueued(id="e-candidate", at=last.at, by="service", work="w-candidate", work_kind="replicate",
+    events.append(WorkQueued(id="e-candidate", at=events[-1].at, by="service", work="w-candidate", work_kind="replicate",
                              arena="tiny/cpu/000000000000", ref=patch, seed=1))  # fmt: skip
     state = State(BoardSettings(max_runs=cycles * 2))
     for seq, event in enumerate(events, 1):
